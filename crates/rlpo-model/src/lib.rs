@@ -1,0 +1,1 @@
+//! rlpo-model (work in progress)
