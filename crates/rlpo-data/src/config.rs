@@ -147,7 +147,10 @@ pub struct TextConfig {
 pub const BUILTIN_TINY: &str = "builtin:tiny";
 
 fn config_err(key: &str, reason: impl Into<String>) -> Error {
-    Error::Config { key: key.into(), reason: reason.into() }
+    Error::Config {
+        key: key.into(),
+        reason: reason.into(),
+    }
 }
 
 impl DataConfig {
@@ -191,7 +194,10 @@ impl DataConfig {
             ));
         }
         if self.max_samples == Some(0) {
-            return Err(config_err("data.max_samples", "must be at least 1 (omit it for all rows)"));
+            return Err(config_err(
+                "data.max_samples",
+                "must be at least 1 (omit it for all rows)",
+            ));
         }
         self.fields.validate()?;
         if let Some(syn) = &self.synthetic {
@@ -242,7 +248,9 @@ mod tests {
         struct Recipe {
             data: DataConfig,
         }
-        toml::from_str::<Recipe>(s).map(|r| r.data).map_err(|e| e.to_string())
+        toml::from_str::<Recipe>(s)
+            .map(|r| r.data)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -268,17 +276,36 @@ mod tests {
         assert!(err.contains("`data.path`"), "{err}");
 
         let cfg = parse("[data]\npath = \"x.jsonl\"\n").unwrap();
-        assert!(cfg.validate().unwrap_err().to_string().contains("`data.path`"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`data.path`"));
 
-        let cfg = parse("[data]\nsource = \"jsonl\"\npath = \"a\"\n[data.synthetic]\ntask = \"countdown\"\n")
-            .unwrap();
-        assert!(cfg.validate().unwrap_err().to_string().contains("`data.synthetic`"));
+        let cfg = parse(
+            "[data]\nsource = \"jsonl\"\npath = \"a\"\n[data.synthetic]\ntask = \"countdown\"\n",
+        )
+        .unwrap();
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`data.synthetic`"));
 
-        let cfg = parse("[data]\nsource = \"jsonl\"\npath = \"a\"\n[data.fields]\nanswer = \"a..b\"\n")
-            .unwrap();
-        assert!(cfg.validate().unwrap_err().to_string().contains("`data.fields.answer`"));
+        let cfg =
+            parse("[data]\nsource = \"jsonl\"\npath = \"a\"\n[data.fields]\nanswer = \"a..b\"\n")
+                .unwrap();
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`data.fields.answer`"));
 
         let cfg = parse("[data]\nmax_samples = 0\n").unwrap();
-        assert!(cfg.validate().unwrap_err().to_string().contains("`data.max_samples`"));
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("`data.max_samples`"));
     }
 }

@@ -27,12 +27,18 @@ pub struct Tiers {
 impl Tiers {
     /// Sizes of `[easy, medium, hard]`.
     pub fn sizes(&self) -> [usize; 3] {
-        [self.members[0].len(), self.members[1].len(), self.members[2].len()]
+        [
+            self.members[0].len(),
+            self.members[1].len(),
+            self.members[2].len(),
+        ]
     }
 }
 
 fn curriculum_err(reason: impl Into<String>) -> Error {
-    Error::Curriculum { reason: reason.into() }
+    Error::Curriculum {
+        reason: reason.into(),
+    }
 }
 
 /// The `q`-quantile of sorted values with linear interpolation between order statistics.
@@ -49,17 +55,29 @@ pub fn tiers_by_quantile(values: &[f64]) -> Result<Tiers> {
         return Err(curriculum_err("no values to split into tiers"));
     }
     if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(curriculum_err(format!("value {i} is {}, not a finite number", values[i])));
+        return Err(curriculum_err(format!(
+            "value {i} is {}, not a finite number",
+            values[i]
+        )));
     }
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let (q1, q2) = (quantile(&sorted, 1.0 / 3.0), quantile(&sorted, 2.0 / 3.0));
     let mut members: [Vec<usize>; 3] = Default::default();
     for (i, &v) in values.iter().enumerate() {
-        let tier = if v <= q1 { 0 } else if v <= q2 { 1 } else { 2 };
+        let tier = if v <= q1 {
+            0
+        } else if v <= q2 {
+            1
+        } else {
+            2
+        };
         members[tier].push(i);
     }
-    Ok(Tiers { members, thresholds: [q1, q2] })
+    Ok(Tiers {
+        members,
+        thresholds: [q1, q2],
+    })
 }
 
 /// Tiers of samples by their `difficulty`; every sample must have one (the error names the first
@@ -82,7 +100,9 @@ pub fn difficulty_tiers(samples: &[Sample]) -> Result<Tiers> {
 /// `probs` restricted to non-empty tiers and scaled to sum to 1.
 pub fn renormalise(probs: [f64; 3], sizes: [usize; 3]) -> Result<[f64; 3]> {
     if let Some(p) = probs.iter().find(|p| !p.is_finite() || **p < 0.0) {
-        return Err(curriculum_err(format!("tier probabilities {probs:?} contain {p}; need finite values >= 0")));
+        return Err(curriculum_err(format!(
+            "tier probabilities {probs:?} contain {p}; need finite values >= 0"
+        )));
     }
     let mut out = [0.0; 3];
     for t in 0..3 {
@@ -125,7 +145,11 @@ impl TierSampler {
         if tiers.sizes().iter().all(|&n| n == 0) {
             return Err(curriculum_err("all tiers are empty"));
         }
-        Ok(Self { tiers, rng: SplitMix64::new(derive_seed(seed, domain::CURRICULUM, 0)), draws: 0 })
+        Ok(Self {
+            tiers,
+            rng: SplitMix64::new(derive_seed(seed, domain::CURRICULUM, 0)),
+            draws: 0,
+        })
     }
 
     /// The tiers drawn from.
@@ -137,7 +161,10 @@ impl TierSampler {
     pub fn sample(&mut self, probs: [f64; 3], n: usize) -> Result<Vec<usize>> {
         let p = renormalise(probs, self.tiers.sizes())?;
         // Rounding can leave sum(p) a hair under 1; fall back to the last tier with mass.
-        let last = (0..3).rev().find(|&t| p[t] > 0.0).expect("renormalise guarantees mass");
+        let last = (0..3)
+            .rev()
+            .find(|&t| p[t] > 0.0)
+            .expect("renormalise guarantees mass");
         let mut out = Vec::with_capacity(n);
         for _ in 0..n {
             let u = self.rng.next_f64();
@@ -157,7 +184,11 @@ impl TierSampler {
 
     /// Current state for checkpointing.
     pub fn state(&self) -> TierSamplerState {
-        TierSamplerState { rng_state: self.rng.state, draws: self.draws, sizes: self.tiers.sizes() }
+        TierSamplerState {
+            rng_state: self.rng.state,
+            draws: self.draws,
+            sizes: self.tiers.sizes(),
+        }
     }
 
     /// Resumes from a saved state; the tiers must have the sizes they had when it was saved.

@@ -51,11 +51,20 @@ impl Dataset {
     /// Wraps samples; errors if there are none.
     pub fn new(samples: Vec<Sample>, shuffle: bool, seed: u64, what: &str) -> Result<Self> {
         if samples.is_empty() {
-            return Err(Error::Empty { what: what.to_string() });
+            return Err(Error::Empty {
+                what: what.to_string(),
+            });
         }
         let fingerprint = fingerprint(&samples);
-        let mut ds =
-            Self { samples, shuffle, seed, fingerprint, epoch: 0, index: 0, order: Vec::new() };
+        let mut ds = Self {
+            samples,
+            shuffle,
+            seed,
+            fingerprint,
+            epoch: 0,
+            index: 0,
+            order: Vec::new(),
+        };
         ds.order = ds.epoch_order(0);
         Ok(ds)
     }
@@ -123,7 +132,10 @@ impl Dataset {
 
     /// The next `n` samples (cloned), advancing the cursor.
     pub fn next_batch(&mut self, n: usize) -> Vec<Sample> {
-        self.next_indices(n).into_iter().map(|i| self.samples[i].clone()).collect()
+        self.next_indices(n)
+            .into_iter()
+            .map(|i| self.samples[i].clone())
+            .collect()
     }
 
     /// Where the stream stands now; restoring it replays exactly the batches that would follow.
@@ -145,7 +157,11 @@ impl Dataset {
             reason: format!("{what} is {now}, the cursor was saved with {saved}"),
         };
         if cursor.len != self.samples.len() {
-            return Err(mismatch("the sample count", cursor.len.to_string(), self.len().to_string()));
+            return Err(mismatch(
+                "the sample count",
+                cursor.len.to_string(),
+                self.len().to_string(),
+            ));
         }
         if cursor.fingerprint != self.fingerprint {
             return Err(mismatch(
@@ -155,14 +171,26 @@ impl Dataset {
             ));
         }
         if cursor.seed != self.seed {
-            return Err(mismatch("data.seed", cursor.seed.to_string(), self.seed.to_string()));
+            return Err(mismatch(
+                "data.seed",
+                cursor.seed.to_string(),
+                self.seed.to_string(),
+            ));
         }
         if cursor.shuffle != self.shuffle {
-            return Err(mismatch("data.shuffle", cursor.shuffle.to_string(), self.shuffle.to_string()));
+            return Err(mismatch(
+                "data.shuffle",
+                cursor.shuffle.to_string(),
+                self.shuffle.to_string(),
+            ));
         }
         if cursor.index > self.samples.len() {
             return Err(Error::CursorMismatch {
-                reason: format!("index {} is past the end ({} samples)", cursor.index, self.len()),
+                reason: format!(
+                    "index {} is past the end ({} samples)",
+                    cursor.index,
+                    self.len()
+                ),
             });
         }
         self.epoch = cursor.epoch;
@@ -191,7 +219,11 @@ fn fingerprint(samples: &[Sample]) -> u64 {
     let mut h = FNV_OFFSET;
     for s in samples {
         let prompt = s.prompt.flat_text();
-        for field in [s.id.as_str(), prompt.as_str(), s.answer.as_deref().unwrap_or("")] {
+        for field in [
+            s.id.as_str(),
+            prompt.as_str(),
+            s.answer.as_deref().unwrap_or(""),
+        ] {
             h = fnv1a(fnv1a(h, field.as_bytes()), &[0xff]);
         }
     }

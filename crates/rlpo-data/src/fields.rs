@@ -48,7 +48,11 @@ impl RowCtx<'_> {
     }
 
     fn default_id(&self) -> String {
-        let name = self.path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
         match self.row {
             RowRef::Line(n) | RowRef::Row(n) => format!("{name}:{n}"),
         }
@@ -69,7 +73,11 @@ pub(crate) fn type_name(v: &Value) -> &'static str {
 
 fn keys_of(row: &Value) -> String {
     match row {
-        Value::Object(map) => map.keys().map(String::as_str).collect::<Vec<_>>().join(", "),
+        Value::Object(map) => map
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", "),
         _ => String::new(),
     }
 }
@@ -88,24 +96,37 @@ pub(crate) fn sample_from_row(
         (None, None) => {
             return Err(ctx.err(
                 &fields.prompt,
-                format!("missing (also tried `{}`); the row has: {}", fields.messages, keys_of(row)),
+                format!(
+                    "missing (also tried `{}`); the row has: {}",
+                    fields.messages,
+                    keys_of(row)
+                ),
             ))
         }
     };
 
     let answer = match &fields.answer {
         Some(path) => lookup(row, path).map(value_text),
-        None => AUTO_ANSWER.iter().find_map(|p| lookup(row, p)).map(value_text),
+        None => AUTO_ANSWER
+            .iter()
+            .find_map(|p| lookup(row, p))
+            .map(value_text),
     };
     if answer.is_none() && require_answer {
         let (field, tried) = match &fields.answer {
             Some(p) => (p.clone(), String::new()),
-            None => (AUTO_ANSWER[0].to_string(), format!(" (also tried `{}`)", AUTO_ANSWER[1])),
+            None => (
+                AUTO_ANSWER[0].to_string(),
+                format!(" (also tried `{}`)", AUTO_ANSWER[1]),
+            ),
         };
         return Err(ctx.err(
             field,
-            format!("missing{tried}; the row has: {} (set data.require_answer = false if answers \
-                     are not needed)", keys_of(row)),
+            format!(
+                "missing{tried}; the row has: {} (set data.require_answer = false if answers \
+                     are not needed)",
+                keys_of(row)
+            ),
         ));
     }
 
@@ -131,9 +152,18 @@ pub(crate) fn sample_from_row(
         None => ctx.default_id(),
     };
 
-    let metadata = lookup(row, &fields.metadata).cloned().unwrap_or(Value::Null);
+    let metadata = lookup(row, &fields.metadata)
+        .cloned()
+        .unwrap_or(Value::Null);
 
-    Ok(Sample { id, prompt, answer, data_source, difficulty, metadata })
+    Ok(Sample {
+        id,
+        prompt,
+        answer,
+        data_source,
+        difficulty,
+        metadata,
+    })
 }
 
 /// A prompt is a string or a non-empty list of `{role, content}` objects (extra keys, such as
@@ -159,16 +189,25 @@ fn parse_prompt(v: &Value, field: &str, ctx: &RowCtx<'_>) -> Result<Prompt> {
                 if !m.is_object() {
                     return Err(ctx.err(
                         format!("{field}[{i}]"),
-                        format!("expected a {{role, content}} object, found {}", type_name(m)),
+                        format!(
+                            "expected a {{role, content}} object, found {}",
+                            type_name(m)
+                        ),
                     ));
                 }
-                Ok(Message { role: part("role")?, content: part("content")? })
+                Ok(Message {
+                    role: part("role")?,
+                    content: part("content")?,
+                })
             })
             .collect::<Result<Vec<_>>>()
             .map(Prompt::Chat),
         other => Err(ctx.err(
             field,
-            format!("expected a string or a list of {{role, content}} messages, found {}", type_name(other)),
+            format!(
+                "expected a string or a list of {{role, content}} messages, found {}",
+                type_name(other)
+            ),
         )),
     }
 }
@@ -191,7 +230,10 @@ fn number(v: &Value, field: &str, ctx: &RowCtx<'_>) -> Result<f64> {
     };
     match parsed {
         Some(x) if x.is_finite() => Ok(x),
-        _ => Err(ctx.err(field, format!("expected a finite number, found {}", describe(v)))),
+        _ => Err(ctx.err(
+            field,
+            format!("expected a finite number, found {}", describe(v)),
+        )),
     }
 }
 

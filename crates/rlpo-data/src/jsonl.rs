@@ -22,7 +22,10 @@ pub(crate) fn for_each_object(
     limit: Option<usize>,
     mut f: impl FnMut(usize, Value) -> Result<()>,
 ) -> Result<()> {
-    let io_err = |source| Error::Io { path: path.to_path_buf(), source };
+    let io_err = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut reader = BufReader::new(File::open(path).map_err(io_err)?);
     let mut buf = Vec::new();
     let mut line_no = 0usize;
@@ -41,16 +44,23 @@ pub(crate) fn for_each_object(
             row: RowRef::Line(line_no),
             reason,
         };
-        let text = std::str::from_utf8(&buf)
-            .map_err(|e| malformed(format!("invalid UTF-8: {e}")))?;
+        let text =
+            std::str::from_utf8(&buf).map_err(|e| malformed(format!("invalid UTF-8: {e}")))?;
         // A UTF-8 byte-order mark (Windows editors) is not JSON whitespace.
-        let text = if line_no == 1 { text.trim_start_matches('\u{feff}') } else { text };
+        let text = if line_no == 1 {
+            text.trim_start_matches('\u{feff}')
+        } else {
+            text
+        };
         if text.trim().is_empty() {
             continue;
         }
         let value: Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
         if !value.is_object() {
-            return Err(malformed(format!("expected a JSON object, found {}", type_name(&value))));
+            return Err(malformed(format!(
+                "expected a JSON object, found {}",
+                type_name(&value)
+            )));
         }
         seen += 1;
         f(line_no, value)?;
@@ -66,7 +76,10 @@ pub fn load_jsonl(
 ) -> Result<Vec<Sample>> {
     let mut out = Vec::new();
     for_each_object(path, limit, |line, row| {
-        let ctx = RowCtx { path, row: RowRef::Line(line) };
+        let ctx = RowCtx {
+            path,
+            row: RowRef::Line(line),
+        };
         out.push(sample_from_row(&row, fields, require_answer, &ctx)?);
         Ok(())
     })?;

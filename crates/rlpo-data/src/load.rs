@@ -13,7 +13,13 @@ use crate::text::{builtin_tiny, load_text};
 /// `max_samples`. Relative paths are resolved against `base_dir`.
 pub fn load_samples(cfg: &DataConfig, base_dir: &Path) -> Result<Vec<Sample>> {
     cfg.validate()?;
-    let resolve = |p: &PathBuf| if p.is_absolute() { p.clone() } else { base_dir.join(p) };
+    let resolve = |p: &PathBuf| {
+        if p.is_absolute() {
+            p.clone()
+        } else {
+            base_dir.join(p)
+        }
+    };
     let limit = cfg.max_samples;
     let mut samples = match cfg.source {
         SourceKind::Synthetic => cfg.synthetic_or_default().generate(cfg.seed)?,

@@ -24,8 +24,14 @@ pub(crate) fn for_each_row(
     limit: Option<usize>,
     mut f: impl FnMut(usize, Value) -> Result<()>,
 ) -> Result<()> {
-    let pq_err = |source| Error::Parquet { path: path.to_path_buf(), source };
-    let file = File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let pq_err = |source| Error::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let reader = SerializedFileReader::new(file).map_err(pq_err)?;
     let rows = reader.get_row_iter(None).map_err(pq_err)?;
     for (index, row) in rows.enumerate() {
@@ -46,7 +52,10 @@ pub fn load_parquet(
 ) -> Result<Vec<Sample>> {
     let mut out = Vec::new();
     for_each_row(path, limit, |index, row| {
-        let ctx = RowCtx { path, row: RowRef::Row(index) };
+        let ctx = RowCtx {
+            path,
+            row: RowRef::Row(index),
+        };
         out.push(sample_from_row(&row, fields, require_answer, &ctx)?);
         Ok(())
     })?;
@@ -55,13 +64,17 @@ pub fn load_parquet(
 
 /// A record as a JSON object, columns in schema order.
 pub(crate) fn row_to_json(row: &Row) -> Value {
-    let map: Map<String, Value> =
-        row.get_column_iter().map(|(k, v)| (k.clone(), field_to_json(v))).collect();
+    let map: Map<String, Value> = row
+        .get_column_iter()
+        .map(|(k, v)| (k.clone(), field_to_json(v)))
+        .collect();
     Value::Object(map)
 }
 
 fn float(x: f64) -> Value {
-    Number::from_f64(x).map(Value::Number).unwrap_or(Value::Null)
+    Number::from_f64(x)
+        .map(Value::Number)
+        .unwrap_or(Value::Null)
 }
 
 fn field_to_json(field: &Field) -> Value {
@@ -86,7 +99,9 @@ fn field_to_json(field: &Field) -> Value {
             Err(_) => Value::String(field.to_string()),
         },
         Field::Group(row) => row_to_json(row),
-        Field::ListInternal(list) => Value::Array(list.elements().iter().map(field_to_json).collect()),
+        Field::ListInternal(list) => {
+            Value::Array(list.elements().iter().map(field_to_json).collect())
+        }
         Field::MapInternal(map) => Value::Object(
             map.entries()
                 .iter()

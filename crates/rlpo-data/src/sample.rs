@@ -18,7 +18,10 @@ pub struct Message {
 impl Message {
     /// A `user` message.
     pub fn user(content: impl Into<String>) -> Self {
-        Self { role: "user".into(), content: content.into() }
+        Self {
+            role: "user".into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -40,9 +43,11 @@ impl Prompt {
     /// All message contents (or the text) joined by newlines: for logging, hashing and tests.
     pub fn flat_text(&self) -> String {
         match self {
-            Prompt::Chat(msgs) => {
-                msgs.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n")
-            }
+            Prompt::Chat(msgs) => msgs
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
             Prompt::Text(t) => t.clone(),
         }
     }

@@ -38,7 +38,11 @@ pub fn split_documents(text: &str, split: TextSplit) -> Vec<(usize, String)> {
     let mut current: Option<(usize, Vec<&str>)> = None;
     for (i, line) in text.lines().enumerate() {
         // Strip a byte-order mark and Windows line ends so they never reach the tokenizer.
-        let line = if i == 0 { line.trim_start_matches('\u{feff}') } else { line };
+        let line = if i == 0 {
+            line.trim_start_matches('\u{feff}')
+        } else {
+            line
+        };
         let line = line.trim_end_matches('\r');
         if line.trim().is_empty() {
             if let Some((start, lines)) = current.take() {
@@ -48,7 +52,10 @@ pub fn split_documents(text: &str, split: TextSplit) -> Vec<(usize, String)> {
         }
         match split {
             TextSplit::Lines => docs.push((i + 1, line.to_string())),
-            TextSplit::BlankLines => current.get_or_insert_with(|| (i + 1, Vec::new())).1.push(line),
+            TextSplit::BlankLines => current
+                .get_or_insert_with(|| (i + 1, Vec::new()))
+                .1
+                .push(line),
         }
     }
     if let Some((start, lines)) = current {
@@ -72,15 +79,27 @@ pub fn load_text(
     split: TextSplit,
     limit: Option<usize>,
 ) -> Result<Vec<Sample>> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("jsonl")) {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"))
+    {
         let mut out = Vec::new();
         for_each_object(path, limit, |line, row| {
-            let ctx = RowCtx { path, row: RowRef::Line(line) };
+            let ctx = RowCtx {
+                path,
+                row: RowRef::Line(line),
+            };
             match lookup(&row, &fields.text) {
                 Some(Value::String(s)) => out.push(doc_sample(format!("{name}:{line}"), s.clone())),
                 Some(other) => {
-                    return Err(ctx.err(&fields.text, format!("expected a string, found {}", type_name(other))))
+                    return Err(ctx.err(
+                        &fields.text,
+                        format!("expected a string, found {}", type_name(other)),
+                    ))
                 }
                 None => return Err(ctx.err(&fields.text, "missing")),
             }
@@ -88,7 +107,10 @@ pub fn load_text(
         })?;
         return Ok(out);
     }
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
         Error::MalformedRow {
@@ -99,7 +121,11 @@ pub fn load_text(
     })?;
     let docs = split_documents(&text, split);
     let take = limit.unwrap_or(usize::MAX);
-    Ok(docs.into_iter().take(take).map(|(line, doc)| doc_sample(format!("{name}:{line}"), doc)).collect())
+    Ok(docs
+        .into_iter()
+        .take(take)
+        .map(|(line, doc)| doc_sample(format!("{name}:{line}"), doc))
+        .collect())
 }
 
 #[cfg(test)]
@@ -115,7 +141,12 @@ mod tests {
         );
         assert_eq!(
             split_documents(text, TextSplit::Lines),
-            vec![(1, "a b".into()), (2, "c".into()), (6, "d".into()), (7, "e".into())]
+            vec![
+                (1, "a b".into()),
+                (2, "c".into()),
+                (6, "d".into()),
+                (7, "e".into())
+            ]
         );
     }
 

@@ -10,7 +10,11 @@ use rlpo_data::{
 struct Frac(i128, i128);
 
 fn gcd(a: i128, b: i128) -> i128 {
-    if b == 0 { a.abs() } else { gcd(b, a % b) }
+    if b == 0 {
+        a.abs()
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 impl Frac {
@@ -99,7 +103,11 @@ fn eval(expr: &str) -> (Frac, Vec<i128>) {
             }
         }
     }
-    let mut p = P { t: tokens(expr), i: 0, lits: Vec::new() };
+    let mut p = P {
+        t: tokens(expr),
+        i: 0,
+        lits: Vec::new(),
+    };
     let v = p.expr();
     assert_eq!(p.i, p.t.len(), "trailing tokens in {expr:?}");
     (v, p.lits)
@@ -115,8 +123,10 @@ fn solvable(nums: &[Frac], target: Frac) -> bool {
             if i == j {
                 continue;
             }
-            let rest: Vec<Frac> =
-                (0..nums.len()).filter(|&k| k != i && k != j).map(|k| nums[k]).collect();
+            let rest: Vec<Frac> = (0..nums.len())
+                .filter(|&k| k != i && k != j)
+                .map(|k| nums[k])
+                .collect();
             for op in ['+', '-', '*', '/'] {
                 if let Some(v) = nums[i].apply(op, nums[j]) {
                     let mut next = rest.clone();
@@ -170,7 +180,10 @@ fn quickstart_arithmetic_is_single_digit_and_correct() {
     }
     assert_eq!(ops_seen.into_iter().collect::<Vec<_>>(), ["*", "+", "-"]);
     assert_eq!(samples[5].id, "arithmetic-5");
-    assert_eq!(samples[5].data_source.as_deref(), Some("synthetic/arithmetic"));
+    assert_eq!(
+        samples[5].data_source.as_deref(),
+        Some("synthetic/arithmetic")
+    );
 }
 
 #[test]
@@ -198,7 +211,10 @@ fn harder_arithmetic_levels_are_correct() {
         levels.insert(level as i64);
     }
     assert_eq!(levels.into_iter().collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
-    assert!(negatives > 100, "allow_negative should produce negative answers, got {negatives}");
+    assert!(
+        negatives > 100,
+        "allow_negative should produce negative answers, got {negatives}"
+    );
 }
 
 #[test]
@@ -212,8 +228,14 @@ fn operator_subset_and_plain_text_prompts() {
         c.size = 300;
     });
     for s in cfg.generate(1).unwrap() {
-        let Prompt::Text(t) = &s.prompt else { panic!("chat = false gives text prompts") };
-        let expr = t.strip_prefix("Compute ").unwrap().strip_suffix('.').unwrap();
+        let Prompt::Text(t) = &s.prompt else {
+            panic!("chat = false gives text prompts")
+        };
+        let expr = t
+            .strip_prefix("Compute ")
+            .unwrap()
+            .strip_suffix('.')
+            .unwrap();
         assert!(!expr.contains('+') && !expr.contains('*'), "{expr}");
         let (value, _) = eval(expr);
         assert!(value.0 >= 0, "{expr}");
@@ -223,23 +245,40 @@ fn operator_subset_and_plain_text_prompts() {
 
 #[test]
 fn generation_is_reproducible_and_seed_dependent() {
-    for cfg in [SyntheticConfig::default(), SyntheticConfig::Countdown(CountdownConfig::default())] {
+    for cfg in [
+        SyntheticConfig::default(),
+        SyntheticConfig::Countdown(CountdownConfig::default()),
+    ] {
         let a = cfg.generate(7).unwrap();
         assert_eq!(a, cfg.generate(7).unwrap());
         let b = cfg.generate(8).unwrap();
-        let differing = a.iter().zip(&b).filter(|(x, y)| x.prompt != y.prompt).count();
-        assert!(differing > 800, "{}: only {differing}/1000 prompts differ across seeds", cfg.task_name());
+        let differing = a
+            .iter()
+            .zip(&b)
+            .filter(|(x, y)| x.prompt != y.prompt)
+            .count();
+        assert!(
+            differing > 800,
+            "{}: only {differing}/1000 prompts differ across seeds",
+            cfg.task_name()
+        );
         // Sample i does not depend on the set size.
         assert_eq!(cfg.generate_one(7, 999).unwrap(), a[999]);
     }
     // A section-level seed overrides [data] seed.
     let with_seed = arithmetic(|c| c.seed = Some(8));
-    assert_eq!(with_seed.generate(123).unwrap(), SyntheticConfig::default().generate(8).unwrap());
+    assert_eq!(
+        with_seed.generate(123).unwrap(),
+        SyntheticConfig::default().generate(8).unwrap()
+    );
 }
 
 #[test]
 fn countdown_instances_are_solvable() {
-    let cfg = CountdownConfig { size: 500, ..CountdownConfig::default() };
+    let cfg = CountdownConfig {
+        size: 500,
+        ..CountdownConfig::default()
+    };
     let samples = SyntheticConfig::Countdown(cfg).generate(3).unwrap();
     let mut counts = std::collections::BTreeSet::new();
     for s in &samples {
@@ -255,9 +294,16 @@ fn countdown_instances_are_solvable() {
         assert_eq!(s.answer.as_deref().unwrap(), target.to_string());
         assert_eq!(s.difficulty, Some(numbers.len() as f64));
         counts.insert(numbers.len());
-        let shown = numbers.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
+        let shown = numbers
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
         let text = user_text(s);
-        assert!(text.contains(&format!("[{shown}]")) && text.contains(&format!("equals {target}.")), "{text}");
+        assert!(
+            text.contains(&format!("[{shown}]")) && text.contains(&format!("equals {target}.")),
+            "{text}"
+        );
 
         // The witness uses every number once and evaluates to the target...
         let (value, mut lits) = eval(s.metadata["solution"].as_str().unwrap());
@@ -278,7 +324,10 @@ fn brute_force_detects_unsolvable() {
     // Guards the checker itself: 1, 1 can make 0, 1, 2 but not 3.
     assert!(!solvable(&[Frac(1, 1), Frac(1, 1)], Frac(3, 1)));
     assert!(solvable(&[Frac(1, 1), Frac(1, 1)], Frac(2, 1)));
-    assert!(solvable(&[Frac(3, 1), Frac(3, 1), Frac(8, 1), Frac(8, 1)], Frac(24, 1))); // 8/(3-8/3)
+    assert!(solvable(
+        &[Frac(3, 1), Frac(3, 1), Frac(8, 1), Frac(8, 1)],
+        Frac(24, 1)
+    )); // 8/(3-8/3)
 }
 
 #[test]
@@ -294,11 +343,16 @@ fn recipe_section_parses_and_validates() {
     )
     .unwrap();
     cfg.validate().unwrap();
-    let SyntheticConfig::Countdown(c) = cfg.synthetic.clone().unwrap() else { panic!() };
+    let SyntheticConfig::Countdown(c) = cfg.synthetic.clone().unwrap() else {
+        panic!()
+    };
     assert_eq!((c.size, c.min_numbers, c.max_numbers), (10, 3, 5));
 
-    let cfg = parse("[data.synthetic]\ntask = \"arithmetic\"\noperators = [\"+\", \"×\"]\n").unwrap();
-    let SyntheticConfig::Arithmetic(a) = cfg.synthetic.unwrap() else { panic!() };
+    let cfg =
+        parse("[data.synthetic]\ntask = \"arithmetic\"\noperators = [\"+\", \"×\"]\n").unwrap();
+    let SyntheticConfig::Arithmetic(a) = cfg.synthetic.unwrap() else {
+        panic!()
+    };
     assert_eq!(a.operators, [Operator::Add, Operator::Mul]);
 
     // Unknown keys inside a task section are named, also keys of the other task.
@@ -311,11 +365,32 @@ fn recipe_section_parses_and_validates() {
         let msg = parse(toml).unwrap().validate().unwrap_err().to_string();
         assert!(msg.contains(&format!("`{key}`")), "{toml} -> {msg}");
     };
-    bad("[data.synthetic]\ntask = \"arithmetic\"\nmax_digits = 4\n", "data.synthetic.max_digits");
-    bad("[data.synthetic]\ntask = \"arithmetic\"\nmin_digits = 2\n", "data.synthetic.max_digits");
-    bad("[data.synthetic]\ntask = \"arithmetic\"\noperators = []\n", "data.synthetic.operators");
-    bad("[data.synthetic]\ntask = \"arithmetic\"\nprompt_template = \"hi\"\n", "data.synthetic.prompt_template");
-    bad("[data.synthetic]\ntask = \"countdown\"\nmin_numbers = 1\n", "data.synthetic.min_numbers");
-    bad("[data.synthetic]\ntask = \"countdown\"\nsize = 0\n", "data.synthetic.size");
-    bad("[data.synthetic]\ntask = \"countdown\"\nprompt_template = \"{numbers}\"\n", "data.synthetic.prompt_template");
+    bad(
+        "[data.synthetic]\ntask = \"arithmetic\"\nmax_digits = 4\n",
+        "data.synthetic.max_digits",
+    );
+    bad(
+        "[data.synthetic]\ntask = \"arithmetic\"\nmin_digits = 2\n",
+        "data.synthetic.max_digits",
+    );
+    bad(
+        "[data.synthetic]\ntask = \"arithmetic\"\noperators = []\n",
+        "data.synthetic.operators",
+    );
+    bad(
+        "[data.synthetic]\ntask = \"arithmetic\"\nprompt_template = \"hi\"\n",
+        "data.synthetic.prompt_template",
+    );
+    bad(
+        "[data.synthetic]\ntask = \"countdown\"\nmin_numbers = 1\n",
+        "data.synthetic.min_numbers",
+    );
+    bad(
+        "[data.synthetic]\ntask = \"countdown\"\nsize = 0\n",
+        "data.synthetic.size",
+    );
+    bad(
+        "[data.synthetic]\ntask = \"countdown\"\nprompt_template = \"{numbers}\"\n",
+        "data.synthetic.prompt_template",
+    );
 }

@@ -95,7 +95,10 @@ impl ArithmeticConfig {
         check_range("digits", self.min_digits, self.max_digits, 1, 3)?;
         check_range("operators", self.min_operators, self.max_operators, 1, 3)?;
         if self.operators.is_empty() {
-            return Err(key_err("operators", "must list at least one of \"+\", \"-\", \"*\""));
+            return Err(key_err(
+                "operators",
+                "must list at least one of \"+\", \"-\", \"*\"",
+            ));
         }
         check_template(&self.prompt_template, &["{expression}"])
     }
@@ -103,10 +106,16 @@ impl ArithmeticConfig {
     pub(crate) fn instance(&self, rng: &mut SplitMix64, index: usize) -> Result<Instance> {
         for _ in 0..MAX_TRIES {
             let digits = rng.range_inclusive(self.min_digits.into(), self.max_digits.into()) as u32;
-            let n_ops = rng.range_inclusive(self.min_operators.into(), self.max_operators.into()) as usize;
-            let (lo, hi) = if digits == 1 { (1, 9) } else { (10u64.pow(digits - 1), 10u64.pow(digits) - 1) };
-            let operands: Vec<i64> =
-                (0..=n_ops).map(|_| rng.range_inclusive(lo, hi) as i64).collect();
+            let n_ops =
+                rng.range_inclusive(self.min_operators.into(), self.max_operators.into()) as usize;
+            let (lo, hi) = if digits == 1 {
+                (1, 9)
+            } else {
+                (10u64.pow(digits - 1), 10u64.pow(digits) - 1)
+            };
+            let operands: Vec<i64> = (0..=n_ops)
+                .map(|_| rng.range_inclusive(lo, hi) as i64)
+                .collect();
             let ops: Vec<Operator> = (0..n_ops)
                 .map(|_| self.operators[rng.below(self.operators.len() as u64) as usize])
                 .collect();
@@ -128,8 +137,10 @@ impl ArithmeticConfig {
         }
         Err(key_err(
             "operators",
-            format!("no non-negative expression after {MAX_TRIES} draws for sample {index}; \
-                     set allow_negative = true or add \"+\" / \"*\""),
+            format!(
+                "no non-negative expression after {MAX_TRIES} draws for sample {index}; \
+                     set allow_negative = true or add \"+\" / \"*\""
+            ),
         ))
     }
 }

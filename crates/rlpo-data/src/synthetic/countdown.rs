@@ -14,7 +14,8 @@ use crate::error::Result;
 use crate::rng::SplitMix64;
 
 /// Default prompt, close to TinyZero's so that its `<answer>` extraction convention carries over.
-pub const DEFAULT_COUNTDOWN_TEMPLATE: &str = "Using the numbers {numbers}, create an equation that \
+pub const DEFAULT_COUNTDOWN_TEMPLATE: &str =
+    "Using the numbers {numbers}, create an equation that \
 equals {target}. You can use +, -, * and / and must use each number exactly once. Give the final \
 equation inside <answer> </answer> tags, for example <answer>(1 + 2) * 3</answer>.";
 
@@ -65,7 +66,10 @@ impl CountdownConfig {
     pub(crate) fn validate(&self) -> Result<()> {
         check_range("numbers", self.min_numbers, self.max_numbers, 2, 6)?;
         if !(1..=10_000).contains(&self.max_number) {
-            return Err(key_err("max_number", format!("must be in 1..=10000, got {}", self.max_number)));
+            return Err(key_err(
+                "max_number",
+                format!("must be in 1..=10000, got {}", self.max_number),
+            ));
         }
         check_range("target", self.min_target, self.max_target, 1, u32::MAX)?;
         check_template(&self.prompt_template, &["{numbers}", "{target}"])
@@ -74,15 +78,20 @@ impl CountdownConfig {
     pub(crate) fn instance(&self, rng: &mut SplitMix64, index: usize) -> Result<Instance> {
         for _ in 0..MAX_TRIES {
             let n = rng.range_inclusive(self.min_numbers.into(), self.max_numbers.into()) as usize;
-            let numbers: Vec<i64> =
-                (0..n).map(|_| rng.range_inclusive(1, self.max_number.into()) as i64).collect();
+            let numbers: Vec<i64> = (0..n)
+                .map(|_| rng.range_inclusive(1, self.max_number.into()) as i64)
+                .collect();
             let (target, solution) = build(&numbers, rng);
             if target < i64::from(self.min_target) || target > i64::from(self.max_target) {
                 continue;
             }
             let shown = format!(
                 "[{}]",
-                numbers.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+                numbers
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             return Ok(Instance {
                 fills: vec![("{numbers}", shown), ("{target}", target.to_string())],
@@ -93,8 +102,11 @@ impl CountdownConfig {
         }
         Err(key_err(
             "max_target",
-            format!("no instance with a target in {}..={} after {MAX_TRIES} draws for sample \
-                     {index}; widen min_target/max_target", self.min_target, self.max_target),
+            format!(
+                "no instance with a target in {}..={} after {MAX_TRIES} draws for sample \
+                     {index}; widen min_target/max_target",
+                self.min_target, self.max_target
+            ),
         ))
     }
 }
@@ -130,6 +142,9 @@ fn build(numbers: &[i64], rng: &mut SplitMix64) -> (i64, String) {
         pool.push((value, format!("({} {op} {})", hi.1, lo.1)));
     }
     let (value, expr) = pool.pop().expect("at least one number");
-    let expr = expr.strip_prefix('(').and_then(|e| e.strip_suffix(')')).map(str::to_string);
+    let expr = expr
+        .strip_prefix('(')
+        .and_then(|e| e.strip_suffix(')'))
+        .map(str::to_string);
     (value, expr.unwrap_or_else(|| value.to_string()))
 }

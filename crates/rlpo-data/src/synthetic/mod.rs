@@ -89,7 +89,9 @@ impl SyntheticConfig {
         self.validate()?;
         let common = self.common();
         let seed = common.seed.unwrap_or(data_seed);
-        (0..common.size).map(|i| self.generate_one(seed, i)).collect()
+        (0..common.size)
+            .map(|i| self.generate_one(seed, i))
+            .collect()
     }
 
     /// Generates sample `index` alone (identical to element `index` of [`Self::generate`]).
@@ -102,7 +104,11 @@ impl SyntheticConfig {
             SyntheticConfig::Countdown(c) => c.instance(&mut rng, index)?,
         };
         let text = render(common.prompt_template, &inst.fills);
-        let prompt = if common.chat { Prompt::Chat(vec![Message::user(text)]) } else { Prompt::Text(text) };
+        let prompt = if common.chat {
+            Prompt::Chat(vec![Message::user(text)])
+        } else {
+            Prompt::Text(text)
+        };
         Ok(Sample {
             id: format!("{task}-{index}"),
             prompt,
@@ -124,18 +130,26 @@ pub(crate) struct Instance {
 }
 
 fn render(template: &str, fills: &[(&'static str, String)]) -> String {
-    fills.iter().fold(template.to_string(), |acc, (k, v)| acc.replace(k, v))
+    fills
+        .iter()
+        .fold(template.to_string(), |acc, (k, v)| acc.replace(k, v))
 }
 
 pub(crate) fn key_err(key: &str, reason: impl Into<String>) -> Error {
-    Error::Config { key: format!("data.synthetic.{key}"), reason: reason.into() }
+    Error::Config {
+        key: format!("data.synthetic.{key}"),
+        reason: reason.into(),
+    }
 }
 
 /// Checks that `template` contains each placeholder.
 pub(crate) fn check_template(template: &str, placeholders: &[&str]) -> Result<()> {
     for p in placeholders {
         if !template.contains(p) {
-            return Err(key_err("prompt_template", format!("must contain the placeholder {p}")));
+            return Err(key_err(
+                "prompt_template",
+                format!("must contain the placeholder {p}"),
+            ));
         }
     }
     Ok(())
@@ -144,7 +158,10 @@ pub(crate) fn check_template(template: &str, placeholders: &[&str]) -> Result<()
 /// Checks `1 <= lo <= hi <= max` for a `min_*`/`max_*` key pair.
 pub(crate) fn check_range(name: &str, lo: u32, hi: u32, min: u32, max: u32) -> Result<()> {
     if lo < min || lo > max {
-        return Err(key_err(&format!("min_{name}"), format!("must be in {min}..={max}, got {lo}")));
+        return Err(key_err(
+            &format!("min_{name}"),
+            format!("must be in {min}..={max}, got {lo}"),
+        ));
     }
     if hi < lo || hi > max {
         return Err(key_err(
