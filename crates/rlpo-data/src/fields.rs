@@ -105,13 +105,11 @@ pub(crate) fn sample_from_row(
         }
     };
 
-    let answer = match &fields.answer {
-        Some(path) => lookup(row, path).map(value_text),
-        None => AUTO_ANSWER
-            .iter()
-            .find_map(|p| lookup(row, p))
-            .map(value_text),
+    let answer_value = match &fields.answer {
+        Some(path) => lookup(row, path),
+        None => AUTO_ANSWER.iter().find_map(|p| lookup(row, p)),
     };
+    let answer = answer_value.map(value_text);
     if answer.is_none() && require_answer {
         let (field, tried) = match &fields.answer {
             Some(p) => (p.clone(), String::new()),
@@ -152,9 +150,21 @@ pub(crate) fn sample_from_row(
         None => ctx.default_id(),
     };
 
-    let metadata = lookup(row, &fields.metadata)
+    let mut metadata = lookup(row, &fields.metadata)
         .cloned()
         .unwrap_or(Value::Null);
+    // Structured ground truths (TinyZero/verl countdown: `{"target", "numbers"}`) are also merged
+    // into the metadata, where verifiers look for per-sample task data; existing keys win.
+    if let Some(Value::Object(truth)) = answer_value {
+        if metadata.is_null() {
+            metadata = Value::Object(Default::default());
+        }
+        if let Value::Object(meta) = &mut metadata {
+            for (k, v) in truth {
+                meta.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
 
     Ok(Sample {
         id,

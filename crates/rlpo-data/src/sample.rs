@@ -69,7 +69,8 @@ pub struct Sample {
     /// Difficulty score used by curricula; larger is harder. Any scale (levels, pass rates
     /// inverted, entropies): tiers are cut at quantiles, so only the order matters.
     pub difficulty: Option<f64>,
-    /// Free-form extra information (verl's `extra_info`; synthetic tasks put their parameters here).
-    /// `Null` when absent.
+    /// Free-form extra information: verl's `extra_info`, plus the keys of an object-valued ground
+    /// truth (countdown `numbers`, `target`); synthetic tasks put their parameters here. `Null`
+    /// when there is none.
     pub metadata: serde_json::Value,
 }

@@ -110,6 +110,8 @@ fn plain_string_prompt_and_struct_ground_truth() {
     let s = load_parquet(&fixture("verl_countdown.parquet"), &defaults(), true, None).unwrap();
     let truth: serde_json::Value = serde_json::from_str(s[0].answer.as_deref().unwrap()).unwrap();
     assert_eq!(truth, json!({"target": 46, "numbers": [3, 7, 25]}));
+    // ...and merged into the metadata, where the countdown verifier reads numbers and target.
+    assert_eq!(s[0].metadata, json!({"target": 46, "numbers": [3, 7, 25]}));
 }
 
 #[test]
