@@ -55,7 +55,7 @@ pub(crate) fn for_each_object(
         if text.trim().is_empty() {
             continue;
         }
-        let value: Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| malformed(json_reason(&e)))?;
         if !value.is_object() {
             return Err(malformed(format!(
                 "expected a JSON object, found {}",
@@ -64,6 +64,17 @@ pub(crate) fn for_each_object(
         }
         seen += 1;
         f(line_no, value)?;
+    }
+}
+
+/// serde_json's message with its "at line 1 column N" (the line is always 1: we parse one line at a
+/// time) shortened to "at column N", so that the only line number in the error is the file's.
+fn json_reason(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match full.strip_suffix(&suffix) {
+        Some(msg) => format!("{msg} at column {}", e.column()),
+        None => full,
     }
 }
 

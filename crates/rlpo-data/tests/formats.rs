@@ -192,7 +192,7 @@ fn jsonl_errors_name_file_line_and_field() {
         .unwrap_err()
         .to_string();
     assert!(
-        msg.contains("broken.jsonl: line 3: malformed JSON"),
+        msg.ends_with("broken.jsonl: line 3: malformed JSON: expected value at column 27"),
         "{msg}"
     );
 
