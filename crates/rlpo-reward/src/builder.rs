@@ -1,0 +1,143 @@
+//! From the `[reward]` recipe section to a ready [`RewardSet`]: validates every value, compiles
+//! patterns, starts external plugins. Errors name the recipe key (`reward.fns[2].cache_len`).
+
+use std::time::Duration;
+
+use crate::config::{FnConfig, RewardConfig};
+use crate::countdown::{CountdownReward, Limits};
+use crate::error::{RewardError, Result};
+use crate::exact::MatchReward;
+use crate::external::{ExternalOptions, ExternalReward};
+use crate::format::{FormatReward, DEFAULT_FORMAT_PATTERN};
+use crate::length::{OverlongReward, TriangularLengthReward};
+use crate::math::MathReward;
+use crate::set::RewardSet;
+use crate::types::RewardFn;
+
+/// Builds the reward set of a recipe. External plugins are started here, so a wrong command fails
+/// at load time.
+pub fn build(cfg: &RewardConfig) -> Result<RewardSet> {
+    if cfg.fns.is_empty() {
+        return Err(RewardError::config("reward.fns", "is empty; add at least one [[reward.fns]] entry"));
+    }
+    let mut set = RewardSet::new(cfg.on_error);
+    for (i, fc) in cfg.fns.iter().enumerate() {
+        let key = format!("reward.fns[{i}]");
+        let (name, weight) = fc.name_and_weight();
+        if !weight.is_finite() {
+            return Err(RewardError::config(format!("{key}.weight"), format!("must be a finite number, got {weight}")));
+        }
+        if name.is_empty() || name.contains('/') {
+            return Err(RewardError::config(format!("{key}.name"), format!("{name:?} must be non-empty without '/'")));
+        }
+        if set.fns().iter().any(|(n, _)| *n == name) {
+            return Err(RewardError::config(
+                format!("{key}.name"),
+                format!("{name:?} is already used by another entry; set a distinct `name`"),
+            ));
+        }
+        let f = build_one(fc, name, &key, &set)?;
+        set.add(name, weight, f)?;
+    }
+    Ok(set)
+}
+
+fn finite(key: &str, field: &str, x: f64) -> Result<f64> {
+    if x.is_finite() {
+        Ok(x)
+    } else {
+        Err(RewardError::config(format!("{key}.{field}"), format!("must be a finite number, got {x}")))
+    }
+}
+
+fn build_one(fc: &FnConfig, name: &str, key: &str, set: &RewardSet) -> Result<Box<dyn RewardFn>> {
+    Ok(match fc {
+        FnConfig::Math(c) => {
+            let incorrect = finite(key, "incorrect", c.incorrect)?;
+            Box::new(MathReward {
+                mode: c.extract,
+                correct: finite(key, "correct", c.correct)?,
+                incorrect,
+                no_answer: finite(key, "no_answer", c.no_answer.unwrap_or(incorrect))?,
+            })
+        }
+        FnConfig::Countdown(c) => {
+            let incorrect = finite(key, "incorrect", c.incorrect)?;
+            let max_len = c.max_expr_len.unwrap_or(Limits::default().max_len);
+            if max_len == 0 {
+                return Err(RewardError::config(format!("{key}.max_expr_len"), "must be ≥ 1"));
+            }
+            Box::new(CountdownReward {
+                correct: finite(key, "correct", c.correct)?,
+                incorrect,
+                no_answer: finite(key, "no_answer", c.no_answer.unwrap_or(incorrect))?,
+                use_all: c.use_all,
+                limits: Limits { max_len, ..Limits::default() },
+            })
+        }
+        FnConfig::Format(c) => {
+            let pattern = c.pattern.as_deref().unwrap_or(DEFAULT_FORMAT_PATTERN);
+            let matched = finite(key, "matched", c.matched)?;
+            let unmatched = finite(key, "unmatched", c.unmatched)?;
+            Box::new(
+                FormatReward::new(pattern, matched, unmatched)
+                    .map_err(|e| RewardError::config(format!("{key}.pattern"), format!("invalid regex: {e}")))?,
+            )
+        }
+        FnConfig::Overlong(c) => {
+            if c.cache_len == 0 {
+                return Err(RewardError::config(format!("{key}.cache_len"), "must be ≥ 1"));
+            }
+            if let Some(max) = c.max_len {
+                if c.cache_len > max {
+                    return Err(RewardError::config(
+                        format!("{key}.cache_len"),
+                        format!("{} is larger than max_len = {max}", c.cache_len),
+                    ));
+                }
+            }
+            Box::new(OverlongReward { max_len: c.max_len, cache_len: c.cache_len, factor: finite(key, "factor", c.factor)? })
+        }
+        FnConfig::Length(c) => {
+            if c.budget == Some(0) {
+                return Err(RewardError::config(format!("{key}.budget"), "must be ≥ 1"));
+            }
+            Box::new(TriangularLengthReward { r_max: finite(key, "r_max", c.r_max)?, budget: c.budget })
+        }
+        FnConfig::Match(c) => Box::new(MatchReward {
+            correct: finite(key, "correct", c.correct)?,
+            incorrect: finite(key, "incorrect", c.incorrect)?,
+        }),
+        FnConfig::External(c) => {
+            let mut opts = ExternalOptions::new(name, c.command.clone());
+            if c.command.is_empty() || c.command[0].is_empty() {
+                return Err(RewardError::config(format!("{key}.command"), "must name a program, e.g. [\"python3\", \"reward_fns/gsm8k_reward.py\"]"));
+            }
+            if let Some(t) = c.timeout_s {
+                opts.timeout = seconds(key, "timeout_s", t, false)?;
+            }
+            if let Some(n) = c.concurrency {
+                if n == 0 {
+                    return Err(RewardError::config(format!("{key}.concurrency"), "must be ≥ 1"));
+                }
+                opts.concurrency = n;
+            }
+            if let Some(r) = c.max_restarts {
+                opts.max_restarts = r;
+            }
+            if let Some(b) = c.backoff_s {
+                opts.backoff = seconds(key, "backoff_s", b, true)?;
+            }
+            Box::new(ExternalReward::start(opts, set.log().clone(), set.counters().clone())?)
+        }
+    })
+}
+
+fn seconds(key: &str, field: &str, s: f64, zero_ok: bool) -> Result<Duration> {
+    let ok = s.is_finite() && (s > 0.0 || (zero_ok && s == 0.0)) && s <= 86_400.0;
+    if !ok {
+        let range = if zero_ok { "0..=86400" } else { "a positive number up to 86400" };
+        return Err(RewardError::config(format!("{key}.{field}"), format!("must be {range} seconds, got {s}")));
+    }
+    Ok(Duration::from_secs_f64(s))
+}

@@ -1,0 +1,159 @@
+//! One running instance of an external plugin and its three helper threads:
+//!
+//! - a **writer** owns the child's stdin and writes request lines it receives over a channel, so
+//!   the scoring thread never blocks on a full pipe when the plugin stops reading (a hung plugin is
+//!   caught by the request timeout instead);
+//! - a **reader** parses stdout lines into [`Event::Reply`] and sends [`Event::Exited`] at EOF;
+//! - a **stderr** thread forwards each stderr line to the [`RewardLog`] as `[name] line`.
+//!
+//! Events carry the instance's generation number so that output of an instance that has been
+//! replaced is recognised and ignored.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::{self, Receiver, Sender};
+
+use super::protocol::{parse_reply, ReplyLine};
+use crate::log::RewardLog;
+
+/// Longest stdout/stderr line read (bytes); longer lines are cut, so a runaway plugin cannot
+/// exhaust memory. A cut stdout line fails to parse and is reported.
+const MAX_LINE_BYTES: u64 = 16 << 20;
+
+/// What the helper threads report to the scoring thread.
+#[derive(Debug)]
+pub enum Event {
+    /// One parsed line of stdout.
+    Reply {
+        /// Generation of the instance that wrote it.
+        generation: u64,
+        /// The parsed line.
+        line: ReplyLine,
+    },
+    /// stdout reached EOF: the instance exited (or closed stdout).
+    Exited {
+        /// Generation of the instance.
+        generation: u64,
+    },
+}
+
+/// A spawned plugin instance.
+pub struct PluginProcess {
+    child: Child,
+    /// Generation number of this instance.
+    pub generation: u64,
+    stdin: Option<Sender<String>>,
+}
+
+impl PluginProcess {
+    /// Starts `command` (program and arguments) and its helper threads.
+    pub fn spawn(
+        name: &str,
+        command: &[String],
+        generation: u64,
+        events: Sender<Event>,
+        log: &RewardLog,
+    ) -> std::io::Result<Self> {
+        let (program, args) = command
+            .split_first()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let missing = || std::io::Error::other("child pipe missing");
+        let stdin = child.stdin.take().ok_or_else(missing)?;
+        let stdout = child.stdout.take().ok_or_else(missing)?;
+        let stderr = child.stderr.take().ok_or_else(missing)?;
+
+        let (tx, rx) = channel::unbounded::<String>();
+        thread::Builder::new().name(format!("reward-{name}-stdin")).spawn(move || write_loop(stdin, rx))?;
+        thread::Builder::new()
+            .name(format!("reward-{name}-stdout"))
+            .spawn(move || read_loop(stdout, generation, events))?;
+        let (prefix, log) = (format!("[{name}] "), log.clone());
+        thread::Builder::new().name(format!("reward-{name}-stderr")).spawn(move || {
+            for_each_line(stderr, |line| log.push(format!("{prefix}{}", line.trim_end())));
+        })?;
+        Ok(Self { child, generation, stdin: Some(tx) })
+    }
+
+    /// Queues one request line; `false` if the writer has stopped (stdin closed or broken).
+    pub fn send(&self, line: String) -> bool {
+        self.stdin.as_ref().is_some_and(|tx| tx.send(line).is_ok())
+    }
+
+    /// Sends SIGKILL (idempotent). Output already in the pipe is still read and reported.
+    pub fn kill(&mut self) {
+        // An error here means the child has already exited, which is what we want.
+        let _ = self.child.kill();
+    }
+
+    /// The exit status, if the child has exited.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+impl Drop for PluginProcess {
+    /// Closes stdin so a well-behaved plugin can exit by itself, gives it a moment, then kills and
+    /// reaps it, so no plugin outlives its reward set and no zombie is left behind.
+    fn drop(&mut self) {
+        self.stdin.take();
+        let grace = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < grace {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes queued lines; flushes whenever the queue is momentarily empty (batches the syscalls
+/// under load, keeps latency low when idle). Ends when the channel closes or a write fails.
+fn write_loop(stdin: ChildStdin, rx: Receiver<String>) {
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, stdin);
+    while let Ok(line) = rx.recv() {
+        if w.write_all(line.as_bytes()).is_err() {
+            return;
+        }
+        while let Ok(more) = rx.try_recv() {
+            if w.write_all(more.as_bytes()).is_err() {
+                return;
+            }
+        }
+        if w.flush().is_err() {
+            return;
+        }
+    }
+}
+
+fn read_loop(stdout: impl Read, generation: u64, events: Sender<Event>) {
+    for_each_line(stdout, |line| {
+        let line = parse_reply(line);
+        // The scoring side may be gone (reward set dropped); nothing left to tell then.
+        let _ = events.send(Event::Reply { generation, line });
+    });
+    let _ = events.send(Event::Exited { generation });
+}
+
+/// Calls `f` on each line (lossy UTF-8, at most [`MAX_LINE_BYTES`]) until EOF or a read error.
+fn for_each_line(r: impl Read, mut f: impl FnMut(&str)) {
+    let mut r = BufReader::with_capacity(1 << 16, r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match (&mut r).take(MAX_LINE_BYTES).read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => f(&String::from_utf8_lossy(&buf)),
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! External plugins as real child processes (`python3 tests/plugins/*.py`, stdlib only): a good
+//! plugin, one that crashes mid-batch, one that hangs, one that prints invalid JSON, one that
+//! answers out of order. Each sample's reward is its own `metadata.k`, so a lost or swapped
+//! answer cannot go unnoticed. Timeouts are 1 s, so nothing here can hang.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rlpo_reward::external::{ExternalOptions, ExternalReward};
+use rlpo_reward::log::RewardLog;
+use rlpo_reward::metrics::RewardCounters;
+use rlpo_reward::{RewardFn, RewardInput, RewardOutput, RewardStatus};
+
+fn script(name: &str) -> String {
+    format!("{}/tests/plugins/{name}.py", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn opts(name: &str, args: &[&str], concurrency: usize) -> ExternalOptions {
+    let mut command = vec!["python3".to_owned(), script(name)];
+    command.extend(args.iter().map(|a| a.to_string()));
+    let mut o = ExternalOptions::new(name, command);
+    o.timeout = Duration::from_secs(1);
+    o.concurrency = concurrency;
+    o.backoff = Duration::from_millis(10);
+    o
+}
+
+fn start(o: ExternalOptions) -> (ExternalReward, RewardLog, Arc<RewardCounters>) {
+    let log = RewardLog::new();
+    let counters = Arc::new(RewardCounters::default());
+    let p = ExternalReward::start(o, log.clone(), counters.clone()).expect("python3 starts");
+    (p, log, counters)
+}
+
+/// Samples with `metadata.k = k` and the given responses (`None`: an ordinary response).
+fn samples(n: usize, special: &[(usize, &str)]) -> Vec<RewardInput> {
+    (0..n)
+        .map(|k| {
+            let response = special.iter().find(|(i, _)| *i == k).map_or("fine", |(_, r)| r);
+            let mut s = RewardInput::new(response, Some("x"));
+            s.metadata = serde_json::json!({ "k": k });
+            s.response_len = 10 + k;
+            s
+        })
+        .collect()
+}
+
+/// Every ok output carries its own sample's `k`: nothing mis-assigned.
+fn assert_no_misassignment(out: &[RewardOutput]) {
+    for (k, o) in out.iter().enumerate() {
+        if o.is_ok() {
+            assert_eq!(o.value, k as f64, "sample {k} got another sample's answer: {o:?}");
+        } else {
+            assert!(o.value.is_nan(), "failed sample {k} must not carry a value: {o:?}");
+        }
+    }
+}
+
+fn error_text(o: &RewardOutput) -> &str {
+    match &o.status {
+        RewardStatus::Error(m) => m,
+        other => panic!("expected an error status, got {other:?}"),
+    }
+}
+
+#[test]
+fn good_plugin_scores_every_sample_with_parts_and_stderr_in_the_log() {
+    let (p, log, counters) = start(opts("good", &[], 8));
+    let batch = samples(50, &[(7, "error")]);
+    let out = p.score(&batch);
+    assert_eq!(out.len(), 50);
+    assert_no_misassignment(&out);
+    for (k, o) in out.iter().enumerate() {
+        if k == 7 {
+            assert!(error_text(o).contains("cannot score this one"), "{o:?}");
+            continue;
+        }
+        assert!(o.is_ok(), "{k}: {o:?}");
+        assert_eq!(o.parts.get("k"), Some(&(k as f64)));
+        assert_eq!(o.parts.get("len"), Some(&((10 + k) as f64)));
+    }
+    // A second batch reuses the same process.
+    let out2 = p.score(&samples(5, &[]));
+    assert!(out2.iter().all(RewardOutput::is_ok));
+    assert_eq!(counters.snapshot().restarts, 0);
+    let lines = log.drain();
+    let ready = lines.iter().find(|l| l.starts_with("[good] ready pid=")).expect("stderr captured with prefix");
+    // Dropping the reward function ends the plugin process.
+    let pid: u32 = ready.trim_start_matches("[good] ready pid=").parse().expect("pid");
+    drop(p);
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "plugin {pid} still running after drop");
+}
+
+#[test]
+fn out_of_order_answers_are_matched_by_id() {
+    let (p, _log, _) = start(opts("shuffle", &[], 8));
+    let out = p.score(&samples(40, &[]));
+    assert!(out.iter().all(RewardOutput::is_ok), "{out:?}");
+    assert_no_misassignment(&out);
+}
+
+#[test]
+fn crash_mid_batch_fails_only_the_sample_in_flight_and_restarts() {
+    let (p, log, counters) = start(opts("crash", &[], 1));
+    let out = p.score(&samples(10, &[(4, "crash")]));
+    assert_no_misassignment(&out);
+    assert!(error_text(&out[4]).contains("exited"), "{:?}", out[4]);
+    assert!(out.iter().enumerate().all(|(k, o)| k == 4 || o.is_ok()), "{out:?}");
+    assert_eq!(counters.snapshot().restarts, 1);
+    let lines = log.drain();
+    assert!(lines.iter().any(|l| l == "[crash] crashing now"), "{lines:?}");
+}
+
+#[test]
+fn crash_with_pipelining_isolates_the_culprit() {
+    let (p, log, counters) = start(opts("crash", &[], 4));
+    let out = p.score(&samples(20, &[(5, "crash"), (12, "crash")]));
+    assert_eq!(out.len(), 20);
+    assert_no_misassignment(&out);
+    for k in [5, 12] {
+        assert!(error_text(&out[k]).contains("exited"), "{k}: {:?}", out[k]);
+    }
+    // The requests in flight beside a crashing one were re-sent alone and scored.
+    assert!(out.iter().enumerate().all(|(k, o)| k == 5 || k == 12 || o.is_ok()), "{out:?}");
+    // Per crashing sample: one crash with others in flight, one crash alone.
+    assert_eq!(counters.snapshot().restarts, 4);
+    assert!(log.drain().iter().any(|l| l.contains("failed samples [5] (alone in flight)")));
+}
+
+#[test]
+fn plugin_that_always_dies_gives_up_after_max_restarts() {
+    let mut o = opts("crash", &["--at-start"], 2);
+    o.max_restarts = 2;
+    let (p, log, counters) = start(o);
+    let t = Instant::now();
+    let out = p.score(&samples(10, &[]));
+    assert!(out.iter().all(|o| !o.is_ok() && o.value.is_nan()), "{out:?}");
+    assert!(error_text(&out[9]).contains("gave up after 2 consecutive restarts"), "{:?}", out[9]);
+    assert_eq!(counters.snapshot().restarts, 2);
+    // Later batches fail at once, without new restarts.
+    let out = p.score(&samples(3, &[]));
+    assert!(out.iter().all(|o| error_text(o).contains("gave up")));
+    assert_eq!(counters.snapshot().restarts, 2);
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    assert!(log.drain().iter().any(|l| l.contains("gave up")));
+}
+
+#[test]
+fn hang_times_out_that_sample_and_restarts() {
+    let (p, log, counters) = start(opts("hang", &[], 1));
+    let t = Instant::now();
+    let out = p.score(&samples(6, &[(2, "hang")]));
+    let took = t.elapsed();
+    assert_eq!(out[2].status, RewardStatus::Timeout);
+    assert!(out[2].value.is_nan());
+    assert!(out.iter().enumerate().all(|(k, o)| k == 2 || o.is_ok()), "{out:?}");
+    assert_no_misassignment(&out);
+    assert_eq!(counters.snapshot().restarts, 1);
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(5), "took {took:?}");
+    assert!(log.drain().iter().any(|l| l.contains("[2] timed out")));
+}
+
+#[test]
+fn hang_with_pipelining_resends_the_innocent_requests() {
+    let (p, _log, counters) = start(opts("hang", &[], 4));
+    let t = Instant::now();
+    let out = p.score(&samples(12, &[(3, "hang")]));
+    assert!(t.elapsed() < Duration::from_secs(6), "took {:?}", t.elapsed());
+    assert_eq!(out[3].status, RewardStatus::Timeout);
+    assert_no_misassignment(&out);
+    for (k, o) in out.iter().enumerate() {
+        assert!(o.is_ok() || o.status == RewardStatus::Timeout, "{k}: {o:?}");
+    }
+    assert!(out.iter().filter(|o| o.is_ok()).count() >= 8, "{out:?}");
+    assert!(counters.snapshot().restarts >= 1);
+}
+
+#[test]
+fn invalid_output_fails_the_right_samples_and_keeps_the_plugin() {
+    let special = [(1, "bad"), (3, "badreward"), (5, "noid"), (7, "nan"), (9, "blank")];
+    let (p, log, counters) = start(opts("invalid", &[], 1));
+    let out = p.score(&samples(11, &special));
+    assert_no_misassignment(&out);
+    assert!(error_text(&out[1]).contains("not an answer"), "{:?}", out[1]);
+    assert!(error_text(&out[3]).contains("not a number"), "{:?}", out[3]);
+    assert!(error_text(&out[5]).contains("no integer `id`"), "{:?}", out[5]);
+    assert!(error_text(&out[7]).contains("not JSON"), "{:?}", out[7]);
+    for k in [0, 2, 4, 6, 8, 9, 10] {
+        assert!(out[k].is_ok(), "{k}: {:?}", out[k]);
+    }
+    assert_eq!(counters.snapshot().restarts, 0);
+    assert!(log.drain().iter().any(|l| l.starts_with("[invalid] protocol error")));
+}
+
+#[test]
+fn missing_program_is_a_start_error() {
+    let o = ExternalOptions::new("nope", vec!["/nonexistent/rlpo-plugin".into()]);
+    let err = ExternalReward::start(o, RewardLog::new(), Arc::default()).expect_err("cannot start");
+    let msg = err.to_string();
+    assert!(msg.contains("`nope`") && msg.contains("/nonexistent/rlpo-plugin"), "{msg}");
+}

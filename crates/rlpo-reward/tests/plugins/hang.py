@@ -1,0 +1,11 @@
+"""Test plugin: like good.py, but never answers (sleeps) on response "hang"."""
+import json
+import sys
+import time
+
+for line in sys.stdin:
+    req = json.loads(line)
+    if req["response"] == "hang":
+        time.sleep(3600)
+    sys.stdout.write(json.dumps({"id": req["id"], "reward": float(req["metadata"]["k"])}) + "\n")
+    sys.stdout.flush()
