@@ -1,0 +1,439 @@
+//! Recipe sections owned by this crate: `[algorithm]` ([`AlgorithmConfig`]) and `[loss]`
+//! ([`LossConfig`]). Plain serde structs with `deny_unknown_fields` and the spec's defaults, so a
+//! typo in a recipe fails at load time. Range checks live in `validate.rs`
+//! ([`validate_sections`](crate::validate_sections)).
+//!
+//! Shape of the recipe (every key optional; defaults are a plain GRPO baseline):
+//!
+//! ```toml
+//! [algorithm]
+//! advantage = "grpo"            # grpo | dr_grpo | hapo
+//! std = "unbiased"              # unbiased | population
+//! adv_eps = 1e-6
+//! singleton_advantage = "reward" # reward (verl) | zero (PROPOSAL)
+//! [algorithm.dapo]              # overlong shaping, group filter, overlong filter (all off)
+//! [algorithm.d3s]               # present = D3S on
+//! [algorithm.hapo]              # present = HAPO entropy components on
+//! [algorithm.rmt]               # present = RMT schedules on
+//!
+//! [loss]
+//! base = "grpo"                 # grpo | gspo | gspo_token
+//! clip_low = 0.2                # default 0.2 (grpo), 3e-4 (gspo*)
+//! clip_high = 0.2               # default 0.2 (grpo), 4e-4 (gspo*); DAPO uses 0.28
+//! dual_clip = 3.0               # inf switches it off
+//! agg = "token_mean"            # default token_mean (seq_mean_token_mean for gspo)
+//! kl_coef = 0.0
+//! kl_estimator = "k3"
+//! ```
+//!
+//! See `docs/algorithms.md` for every key.
+
+use serde::{Deserialize, Serialize};
+
+use crate::advantage::StdKind;
+use crate::aggregate::{AggMode, Aggregation};
+use crate::kl::KlEstimator;
+
+/// Which advantage estimator runs on full groups (spec §1.3, §4.3.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdvantageKind {
+    /// `(r − mean) / (std + eps)` per group.
+    #[default]
+    Grpo,
+    /// `r − mean` (no std scaling).
+    DrGrpo,
+    /// HAPO token-level group average with the GRPO fallback.
+    Hapo,
+}
+
+/// What a group of a single response gets as advantage (spec §1.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SingletonAdvantage {
+    /// verl: mean 0, std 1, so `A = r` (no baseline).
+    #[default]
+    Reward,
+    /// PROPOSAL: `A = 0` (no baseline exists, so no signal).
+    Zero,
+}
+
+/// `[algorithm]`: advantage estimator and the optional algorithm sections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlgorithmConfig {
+    /// Advantage estimator. Default `grpo`.
+    pub advantage: AdvantageKind,
+    /// Std used by GRPO (and by HAPO's GRPO fallback). Default `unbiased` (verl).
+    pub std: StdKind,
+    /// Added to the std before dividing. Default `1e-6` (verl).
+    pub adv_eps: f64,
+    /// Advantage of a group with one response. Default `reward` (verl).
+    pub singleton_advantage: SingletonAdvantage,
+    /// DAPO reward shaping and group filtering. Default: everything off.
+    pub dapo: DapoConfig,
+    /// D³S down-sampling; `None` = off.
+    pub d3s: Option<D3sConfig>,
+    /// HAPO entropy components; `None` = off.
+    pub hapo: Option<HapoConfig>,
+    /// RMT schedules and NTP loss; `None` = off.
+    pub rmt: Option<RmtConfig>,
+}
+
+impl Default for AlgorithmConfig {
+    fn default() -> Self {
+        Self {
+            advantage: AdvantageKind::Grpo,
+            std: StdKind::Unbiased,
+            adv_eps: 1e-6,
+            singleton_advantage: SingletonAdvantage::Reward,
+            dapo: DapoConfig::default(),
+            d3s: None,
+            hapo: None,
+            rmt: None,
+        }
+    }
+}
+
+/// `[algorithm.dapo]`: DAPO's reward shaping and dynamic sampling (spec §2). Clip-higher is
+/// `loss.clip_high = 0.28`; token-mean is `loss.agg = "token_mean"`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DapoConfig {
+    /// Soft overlong punishment added to the reward; `None` = off.
+    pub overlong: Option<OverlongConfig>,
+    /// Dynamic sampling (drop groups whose metric is constant); `None` = off.
+    pub filter_groups: Option<FilterGroupsConfig>,
+    /// Mask the loss of truncated responses (no EOS). Default `false` (DAPO's best runs and
+    /// verl do not use it).
+    pub overlong_filter: bool,
+}
+
+/// `[algorithm.dapo.overlong]`: `r += f · clamp(((L_max − L_cache) − |y|) / L_cache, −1, 0)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OverlongConfig {
+    /// `L_max`; `None` = the rollout's max response length (verl).
+    pub max_len: Option<u64>,
+    /// `L_cache`, the buffer before `L_max`. Default 4096.
+    pub cache_len: u64,
+    /// Penalty factor `f`. Default 1.0.
+    pub penalty_factor: f64,
+}
+
+impl Default for OverlongConfig {
+    fn default() -> Self {
+        Self { max_len: None, cache_len: 4096, penalty_factor: 1.0 }
+    }
+}
+
+/// Which per-response value the DAPO group filter looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilterMetric {
+    /// The correctness flag (verl default); ignores length shaping.
+    #[default]
+    Acc,
+    /// The final shaped reward.
+    Score,
+}
+
+/// What to do when dynamic sampling hits `max_num_gen_batches` with too few groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExhausted {
+    /// Stop the run with an error (verl).
+    #[default]
+    Error,
+    /// PROPOSAL: train on the groups collected so far (skip the step if none).
+    TrainAvailable,
+}
+
+/// `[algorithm.dapo.filter_groups]`: dynamic sampling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilterGroupsConfig {
+    /// Metric whose group std must be > 0. Default `acc`.
+    pub metric: FilterMetric,
+    /// Cap on generation batches per step; ≤ 0 = unlimited. Default 10.
+    pub max_num_gen_batches: i64,
+    /// Behaviour at the cap. Default `error`.
+    pub on_exhausted: OnExhausted,
+}
+
+impl Default for FilterGroupsConfig {
+    fn default() -> Self {
+        Self { metric: FilterMetric::Acc, max_num_gen_batches: 10, on_exhausted: OnExhausted::Error }
+    }
+}
+
+/// D³S sample-selection level (spec §3.3 step 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum D3sLevel {
+    /// `N_s` rows per group ("D3S-I").
+    IntraGroup,
+    /// `B · N_s` rows from the pooled batch (the full D³S; budget reading is a PROPOSAL).
+    #[default]
+    CrossGroup,
+}
+
+/// `[algorithm.d3s]`: dynamic dual-level down-sampling (spec §3). All numeric defaults are
+/// PROPOSALs (the paper's values were not found).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct D3sConfig {
+    /// Sample-selection level. Default `cross_group`.
+    pub level: D3sLevel,
+    /// `N_init`, rows kept per group at progress 0; `None` = round(G/4).
+    pub samples_init: Option<usize>,
+    /// `N_final`, rows kept per group at progress 1; `None` = round(3G/4).
+    pub samples_final: Option<usize>,
+    /// `K_init`, fraction of tokens kept at progress 0, in (0, 1]. Default 0.2.
+    pub token_keep_init: f64,
+    /// `K_final`, fraction of tokens kept at progress 1, in (0, 1]. Default 0.6.
+    pub token_keep_final: f64,
+    /// PROPOSAL: exclude groups whose advantages are all equal before selecting. Default false.
+    pub drop_zero_variance_groups: bool,
+}
+
+impl Default for D3sConfig {
+    fn default() -> Self {
+        Self {
+            level: D3sLevel::CrossGroup,
+            samples_init: None,
+            samples_final: None,
+            token_keep_init: 0.2,
+            token_keep_final: 0.6,
+            drop_zero_variance_groups: false,
+        }
+    }
+}
+
+impl D3sConfig {
+    /// `(N_init, N_final)` for group size `g`, filling the G-relative defaults.
+    pub fn samples(&self, g: usize) -> (usize, usize) {
+        let quarter = |f: f64| ((g as f64 * f).round() as usize).max(1);
+        (self.samples_init.unwrap_or(quarter(0.25)), self.samples_final.unwrap_or(quarter(0.75)))
+    }
+}
+
+/// Over which tokens HAPO's entropy statistics (q, s, h⁺, h⁻) are taken in the loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HapoStatsScope {
+    /// PROPOSAL: once per step over all valid tokens, from the `old_logp` forward's entropies;
+    /// independent of micro-batching.
+    #[default]
+    Step,
+    /// Released code: per micro-batch from the current policy's entropies.
+    MicroBatch,
+}
+
+/// `[algorithm.hapo]`: HAPO's entropy-driven components (spec §4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HapoConfig {
+    /// Entropy pivot quantile ρ in [0, 1]. Default 0.8.
+    pub quantile: f64,
+    /// Temperature strength τ in [0, 1). Default 0.05 (code; the paper note says 0.1).
+    pub tau: f64,
+    /// Clip-adaptation strength α ≥ 0. Default 1.0.
+    pub alpha: f64,
+    /// Advantage-redistribution strength β ≥ 0. Default 1.0.
+    pub beta: f64,
+    /// Reproduce the released code's h̃ (sign flip: every token gets h̃ ≥ 0). Default false.
+    pub code_compat: bool,
+    /// Token set of the loss-side statistics. Default `step` (PROPOSAL).
+    pub stats_scope: HapoStatsScope,
+    /// A group falls back to GRPO advantages if any |A| reaches this. Default 5.0.
+    pub fallback_threshold: f64,
+    /// Also test the padded-position value in the fallback check (released code). Default
+    /// false (PROPOSAL: valid tokens only).
+    pub fallback_check_padding: bool,
+    /// Divide the token-level advantage by the token-weighted std. Default true.
+    pub norm_by_std: bool,
+    /// Publish statistics for per-token rollout temperature. Default true.
+    pub adaptive_temperature: bool,
+    /// Entropy-dependent asymmetric clip widths. Default true.
+    pub adaptive_clip: bool,
+    /// Differential advantage redistribution. Default true.
+    pub redistribution: bool,
+}
+
+impl Default for HapoConfig {
+    fn default() -> Self {
+        Self {
+            quantile: 0.8,
+            tau: 0.05,
+            alpha: 1.0,
+            beta: 1.0,
+            code_compat: false,
+            stats_scope: HapoStatsScope::Step,
+            fallback_threshold: 5.0,
+            fallback_check_padding: false,
+            norm_by_std: true,
+            adaptive_temperature: true,
+            adaptive_clip: true,
+            redistribution: true,
+        }
+    }
+}
+
+/// Normalisation of RMT's NTP term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NtpNorm {
+    /// PROPOSAL: divide by the number of NTP tokens in the optimizer step.
+    #[default]
+    TokenMean,
+    /// As written in the source note: plain sum.
+    Sum,
+}
+
+/// `[algorithm.rmt]`: reinforcement mid-training (spec §5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RmtConfig {
+    /// `B_0`, the initial think budget in tokens. Default 800.
+    pub budget_init: u64,
+    /// `B_min ≥ 1`, the budget floor. Default 1.
+    pub budget_min: u64,
+    /// `γ` in (0, 1]: `B_t = max(B_min, ⌊B_0 γ^{t/T}⌋)`. Default 0.2.
+    pub budget_decay: f64,
+    /// Peak of the triangular length reward. Default 1.0 (PROPOSAL).
+    pub r_max: f64,
+    /// `w` in `(1 − w)·match + w·r_len`. Default 0.2 (PROPOSAL).
+    pub length_weight: f64,
+    /// `t_1 / T`, start of the tier-mix ramp. Default 0.3.
+    pub curriculum_start: f64,
+    /// `t_2 / T`, end of the tier-mix ramp. Default 0.7.
+    pub curriculum_end: f64,
+    /// `p_{t1}` over (easy, medium, hard). Default (0.6, 0.3, 0.1) (PROPOSAL).
+    pub tiers_start: [f64; 3],
+    /// `p_{t2}` over (easy, medium, hard). Default (0.1, 0.3, 0.6) (PROPOSAL).
+    pub tiers_end: [f64; 3],
+    /// λ, weight of the NTP loss. Default 0.1.
+    pub ntp_weight: f64,
+    /// NTP normalisation. Default `token_mean` (PROPOSAL).
+    pub ntp_norm: NtpNorm,
+}
+
+impl Default for RmtConfig {
+    fn default() -> Self {
+        Self {
+            budget_init: 800,
+            budget_min: 1,
+            budget_decay: 0.2,
+            r_max: 1.0,
+            length_weight: 0.2,
+            curriculum_start: 0.3,
+            curriculum_end: 0.7,
+            tiers_start: [0.6, 0.3, 0.1],
+            tiers_end: [0.1, 0.3, 0.6],
+            ntp_weight: 0.1,
+            ntp_norm: NtpNorm::TokenMean,
+        }
+    }
+}
+
+/// The base policy loss (spec §0.2, §1.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaseLoss {
+    /// Token-level PPO/GRPO clipped surrogate.
+    #[default]
+    Grpo,
+    /// GSPO: one length-normalised ratio per sequence (row-constant advantages only).
+    Gspo,
+    /// GSPO-token: sequence ratio value, token-level gradient and advantages.
+    GspoToken,
+}
+
+/// Which tokens enter GSPO's sequence ratio when a selection mask is active.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GspoRatioTokens {
+    /// PROPOSAL: only the tokens kept by the loss mask (D³S / filters).
+    #[default]
+    Kept,
+    /// Every valid response token.
+    Response,
+}
+
+/// `[loss]`: per-token loss and its aggregation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossConfig {
+    /// Base loss. Default `grpo`.
+    pub base: BaseLoss,
+    /// `ε_lo`; `None` = 0.2 (grpo) or 3e-4 (gspo, gspo_token).
+    pub clip_low: Option<f64>,
+    /// `ε_hi`; `None` = 0.2 (grpo) or 4e-4 (gspo, gspo_token). DAPO: 0.28.
+    pub clip_high: Option<f64>,
+    /// Dual-clip constant `c > 1` for negative advantages; `inf` = off. Default 3.0 (verl;
+    /// HAPO uses 10).
+    pub dual_clip: f64,
+    /// Aggregation; `None` = `token_mean` (grpo, gspo_token) or `seq_mean_token_mean` (gspo).
+    pub agg: Option<AggMode>,
+    /// `L_const` for `agg = "constant_norm"` (Dr. GRPO: the max generation length).
+    pub norm_len: Option<u64>,
+    /// β, weight of the KL penalty in the loss. Default 0.0 (no reference model needed).
+    pub kl_coef: f64,
+    /// KL estimator. Default `k3`.
+    pub kl_estimator: KlEstimator,
+    /// GSPO ratio token set. Default `kept` (PROPOSAL).
+    pub gspo_ratio_tokens: GspoRatioTokens,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self {
+            base: BaseLoss::Grpo,
+            clip_low: None,
+            clip_high: None,
+            dual_clip: 3.0,
+            agg: None,
+            norm_len: None,
+            kl_coef: 0.0,
+            kl_estimator: KlEstimator::K3,
+            gspo_ratio_tokens: GspoRatioTokens::Kept,
+        }
+    }
+}
+
+impl LossConfig {
+    /// `(ε_lo, ε_hi)` with the base-dependent defaults filled in.
+    pub fn clip_widths(&self) -> (f64, f64) {
+        let (lo, hi) = match self.base {
+            BaseLoss::Grpo => (0.2, 0.2),
+            BaseLoss::Gspo | BaseLoss::GspoToken => (3e-4, 4e-4),
+        };
+        (self.clip_low.unwrap_or(lo), self.clip_high.unwrap_or(hi))
+    }
+
+    /// The dual-clip constant, `None` when switched off (`inf`).
+    pub fn dual_clip(&self) -> Option<f64> {
+        self.dual_clip.is_finite().then_some(self.dual_clip)
+    }
+
+    /// The aggregation mode with the base-dependent default filled in.
+    pub fn agg_mode(&self) -> AggMode {
+        self.agg.unwrap_or(match self.base {
+            BaseLoss::Gspo => AggMode::SeqMeanTokenMean,
+            BaseLoss::Grpo | BaseLoss::GspoToken => AggMode::TokenMean,
+        })
+    }
+
+    /// The resolved aggregation (with `L_const`); call after validation.
+    pub fn aggregation(&self) -> Aggregation {
+        match self.agg_mode() {
+            AggMode::TokenMean => Aggregation::TokenMean,
+            AggMode::SeqMeanTokenMean => Aggregation::SeqMeanTokenMean,
+            AggMode::SeqMeanTokenSum => Aggregation::SeqMeanTokenSum,
+            AggMode::ConstantNorm => {
+                Aggregation::ConstantNorm { len: self.norm_len.unwrap_or(1).max(1) as f64 }
+            }
+        }
+    }
+}

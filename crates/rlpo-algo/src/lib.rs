@@ -1,0 +1,81 @@
+//! `rlpo-algo`: the RL post-training algorithms of rlpo as plain functions over `tch` tensors,
+//! selected by serde enums from the recipe's `[algorithm]` and `[loss]` sections.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`config`], [`validate`] | recipe sections, defaults, load-time checks |
+//! | [`surrogate`] | §0.2 ratio and clipped surrogate (scalar or per-token clip, dual clip) |
+//! | [`kl`] | §0.4 KL estimators k1, k2, k3 |
+//! | [`aggregate`] | §0.3 loss aggregation with a step-wide normaliser |
+//! | [`logprob`] | chunked log-softmax gather and entropy |
+//! | [`advantage`] | §1 GRPO / Dr. GRPO group advantages |
+//! | [`gspo`] | §1.7 GSPO and GSPO-token |
+//! | [`dapo`] | §2 overlong shaping, group filter, refill decision |
+//! | [`d3s`] | §3 max-variance rows, top-K tokens, schedule |
+//! | [`hapo`] | §4 normalised entropy, token-level advantages, adaptive clip, redistribution, temperatures |
+//! | [`rmt`] | §5 budget, length/composite reward, curriculum, NTP loss |
+//! | [`compose`] | §6 the composition order the trainer calls |
+//! | [`schedule`] | resumable step/progress/HAPO state |
+//!
+//! Conventions: `N = B·G` rows with each group's rows contiguous, `T` response positions,
+//! masks are 1 for generated tokens including EOS. Nothing here touches a model: the learner
+//! supplies log-probs and entropies. Section numbers refer to the algorithm specification
+//! (`docs/algorithms.md` explains the recipe keys).
+
+pub mod advantage;
+pub mod aggregate;
+pub mod compose;
+pub mod config;
+pub mod d3s;
+pub mod dapo;
+pub mod error;
+pub mod gspo;
+pub mod hapo;
+pub mod kl;
+pub mod logprob;
+pub mod rmt;
+pub mod schedule;
+pub mod surrogate;
+pub mod validate;
+
+pub use aggregate::{aggregate, AggMode, Aggregation, LossNormaliser};
+pub use compose::{
+    compute_step_plan, group_filter, policy_loss, shape_rewards, MicroBatchPlan, PolicyInputs,
+    PolicyLoss, StepInputs, StepPlan,
+};
+pub use config::{AlgorithmConfig, LossConfig};
+pub use error::{Error, Result};
+pub use hapo::HapoStats;
+pub use schedule::AlgoState;
+pub use surrogate::{ClipRange, ClipWidth};
+pub use validate::validate_sections;
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    //! Deterministic scalar randomness for property tests (no extra dependency).
+
+    /// SplitMix64.
+    pub struct SplitMix(pub u64);
+
+    impl SplitMix {
+        pub fn next_u64(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        /// Uniform in [0, 1).
+        pub fn uniform(&mut self) -> f64 {
+            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        }
+
+        /// Standard normal (Box–Muller).
+        pub fn normal(&mut self) -> f64 {
+            let u = self.uniform().max(1e-300);
+            let v = self.uniform();
+            (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+        }
+    }
+}
