@@ -12,11 +12,13 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-12
 }
 
+/// (max_len in config, cache_len, factor, |y|, max_len in input, expected R)
+type OverlongCase = (Option<usize>, usize, f64, usize, usize, f64);
+
 #[test]
 fn overlong_cases() {
     let null = serde_json::Value::Null;
-    // (max_len in config, cache_len, factor, |y|, max_len in input, expected R)
-    let cases: &[(Option<usize>, usize, f64, usize, usize, f64)] = &[
+    let cases: &[OverlongCase] = &[
         // §2.6 item 1, L_max = 20480, L_cache = 4096.
         (Some(20480), 4096, 1.0, 16384, 0, 0.0),
         (Some(20480), 4096, 1.0, 17408, 0, -0.25),

@@ -1,4 +1,34 @@
-//! rlpo-reward: reward functions for RL post-training.
+//! rlpo-reward: reward functions for RL post-training (pure Rust, no tch).
+//!
+//! - [`RewardFn`]: the trait (batched: `score(&[RewardInput]) -> Vec<RewardOutput>`); every
+//!   output has a value, named parts and an explicit [`RewardStatus`] (ok / error / timeout).
+//! - Built-ins: [`math`] (answer extraction and exact rational comparison), [`countdown`] (safe
+//!   expression evaluator), [`format`] (regex), [`length`] (DAPO overlong shaping, RMT triangular
+//!   length reward), [`exact`] (exact match after `</think>`).
+//! - [`external`]: reward functions in any language, as long-lived child processes speaking JSON
+//!   lines, with timeouts, a concurrency limit, restarts with back-off and stderr capture.
+//! - [`RewardSet`]: weighted combination with separate parts, the `on_error` policy
+//!   ([`OnError`]: abort / zero / drop_group) and failure counters ([`metrics`]).
+//! - [`config`] + [`build`]: the recipe's `[reward]` section; [`reward_test_table`]: the library
+//!   side of `rlpo reward test`.
+//!
+//! A failed reward never becomes a silent value: its value is `NaN` and its status says why,
+//! until the policy decides (abort with an error naming the sample, 0 with the status kept and
+//! counted, or drop the group).
+//!
+//! ```
+//! use rlpo_reward::{build, parse_reward_config, RewardInput};
+//! let cfg = parse_reward_config(
+//!     "[reward]\n[[reward.fns]]\nkind = \"math\"\n[[reward.fns]]\nkind = \"format\"\nweight = 0.1\n",
+//!     std::path::Path::new("recipe.toml"),
+//! )?;
+//! let set = build(&cfg)?;
+//! let scored = set.score_all(&[RewardInput::new("<think>2+2</think> \\boxed{4}", Some("4"))])?;
+//! assert_eq!(scored.values(), [1.1]);
+//! assert_eq!(scored.outputs[0].parts["format"], 1.0);
+//! # Ok::<(), rlpo_reward::RewardError>(())
+//! ```
+
 mod builder;
 pub mod config;
 pub mod countdown;
@@ -18,8 +48,10 @@ mod table;
 mod types;
 
 pub use builder::build;
-pub use config::{OnError, RewardConfig};
+pub use config::{FnConfig, OnError, RewardConfig};
 pub use error::{RewardError, Result};
+pub use log::RewardLog;
+pub use metrics::{RewardCounters, RewardMetrics};
 pub use policy::failed_groups;
 pub use samples::{load_samples, parse_samples};
 pub use set::{Failure, RewardSet, ScoredBatch};

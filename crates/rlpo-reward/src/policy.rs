@@ -7,7 +7,8 @@ use crate::types::RewardOutput;
 /// Indices of the groups (consecutive runs of `group_size` samples) that contain at least one
 /// sample whose status is not ok. Independent of the policy.
 pub fn failed_groups(outputs: &[RewardOutput], group_size: usize) -> Result<Vec<usize>> {
-    if group_size == 0 || outputs.len() % group_size != 0 {
+    // `checked_rem` is `None` for a zero group size, which is as wrong as a remainder.
+    if outputs.len().checked_rem(group_size) != Some(0) {
         return Err(RewardError::GroupSize { len: outputs.len(), group_size });
     }
     Ok(outputs

@@ -142,7 +142,7 @@ fn build_errors_name_the_key() {
 fn failing_set(policy: &str) -> RewardSet {
     let toml = format!(
         "[reward]\non_error = \"{policy}\"\n[[reward.fns]]\nkind = \"math\"\n\
-         [[reward.fns]]\nkind = \"external\"\nname = \"judge\"\ncommand = [\"python3\", \"{}\"]\ntimeout_s = 2\n",
+         [[reward.fns]]\nkind = \"external\"\nname = \"judge\"\ncommand = [\"python3\", \"{}\"]\ntimeout_s = 10\n",
         plugin("good")
     );
     build(&cfg(&toml)).expect("builds")
