@@ -1,10 +1,12 @@
 //! Throughput of an external plugin: 10,000 GSM8K-like samples through
-//! `reward_fns/gsm8k_reward.py` over the JSON-lines protocol, for several concurrency limits.
+//! `reward_fns/gsm8k_reward.py` (or any command) over the JSON-lines protocol, for several
+//! concurrency limits.
 //!
-//! Run: `CARGO_TARGET_DIR=target/reward cargo run --release -p rlpo-reward --example bench_plugin
-//!       -- [samples] [python] [extra plugin args...]`
-//! e.g. `-- 10000 python3 --no-math-verify` (fallback checker) or a venv's python with
-//! math-verify installed. Prints numbers; asserts nothing about time.
+//! Run: `CARGO_TARGET_DIR=target/reward cargo build --release -p rlpo-reward --example bench_plugin &&
+//!       target/reward/release/examples/bench_plugin [samples] [command ...]`
+//! Without a command: `python3 reward_fns/gsm8k_reward.py` (math-verify if importable, else the
+//! fallback). E.g. `... 10000 python3 reward_fns/gsm8k_reward.py --no-math-verify`, or a venv's
+//! python that has math-verify. Prints numbers; asserts nothing about time.
 
 #[path = "common/gen.rs"]
 mod gen;
@@ -14,25 +16,25 @@ use std::time::{Duration, Instant};
 
 use rlpo_reward::external::{ExternalOptions, ExternalReward};
 use rlpo_reward::log::RewardLog;
-use rlpo_reward::metrics::RewardCounters;
 use rlpo_reward::math::MathReward;
+use rlpo_reward::metrics::RewardCounters;
 use rlpo_reward::RewardFn;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(10_000);
-    let python = args.next().unwrap_or_else(|| "python3".into());
-    let extra: Vec<String> = args.collect();
-    let script = format!("{}/../../reward_fns/gsm8k_reward.py", env!("CARGO_MANIFEST_DIR"));
+    let mut command: Vec<String> = args.collect();
+    if command.is_empty() {
+        let script = format!("{}/../../reward_fns/gsm8k_reward.py", env!("CARGO_MANIFEST_DIR"));
+        command = vec!["python3".into(), script];
+    }
     let batch = gen::gsm8k_like(n, 7, 4);
-    println!("{n} samples through {python} reward_fns/gsm8k_reward.py {}", extra.join(" "));
+    println!("{n} samples through {}", command.join(" "));
     // Cross-check against the built-in verifier: the two checkers should agree on this data.
     let builtin = MathReward::default().score(&batch);
 
     for concurrency in [1, 16, 64, 256] {
-        let mut command = vec![python.clone(), script.clone()];
-        command.extend(extra.iter().cloned());
-        let mut opts = ExternalOptions::new("gsm8k", command);
+        let mut opts = ExternalOptions::new("plugin", command.clone());
         opts.concurrency = concurrency;
         opts.timeout = Duration::from_secs(60);
         let log = RewardLog::new();

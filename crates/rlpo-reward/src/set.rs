@@ -190,14 +190,11 @@ impl RewardSet {
         for i in 0..batch.len() {
             let mut total = 0.0;
             let mut parts = BTreeMap::new();
-            let mut status = RewardStatus::Ok;
+            let first_failure = failures.len();
             for (e, outs) in self.entries.iter().zip(&per_fn) {
                 let o = &outs[i];
                 if !o.is_ok() {
                     failures.push(Failure { index: i, fn_name: e.name.clone(), status: o.status.clone() });
-                    if status.is_ok() {
-                        status = prefixed(&e.name, &o.status);
-                    }
                     continue;
                 }
                 total += e.weight * o.value;
@@ -206,6 +203,7 @@ impl RewardSet {
                     parts.insert(format!("{}/{k}", e.name), *v);
                 }
             }
+            let status = combined_status(&failures[first_failure..]);
             let value = if status.is_ok() { total } else { f64::NAN };
             outputs.push(RewardOutput { value, parts, status });
         }
@@ -245,10 +243,23 @@ impl RewardSet {
     }
 }
 
-/// The status with the function name in front (unless the message already starts with it).
-fn prefixed(name: &str, status: &RewardStatus) -> RewardStatus {
-    match status {
-        RewardStatus::Error(msg) if !msg.starts_with(&format!("{name}:")) => RewardStatus::Error(format!("{name}: {msg}")),
-        other => other.clone(),
+/// The status of a sample from its failures: `Ok` if none, `Timeout` if all are timeouts, else
+/// `Error` listing every failure as `name: message` (`name: timeout` for timeouts).
+fn combined_status(failures: &[Failure]) -> RewardStatus {
+    if failures.is_empty() {
+        return RewardStatus::Ok;
     }
+    if failures.iter().all(|f| f.status == RewardStatus::Timeout) {
+        return RewardStatus::Timeout;
+    }
+    let msgs: Vec<String> = failures
+        .iter()
+        .map(|f| match &f.status {
+            // Built-ins and plugins often prefix their own name already; do not repeat it.
+            RewardStatus::Error(m) if m.starts_with(&format!("{}:", f.fn_name)) => m.clone(),
+            RewardStatus::Error(m) => format!("{}: {m}", f.fn_name),
+            _ => format!("{}: timeout", f.fn_name),
+        })
+        .collect();
+    RewardStatus::Error(msgs.join("; "))
 }

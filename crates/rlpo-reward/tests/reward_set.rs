@@ -247,3 +247,30 @@ fn custom_fns_that_break_the_contract_are_caught() {
     assert!(set.add("short", 1.0, Box::new(WrongCount)).is_err(), "duplicate name");
     assert!(set.add("w", f64::INFINITY, Box::new(WrongCount)).is_err(), "infinite weight");
 }
+
+/// Fails every sample with a fixed status.
+struct Fails(RewardStatus);
+impl RewardFn for Fails {
+    fn score(&self, batch: &[RewardInput]) -> Vec<RewardOutput> {
+        batch.iter().map(|_| RewardOutput { value: f64::NAN, parts: Default::default(), status: self.0.clone() }).collect()
+    }
+}
+
+#[test]
+fn combined_status_lists_every_failure() {
+    let mut set = RewardSet::new(OnError::DropGroup);
+    set.add("a", 1.0, Box::new(Fails(RewardStatus::Timeout))).expect("add");
+    set.add("b", 1.0, Box::new(Fails(RewardStatus::Error("broken".into())))).expect("add");
+    let scored = set.score_all(&[input("x", "1", 1)]).expect("drop_group continues");
+    assert_eq!(scored.outputs[0].status, RewardStatus::Error("a: timeout; b: broken".into()));
+    assert_eq!((scored.errors(), scored.timeouts()), (1, 1));
+
+    let mut set = RewardSet::new(OnError::Abort);
+    set.add("a", 1.0, Box::new(Fails(RewardStatus::Timeout))).expect("add");
+    set.add("b", 1.0, Box::new(Fails(RewardStatus::Timeout))).expect("add");
+    let scored = set.score_unchecked(&[input("x", "1", 1)]).expect("unchecked never aborts");
+    assert_eq!(scored.outputs[0].status, RewardStatus::Timeout);
+    let err = set.score_all(&[input("x", "1", 1)]).expect_err("abort");
+    assert_eq!(err.to_string().split(" (on_error").next(), Some("reward for sample 0 failed in `a`: timeout"));
+    assert_eq!(set.metrics().timeouts, 4);
+}
