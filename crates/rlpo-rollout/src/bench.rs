@@ -1,0 +1,253 @@
+//! `rlpo bench rollout`: tokens/s of [`Engine::generate`] on a model directory, with the machine's
+//! own ceilings measured in the same process, so the result reads as a fraction of what the
+//! hardware allows (architecture.md, "Performance method").
+//!
+//! - Prompts: [`BENCH_PROMPTS`] (the same list `scripts/bench_hf_generate.py` uses), chat-templated,
+//!   cycled to fill the batch; with `group_size = G`, `batch / G` prompts × G samples each.
+//! - Sampling: T = 1, no truncation, EOS ignored, so every row produces exactly `new_tokens`.
+//! - Ceilings: a 2048³ matmul in the model's dtype (FLOP/s) and a 256 MiB tensor copy (bytes/s).
+//!   The floor of one decode step is `max(FLOPs / FLOP/s, bytes / bandwidth)` with FLOPs =
+//!   2 · matmul parameters · rows (+ attention) and bytes = matmul weights + KV cache read once.
+
+use crate::engine::{Engine, GenerateRequest};
+use crate::error::{Error, Result};
+use crate::fast::FastDecoder;
+use crate::model::RolloutModel;
+use crate::params::SamplingParams;
+use crate::rng::RolloutSeed;
+use rlpo_model::{CausalLm, ChatMessage, LoadOptions, ModelConfig, TextTokenizer};
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// Prompts shared with `scripts/bench_hf_generate.py` (keep the two lists identical).
+pub const BENCH_PROMPTS: [&str; 8] = [
+    "What is 17 times 23? Think step by step.",
+    "Write a short poem about the sea.",
+    "Explain why the sky is blue in two sentences.",
+    "List three prime numbers greater than 100 and explain how you checked them.",
+    "A train travels 120 km in 1.5 hours. What is its average speed?",
+    "Give me a recipe for pancakes.",
+    "What is the capital of Australia, and why is it not Sydney?",
+    "Solve for x: 3x + 7 = 25.",
+];
+
+/// Which decode path to benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecoderKind {
+    /// `rlpo_model::CausalLm::step` as is.
+    Plain,
+    /// [`FastDecoder`] (fused projections, host sampling).
+    Fast,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// HF model directory.
+    pub model_dir: PathBuf,
+    /// Rows decoded together.
+    pub batch: usize,
+    /// Tokens generated per row.
+    pub new_tokens: usize,
+    /// Parameter dtype (`Kind::Float` or `Kind::BFloat16`).
+    pub dtype: Kind,
+    /// Samples per prompt (1 = `batch` distinct prompts).
+    pub group_size: usize,
+    /// LibTorch threads (0 = leave LibTorch's default).
+    pub threads: usize,
+    /// Decode path.
+    pub decoder: DecoderKind,
+    /// Timed repetitions (the best is reported, as the least disturbed by other processes).
+    pub repeats: usize,
+}
+
+impl BenchOptions {
+    /// Defaults: batch 16, 128 tokens, fp32, G = 1, fast decoder, 1 repetition.
+    pub fn new(model_dir: impl Into<PathBuf>) -> Self {
+        BenchOptions {
+            model_dir: model_dir.into(),
+            batch: 16,
+            new_tokens: 128,
+            dtype: Kind::Float,
+            group_size: 1,
+            threads: 0,
+            decoder: DecoderKind::Fast,
+            repeats: 1,
+        }
+    }
+}
+
+/// Measured machine ceilings.
+#[derive(Debug, Clone, Copy)]
+pub struct Ceilings {
+    /// Large-matmul FLOP/s in the benchmark dtype.
+    pub matmul_flops: f64,
+    /// Copy bandwidth, bytes read + written per second.
+    pub bandwidth: f64,
+}
+
+/// Result of [`bench_rollout`].
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    /// Options it ran with.
+    pub options: BenchOptions,
+    /// Generated tokens per second over the whole `generate` call (prefill included).
+    pub tokens_per_s: f64,
+    /// Seconds of the timed `generate` call.
+    pub total_s: f64,
+    /// Prefill (and fan-out) seconds.
+    pub prefill_s: f64,
+    /// Milliseconds per decode step (forward only).
+    pub ms_per_step: f64,
+    /// Milliseconds per step spent copying logits and sampling.
+    pub sample_ms_per_step: f64,
+    /// Machine ceilings measured in this process.
+    pub ceilings: Ceilings,
+    /// Lower bound on a decode step from the ceilings, ms (at the mean context length).
+    pub floor_ms_per_step: f64,
+}
+
+impl BenchReport {
+    /// `floor / measured` of a full step (forward + sampling): 1.0 = at the machine's ceiling.
+    pub fn fraction_of_ceiling(&self) -> f64 {
+        self.floor_ms_per_step / (self.ms_per_step + self.sample_ms_per_step)
+    }
+}
+
+impl std::fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let o = &self.options;
+        writeln!(
+            f,
+            "rollout bench: {} | batch {} (G = {}) | {} new tokens | {:?} | {:?} decoder | {} threads",
+            o.model_dir.display(), o.batch, o.group_size, o.new_tokens, o.dtype, o.decoder, tch::get_num_threads()
+        )?;
+        writeln!(f, "  tokens/s          {:9.1}", self.tokens_per_s)?;
+        writeln!(f, "  total             {:9.3} s (prefill {:.3} s)", self.total_s, self.prefill_s)?;
+        writeln!(f, "  decode step       {:9.2} ms forward + {:.2} ms sampling", self.ms_per_step, self.sample_ms_per_step)?;
+        writeln!(
+            f,
+            "  machine ceiling   {:9.1} GFLOP/s matmul, {:.1} GB/s copy -> floor {:.2} ms/step",
+            self.ceilings.matmul_flops / 1e9, self.ceilings.bandwidth / 1e9, self.floor_ms_per_step
+        )?;
+        write!(f, "  fraction of ceiling {:7.1} %", 100.0 * self.fraction_of_ceiling())
+    }
+}
+
+fn best_of<F: FnMut()>(reps: usize, mut f: F) -> f64 {
+    f();
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Time a 2048³ matmul in `kind` and a 256 MiB copy, in this process.
+pub fn measure_ceilings(kind: Kind) -> Ceilings {
+    tch::no_grad(|| {
+        let n = 2048;
+        let a = Tensor::randn([n, n], (kind, Device::Cpu));
+        let b = Tensor::randn([n, n], (kind, Device::Cpu));
+        let t = best_of(3, || {
+            let _ = a.matmul(&b);
+        });
+        let matmul_flops = 2.0 * (n as f64).powi(3) / t;
+        let src = Tensor::ones([64 << 20], (Kind::Float, Device::Cpu));
+        let mut dst = src.zeros_like();
+        let t = best_of(3, || {
+            dst.copy_(&src);
+        });
+        Ceilings { matmul_flops, bandwidth: 2.0 * (256u64 << 20) as f64 / t }
+    })
+}
+
+/// Matmul parameters per token (all projections plus the LM head) and attention FLOPs per
+/// context position per token.
+fn model_costs(c: &ModelConfig) -> (f64, f64) {
+    let (d, h, kv, hd, i) = (c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.intermediate_size);
+    let per_layer = d * h * hd * 2 + 2 * d * kv * hd + 3 * d * i;
+    let params = (per_layer * c.num_hidden_layers + c.vocab_size * d) as f64;
+    let attn_per_pos = (4 * c.num_hidden_layers * h * hd) as f64;
+    (params, attn_per_pos)
+}
+
+/// The benchmark prompts for `rows` rows in groups of `g`, chat-templated.
+pub fn bench_prompts(tok: &TextTokenizer, rows: usize, g: usize) -> Result<Vec<Vec<i64>>> {
+    if g == 0 || rows % g != 0 {
+        return Err(Error::Input(format!("batch {rows} is not a multiple of group size {g}")));
+    }
+    (0..rows / g)
+        .map(|i| {
+            let msg = ChatMessage { role: "user".into(), content: BENCH_PROMPTS[i % BENCH_PROMPTS.len()].into() };
+            Ok(tok.encode_chat(&[msg], true)?)
+        })
+        .collect()
+}
+
+/// Run the benchmark described by `opts` and return the report (also `Display`s as text).
+pub fn bench_rollout(opts: &BenchOptions) -> Result<BenchReport> {
+    if opts.threads > 0 {
+        tch::set_num_threads(opts.threads as i32);
+    }
+    let model = CausalLm::load(&opts.model_dir, &LoadOptions { device: Device::Cpu, kind: opts.dtype })?;
+    let tok = TextTokenizer::from_dir(&opts.model_dir)?;
+    let prompts = bench_prompts(&tok, opts.batch, opts.group_size)?;
+    let cfg = model.config.clone();
+    let decoder: Box<dyn RolloutModel> = match opts.decoder {
+        DecoderKind::Plain => Box::new(model),
+        DecoderKind::Fast => Box::new(FastDecoder::new(model)?),
+    };
+    let mut engine = Engine::new(tok.eos_ids.clone());
+    let params = SamplingParams {
+        group_size: opts.group_size,
+        max_new_tokens: opts.new_tokens,
+        temperature: 1.0,
+        ignore_eos: true,
+        compact_fraction: 1.0,
+        ..SamplingParams::default()
+    };
+    let mut req = GenerateRequest::new(prompts.clone(), params.clone());
+    // Warm-up (allocator, oneDNN kernels) on a short run.
+    req.params.max_new_tokens = opts.new_tokens.min(8);
+    engine.generate(&decoder, &req)?;
+    req.params.max_new_tokens = opts.new_tokens;
+    let mut best: Option<(f64, crate::output::RolloutStats)> = None;
+    for rep in 0..opts.repeats.max(1) {
+        req.seed = RolloutSeed::new(0, rep as u64);
+        let t = Instant::now();
+        let out = engine.generate(&decoder, &req)?;
+        let total = t.elapsed().as_secs_f64();
+        if out.completions().any(|c| c.len() != opts.new_tokens) {
+            return Err(Error::Input("a row stopped early although EOS is ignored".into()));
+        }
+        if best.as_ref().is_none_or(|(b, _)| total < *b) {
+            best = Some((total, out.stats));
+        }
+    }
+    let (total_s, stats) = best.expect("at least one repetition");
+    let ceilings = measure_ceilings(opts.dtype);
+    let (params_n, attn_per_pos) = model_costs(&cfg);
+    let rows = opts.batch as f64;
+    let mean_prompt = prompts.iter().map(Vec::len).sum::<usize>() as f64 / prompts.len() as f64;
+    let ctx = mean_prompt + opts.new_tokens as f64 / 2.0;
+    let flops = rows * (2.0 * params_n + attn_per_pos * ctx);
+    let elt = opts.dtype.elt_size_in_bytes() as f64;
+    let kv_bytes = rows * ctx * (2 * cfg.num_hidden_layers * cfg.num_key_value_heads * cfg.head_dim) as f64 * elt;
+    let bytes = params_n * elt + kv_bytes;
+    let floor_s = (flops / ceilings.matmul_flops).max(bytes / ceilings.bandwidth);
+    let steps = stats.steps.max(1) as f64;
+    Ok(BenchReport {
+        options: opts.clone(),
+        tokens_per_s: rows * opts.new_tokens as f64 / total_s,
+        total_s,
+        prefill_s: stats.prefill_s,
+        ms_per_step: 1e3 * stats.decode_s / steps,
+        sample_ms_per_step: 1e3 * stats.sample_s / (steps + 1.0),
+        ceilings,
+        floor_ms_per_step: 1e3 * floor_s,
+    })
+}

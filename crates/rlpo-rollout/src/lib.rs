@@ -1,0 +1,40 @@
+//! rlpo-rollout: the rollout engine of an RL post-training step.
+//!
+//! - [`Engine::generate`] turns prompts into groups of G completions: one prefill per prompt,
+//!   cache fan-out into G rows, batched KV-cache decode, host-side sampling with exact per-token
+//!   logprobs (sampled and base temperature) and full-vocabulary entropy, EOS / stop-string /
+//!   budget / max-length stops, compaction of finished rows;
+//! - [`SamplingParams`] is the recipe's `[rollout]` section (temperature, top-k, top-p, min-p,
+//!   greedy, stop strings, HAPO [`AdaptiveTemperature`], workers);
+//! - [`RolloutSeed`] makes every row's randomness a function of (run seed, step, prompt, sample);
+//! - [`RolloutPool`] runs N engines on worker threads behind bounded channels, with versioned
+//!   weight updates and errors (including panics) reported to the caller;
+//! - [`FastDecoder`] is a faster decode path for CPU (fused projections) over a `CausalLm`;
+//! - [`bench::bench_rollout`] measures tokens/s against the machine's own ceilings.
+
+pub mod adaptive_temperature;
+pub mod bench;
+pub mod engine;
+pub mod error;
+pub mod fast;
+pub mod host_logits;
+pub mod model;
+pub mod output;
+pub mod params;
+pub mod rng;
+pub mod sampler;
+pub mod stop;
+pub mod vecmath;
+pub mod worker;
+
+pub use adaptive_temperature::{token_temperature, AdaptiveTemperature, EntropyStats};
+pub use engine::{Engine, GenerateRequest};
+pub use error::{Error, Result};
+pub use fast::FastDecoder;
+pub use model::RolloutModel;
+pub use output::{pad_responses, Completion, FinishReason, Group, RolloutBatch, RolloutStats};
+pub use params::SamplingParams;
+pub use rng::{RolloutSeed, RowRng};
+pub use sampler::{Sampler, TokenSample};
+pub use stop::Detokenizer;
+pub use worker::{RolloutPool, WeightUpdate};
