@@ -130,6 +130,18 @@ fn crash_with_pipelining_isolates_the_culprit() {
 }
 
 #[test]
+fn exit_between_batches_is_noticed_and_restarted() {
+    let (p, log, counters) = start(opts("crash", &["--exit-after", "3"], 4));
+    assert!(p.score(&samples(3, &[])).iter().all(RewardOutput::is_ok));
+    std::thread::sleep(Duration::from_millis(300)); // let it exit while idle
+    let out = p.score(&samples(3, &[]));
+    assert!(out.iter().all(RewardOutput::is_ok), "{out:?}");
+    assert_no_misassignment(&out);
+    assert_eq!(counters.snapshot().restarts, 1);
+    assert!(log.drain().iter().any(|l| l.contains("with no request in flight")));
+}
+
+#[test]
 fn plugin_that_always_dies_gives_up_after_max_restarts() {
     let mut o = opts("crash", &["--at-start"], 2);
     o.max_restarts = 2;

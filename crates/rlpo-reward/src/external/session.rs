@@ -230,11 +230,15 @@ impl<'a> Session<'a> {
                         self.suspects.push_back(idx);
                     }
                 }
-                self.say(format!(
-                    "plugin {what} ({status}); failed samples {culprits:?} (alone in flight); \
-                     re-sending one at a time {:?}",
-                    self.suspects
-                ));
+                if culprits.is_empty() && self.suspects.is_empty() {
+                    self.say(format!("plugin {what} ({status}) with no request in flight"));
+                } else {
+                    self.say(format!(
+                        "plugin {what} ({status}); failed samples {culprits:?} (alone in flight); \
+                         re-sending one at a time {:?}",
+                        self.suspects
+                    ));
+                }
             }
         }
         self.st.consecutive_failures += 1;

@@ -1,10 +1,13 @@
 """Test plugin: like good.py, but exits with status 3 (without answering) on response "crash";
-with --at-start it exits immediately, before reading anything."""
+with --at-start it exits immediately, before reading anything; with --exit-after N it exits
+(status 0) right after its N-th answer."""
 import json
 import sys
 
 if "--at-start" in sys.argv:
     sys.exit(3)
+exit_after = int(sys.argv[sys.argv.index("--exit-after") + 1]) if "--exit-after" in sys.argv else None
+answered = 0
 for line in sys.stdin:
     req = json.loads(line)
     if req["response"] == "crash":
@@ -12,3 +15,6 @@ for line in sys.stdin:
         sys.exit(3)
     sys.stdout.write(json.dumps({"id": req["id"], "reward": float(req["metadata"]["k"])}) + "\n")
     sys.stdout.flush()
+    answered += 1
+    if answered == exit_after:
+        sys.exit(0)
