@@ -36,16 +36,6 @@ TORCH_DIR=$("$VENV/bin/python" -c 'import torch, os; print(os.path.dirname(torch
 ln -sfn "$TORCH_DIR" "$VENV/torch"
 
 mkdir -p "$ROOT/.cache"
-# Fixtures are regenerated when their generator changes.
-fx_stamp="$ROOT/.cache/fixtures/.stamp"
-fx_want=$(cat scripts/make_fixtures.py | sha256sum | cut -d' ' -f1)
-if [ "$(cat "$fx_stamp" 2>/dev/null)" != "$fx_want" ]; then
-  say "writing tiny test models to .cache/fixtures"
-  rm -rf "$ROOT/.cache/fixtures"
-  "$VENV/bin/python" scripts/make_fixtures.py --out "$ROOT/.cache/fixtures"
-  echo "$fx_want" > "$fx_stamp"
-fi
-
 sm_dir="$ROOT/.cache/models/SmolLM2-135M-Instruct"
 sm_stamp="$sm_dir/.stamp"
 sm_want=$(cat scripts/convert_smollm2.py | sha256sum | cut -d' ' -f1)
@@ -55,4 +45,14 @@ if [ "$(cat "$sm_stamp" 2>/dev/null)" != "$sm_want" ]; then
   "$VENV/bin/python" scripts/convert_smollm2.py --out "$sm_dir"
   echo "$sm_want" > "$sm_stamp"
 fi
+# Fixtures are regenerated when their generator changes.
+fx_stamp="$ROOT/.cache/fixtures/.stamp"
+fx_want=$(cat scripts/make_fixtures.py scripts/convert_smollm2.py | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$fx_stamp" 2>/dev/null)" != "$fx_want" ]; then
+  say "writing tiny test models to .cache/fixtures"
+  rm -rf "$ROOT/.cache/fixtures"
+  "$VENV/bin/python" scripts/make_fixtures.py --out "$ROOT/.cache/fixtures" --smollm2 "$sm_dir"
+  echo "$fx_want" > "$fx_stamp"
+fi
+
 say "done"

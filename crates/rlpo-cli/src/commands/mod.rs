@@ -1,0 +1,3 @@
+//! One module per subcommand; each parses its arguments and calls the libraries.
+
+pub mod generate;
