@@ -55,7 +55,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let disagree: Vec<usize> =
             (0..n).filter(|&i| out[i].is_ok() && out[i].value != builtin[i].value).collect();
         if !disagree.is_empty() {
-            println!("  disagrees with the built-in verifier on {} samples, e.g. {:?}", disagree.len(), &batch[disagree[0]]);
+            let s = &batch[disagree[0]];
+            let tail: String = s.response.chars().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect();
+            println!(
+                "  disagrees with the built-in verifier on {} samples, e.g. #{}: …{tail:?} vs {:?}",
+                disagree.len(),
+                disagree[0],
+                s.ground_truth
+            );
         }
         for line in log.drain() {
             println!("  log: {line}");
