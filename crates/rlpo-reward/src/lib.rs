@@ -3,7 +3,7 @@
 //! - [`RewardFn`]: the trait (batched: `score(&[RewardInput]) -> Vec<RewardOutput>`); every
 //!   output has a value, named parts and an explicit [`RewardStatus`] (ok / error / timeout).
 //! - Built-ins: [`math`] (answer extraction and exact rational comparison), [`countdown`] (safe
-//!   expression evaluator), [`format`] (regex), [`length`] (DAPO overlong shaping, RMT triangular
+//!   expression evaluator), [`format`](mod@format) (regex), [`length`] (DAPO overlong shaping, RMT triangular
 //!   length reward), [`exact`] (exact match after `</think>`).
 //! - [`external`]: reward functions in any language, as long-lived child processes speaking JSON
 //!   lines, with timeouts, a concurrency limit, restarts with back-off and stderr capture.
