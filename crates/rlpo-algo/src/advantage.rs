@@ -37,12 +37,20 @@ pub struct GroupNormOptions {
 impl GroupNormOptions {
     /// GRPO with verl's defaults: unbiased std, `ε_adv = 1e-6`.
     pub fn grpo() -> Self {
-        Self { scale_by_std: true, std: StdKind::Unbiased, eps: 1e-6, singleton: SingletonAdvantage::Reward }
+        Self {
+            scale_by_std: true,
+            std: StdKind::Unbiased,
+            eps: 1e-6,
+            singleton: SingletonAdvantage::Reward,
+        }
     }
 
     /// Dr. GRPO: mean-centred only.
     pub fn dr_grpo() -> Self {
-        Self { scale_by_std: false, ..Self::grpo() }
+        Self {
+            scale_by_std: false,
+            ..Self::grpo()
+        }
     }
 }
 
@@ -59,7 +67,10 @@ pub(crate) fn float_kind(t: &Tensor) -> Kind {
 pub(crate) fn group_view(x: &Tensor, g: i64, name: &'static str) -> Result<Tensor> {
     let size = x.size();
     if size.len() != 1 || g < 1 || size[0] % g != 0 {
-        return Err(input_err(name, format!("expected [B·G] with G = {g}, got {size:?}")));
+        return Err(input_err(
+            name,
+            format!("expected [B·G] with G = {g}, got {size:?}"),
+        ));
     }
     Ok(x.view([size[0] / g, g]))
 }
@@ -73,7 +84,9 @@ pub fn group_advantages(rewards: &Tensor, g: i64, opts: &GroupNormOptions) -> Re
             // verl treats a singleton as mean 0, std 1 (no baseline); Zero is the PROPOSAL.
             return match opts.singleton {
                 SingletonAdvantage::Zero => r.zeros_like().view([-1]),
-                SingletonAdvantage::Reward if opts.scale_by_std => (r / (1.0 + opts.eps)).view([-1]),
+                SingletonAdvantage::Reward if opts.scale_by_std => {
+                    (r / (1.0 + opts.eps)).view([-1])
+                }
                 SingletonAdvantage::Reward => r.view([-1]),
             };
         }
@@ -113,19 +126,49 @@ mod tests {
     #[test]
     fn spec_1_6_example_1() {
         let r = [1.0, 0.0, 0.0, 1.0];
-        close(&adv(&r, 4, GroupNormOptions::grpo()), &[0.866024, -0.866024, -0.866024, 0.866024], 1e-5);
-        let no_eps = GroupNormOptions { eps: 0.0, ..GroupNormOptions::grpo() };
-        close(&adv(&r, 4, no_eps), &[0.866025, -0.866025, -0.866025, 0.866025], 1e-5);
-        let pop = GroupNormOptions { std: StdKind::Population, ..GroupNormOptions::grpo() };
-        close(&adv(&r, 4, pop), &[0.999998, -0.999998, -0.999998, 0.999998], 1e-5);
-        close(&adv(&r, 4, GroupNormOptions::dr_grpo()), &[0.5, -0.5, -0.5, 0.5], 1e-9);
+        close(
+            &adv(&r, 4, GroupNormOptions::grpo()),
+            &[0.866024, -0.866024, -0.866024, 0.866024],
+            1e-5,
+        );
+        let no_eps = GroupNormOptions {
+            eps: 0.0,
+            ..GroupNormOptions::grpo()
+        };
+        close(
+            &adv(&r, 4, no_eps),
+            &[0.866025, -0.866025, -0.866025, 0.866025],
+            1e-5,
+        );
+        let pop = GroupNormOptions {
+            std: StdKind::Population,
+            ..GroupNormOptions::grpo()
+        };
+        close(
+            &adv(&r, 4, pop),
+            &[0.999998, -0.999998, -0.999998, 0.999998],
+            1e-5,
+        );
+        close(
+            &adv(&r, 4, GroupNormOptions::dr_grpo()),
+            &[0.5, -0.5, -0.5, 0.5],
+            1e-9,
+        );
     }
 
     /// Spec §1.6 example 2: all rewards equal → all advantages 0.
     #[test]
     fn spec_1_6_example_2() {
-        close(&adv(&[1.0; 4], 4, GroupNormOptions::grpo()), &[0.0; 4], 1e-12);
-        close(&adv(&[1.0; 4], 4, GroupNormOptions::dr_grpo()), &[0.0; 4], 1e-12);
+        close(
+            &adv(&[1.0; 4], 4, GroupNormOptions::grpo()),
+            &[0.0; 4],
+            1e-12,
+        );
+        close(
+            &adv(&[1.0; 4], 4, GroupNormOptions::dr_grpo()),
+            &[0.0; 4],
+            1e-12,
+        );
     }
 
     /// Spec §1.6 example 3: one correct of eight, and DAPO's ±1 scale.
@@ -140,8 +183,16 @@ mod tests {
         want[0] = 0.875;
         close(&adv(&r, 8, GroupNormOptions::dr_grpo()), &want, 1e-9);
         let pm = [1.0, -1.0, -1.0, 1.0];
-        close(&adv(&pm, 4, GroupNormOptions::grpo()), &[0.866025, -0.866025, -0.866025, 0.866025], 1e-5);
-        close(&adv(&pm, 4, GroupNormOptions::dr_grpo()), &[1.0, -1.0, -1.0, 1.0], 1e-9);
+        close(
+            &adv(&pm, 4, GroupNormOptions::grpo()),
+            &[0.866025, -0.866025, -0.866025, 0.866025],
+            1e-5,
+        );
+        close(
+            &adv(&pm, 4, GroupNormOptions::dr_grpo()),
+            &[1.0, -1.0, -1.0, 1.0],
+            1e-9,
+        );
     }
 
     #[test]
@@ -150,9 +201,21 @@ mod tests {
         let got = adv(&[1.0, 0.0, 5.0, 5.0], 2, GroupNormOptions::dr_grpo());
         close(&got, &[0.5, -0.5, 0.0, 0.0], 1e-12);
         // G = 1: verl gives A = r/(1 + ε); the PROPOSAL option gives 0.
-        close(&adv(&[2.0, -1.0], 1, GroupNormOptions::grpo()), &[2.0 / (1.0 + 1e-6), -1.0 / (1.0 + 1e-6)], 1e-12);
-        let zero = GroupNormOptions { singleton: SingletonAdvantage::Zero, ..GroupNormOptions::grpo() };
+        close(
+            &adv(&[2.0, -1.0], 1, GroupNormOptions::grpo()),
+            &[2.0 / (1.0 + 1e-6), -1.0 / (1.0 + 1e-6)],
+            1e-12,
+        );
+        let zero = GroupNormOptions {
+            singleton: SingletonAdvantage::Zero,
+            ..GroupNormOptions::grpo()
+        };
         close(&adv(&[2.0, -1.0], 1, zero), &[0.0, 0.0], 0.0);
-        assert!(group_advantages(&Tensor::from_slice(&[1.0, 2.0, 3.0]), 2, &GroupNormOptions::grpo()).is_err());
+        assert!(group_advantages(
+            &Tensor::from_slice(&[1.0, 2.0, 3.0]),
+            2,
+            &GroupNormOptions::grpo()
+        )
+        .is_err());
     }
 }

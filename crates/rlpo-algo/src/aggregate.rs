@@ -58,7 +58,9 @@ impl LossNormaliser {
     /// Counts of one `[n, T]` mask (1 = token enters the loss).
     pub fn from_mask(mask: &Tensor) -> Self {
         tch::no_grad(|| {
-            let per_row = mask.to_kind(Kind::Double).sum_dim_intlist(-1, false, Kind::Double);
+            let per_row = mask
+                .to_kind(Kind::Double)
+                .sum_dim_intlist(-1, false, Kind::Double);
             Self {
                 tokens: per_row.sum(Kind::Double).double_value(&[]),
                 rows: per_row.gt(0.0).sum(Kind::Double).double_value(&[]),
@@ -68,7 +70,10 @@ impl LossNormaliser {
 
     /// Counts summed over several masks (the micro-batches of one optimizer step).
     pub fn from_masks<'a>(masks: impl IntoIterator<Item = &'a Tensor>) -> Self {
-        masks.into_iter().map(Self::from_mask).fold(Self::default(), Add::add)
+        masks
+            .into_iter()
+            .map(Self::from_mask)
+            .fold(Self::default(), Add::add)
     }
 
     /// True when no token enters the loss: the trainer should skip the optimizer step.
@@ -89,7 +94,10 @@ impl LossNormaliser {
 impl Add for LossNormaliser {
     type Output = Self;
     fn add(self, o: Self) -> Self {
-        Self { tokens: self.tokens + o.tokens, rows: self.rows + o.rows }
+        Self {
+            tokens: self.tokens + o.tokens,
+            rows: self.rows + o.rows,
+        }
     }
 }
 
@@ -124,8 +132,10 @@ mod tests {
 
     fn t2(rows: &[&[f64]]) -> Tensor {
         let w = rows.iter().map(|r| r.len()).max().unwrap();
-        let flat: Vec<f64> =
-            rows.iter().flat_map(|r| r.iter().copied().chain(std::iter::repeat(0.0)).take(w)).collect();
+        let flat: Vec<f64> = rows
+            .iter()
+            .flat_map(|r| r.iter().copied().chain(std::iter::repeat(0.0)).take(w))
+            .collect();
         Tensor::from_slice(&flat).view([rows.len() as i64, w as i64])
     }
 
@@ -164,7 +174,13 @@ mod tests {
         let loss = t2(&[&[3.0, 3.0], &[7.0, 7.0]]);
         let mask = t2(&[&[1.0, 1.0], &[0.0, 0.0]]);
         let n = LossNormaliser::from_mask(&mask);
-        assert_eq!(n, LossNormaliser { tokens: 2.0, rows: 1.0 });
+        assert_eq!(
+            n,
+            LossNormaliser {
+                tokens: 2.0,
+                rows: 1.0
+            }
+        );
         assert_eq!(agg_value(&loss, &mask, Aggregation::SeqMeanTokenMean), 3.0);
         assert_eq!(agg_value(&loss, &mask, Aggregation::SeqMeanTokenSum), 6.0);
         let zero = t2(&[&[0.0, 0.0], &[0.0, 0.0]]);
@@ -185,7 +201,10 @@ mod tests {
         let lens = Tensor::randint(t + 1, [n, 1], (Kind::Int64, tch::Device::Cpu));
         let pos = Tensor::arange(t, (Kind::Int64, tch::Device::Cpu)).unsqueeze(0);
         let keep = Tensor::rand([n, t], (Kind::Double, tch::Device::Cpu)).gt(0.3);
-        let mask = pos.lt_tensor(&lens).logical_and(&keep).to_kind(Kind::Double);
+        let mask = pos
+            .lt_tensor(&lens)
+            .logical_and(&keep)
+            .to_kind(Kind::Double);
         let modes = [
             Aggregation::TokenMean,
             Aggregation::SeqMeanTokenMean,
@@ -213,7 +232,10 @@ mod tests {
             }
             let diff_loss = (total - whole.double_value(&[])).abs();
             let diff_grad = (y.grad() - g_whole).abs().max().double_value(&[]);
-            assert!(diff_loss <= 1e-6 && diff_grad <= 1e-6, "{agg:?}: {diff_loss} {diff_grad}");
+            assert!(
+                diff_loss <= 1e-6 && diff_grad <= 1e-6,
+                "{agg:?}: {diff_loss} {diff_grad}"
+            );
         }
     }
 }

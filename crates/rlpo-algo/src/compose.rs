@@ -38,17 +38,24 @@ use crate::hapo::{
 };
 use crate::kl::kl_penalty;
 use crate::schedule::AlgoState;
-use crate::surrogate::{clipped_surrogate, clipped_tokens, ratio, ClipRange};
+use crate::surrogate::{clipped_surrogate_with_flags, ratio, ClipRange};
 
 /// Stage 2: the reward the advantages see. Adds DAPO's overlong penalty to `scores[N]` when
 /// `algorithm.dapo.overlong` is set (`lengths[N]` = valid response tokens incl. EOS;
 /// `max_response_len` is the default `L_max`). Returns `[N]` f32.
-pub fn shape_rewards(alg: &AlgorithmConfig, scores: &Tensor, lengths: &Tensor, max_response_len: u64) -> Tensor {
+pub fn shape_rewards(
+    alg: &AlgorithmConfig,
+    scores: &Tensor,
+    lengths: &Tensor,
+    max_response_len: u64,
+) -> Tensor {
     let scores = scores.detach().to_kind(Kind::Float);
     match &alg.dapo.overlong {
         Some(o) => {
             let max_len = o.max_len.unwrap_or(max_response_len);
-            scores + overlong_penalty(lengths, max_len, o.cache_len, o.penalty_factor).to_device(lengths.device())
+            scores
+                + overlong_penalty(lengths, max_len, o.cache_len, o.penalty_factor)
+                    .to_device(lengths.device())
         }
         None => scores,
     }
@@ -56,7 +63,12 @@ pub fn shape_rewards(alg: &AlgorithmConfig, scores: &Tensor, lengths: &Tensor, m
 
 /// Stage 2: DAPO group filter on the configured metric (`acc[N]` or `score[N]`); `[B]` bool,
 /// or `None` when `algorithm.dapo.filter_groups` is off.
-pub fn group_filter(alg: &AlgorithmConfig, acc: &Tensor, score: &Tensor, g: i64) -> Result<Option<Tensor>> {
+pub fn group_filter(
+    alg: &AlgorithmConfig,
+    acc: &Tensor,
+    score: &Tensor,
+    g: i64,
+) -> Result<Option<Tensor>> {
     match &alg.dapo.filter_groups {
         None => Ok(None),
         Some(f) => {
@@ -157,7 +169,10 @@ impl StepPlan {
             response_mask: self.response_mask.narrow(0, start, len),
             loss_mask: self.loss_mask.narrow(0, start, len),
             h_tilde: self.h_tilde.as_ref().map(|h| h.narrow(0, start, len)),
-            clip: ClipRange { low: self.clip.low.narrow_rows(start, len), high: self.clip.high.narrow_rows(start, len) },
+            clip: ClipRange {
+                low: self.clip.low.narrow_rows(start, len),
+                high: self.clip.high.narrow_rows(start, len),
+            },
         }
     }
 
@@ -166,10 +181,18 @@ impl StepPlan {
         let sum = |t: &Tensor| t.sum(Kind::Double).double_value(&[]);
         PlanSummary {
             rows: self.rows(),
-            kept_rows: self.loss_mask.sum_dim_intlist(-1, false, Kind::Float).gt(0.0).sum(Kind::Int64).int64_value(&[]),
+            kept_rows: self
+                .loss_mask
+                .sum_dim_intlist(-1, false, Kind::Float)
+                .gt(0.0)
+                .sum(Kind::Int64)
+                .int64_value(&[]),
             valid_tokens: sum(&self.response_mask),
             kept_tokens: sum(&self.loss_mask),
-            fallback_groups: self.hapo_fallback.as_ref().map_or(0, |f| f.sum(Kind::Int64).int64_value(&[])),
+            fallback_groups: self
+                .hapo_fallback
+                .as_ref()
+                .map_or(0, |f| f.sum(Kind::Int64).int64_value(&[])),
         }
     }
 }
@@ -179,11 +202,31 @@ fn need<'a>(t: Option<&'a Tensor>, name: &'static str, reason: &'static str) -> 
 }
 
 /// Stage 4: advantages on full groups, `[N]`, plus HAPO's fallback flags `[B]`.
-pub fn compute_advantages(alg: &AlgorithmConfig, rewards: &Tensor, lengths: &Tensor, g: i64) -> Result<(Tensor, Option<Tensor>)> {
-    let grpo = GroupNormOptions { scale_by_std: true, std: alg.std, eps: alg.adv_eps, singleton: alg.singleton_advantage };
+pub fn compute_advantages(
+    alg: &AlgorithmConfig,
+    rewards: &Tensor,
+    lengths: &Tensor,
+    g: i64,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let grpo = GroupNormOptions {
+        scale_by_std: true,
+        std: alg.std,
+        eps: alg.adv_eps,
+        singleton: alg.singleton_advantage,
+    };
     match alg.advantage {
         AdvantageKind::Grpo => Ok((group_advantages(rewards, g, &grpo)?, None)),
-        AdvantageKind::DrGrpo => Ok((group_advantages(rewards, g, &GroupNormOptions { scale_by_std: false, ..grpo })?, None)),
+        AdvantageKind::DrGrpo => Ok((
+            group_advantages(
+                rewards,
+                g,
+                &GroupNormOptions {
+                    scale_by_std: false,
+                    ..grpo
+                },
+            )?,
+            None,
+        )),
         AdvantageKind::Hapo => {
             let h = alg.hapo.clone().unwrap_or_default();
             let opts = TokenLevelOptions {
@@ -200,25 +243,51 @@ pub fn compute_advantages(alg: &AlgorithmConfig, rewards: &Tensor, lengths: &Ten
 }
 
 /// h̃ and clip widths under HAPO for tokens with entropies `entropy`, given statistics.
-fn hapo_token_terms(h: &HapoConfig, entropy: &Tensor, mask: &Tensor, stats: Option<&HapoStats>, base: &ClipRange, lo: f64, hi: f64) -> (Tensor, ClipRange) {
+fn hapo_token_terms(
+    h: &HapoConfig,
+    entropy: &Tensor,
+    mask: &Tensor,
+    stats: Option<&HapoStats>,
+    base: &ClipRange,
+    lo: f64,
+    hi: f64,
+) -> (Tensor, ClipRange) {
     let ht = match stats {
         Some(st) => normalised_entropy(entropy, mask, st),
         None => mask.zeros_like().to_kind(Kind::Float),
     };
-    let clip = if h.adaptive_clip { adaptive_clip(&ht, lo, hi, h.alpha) } else { base.clone() };
+    let clip = if h.adaptive_clip {
+        adaptive_clip(&ht, lo, hi, h.alpha)
+    } else {
+        base.clone()
+    };
     (ht, clip)
 }
 
 /// Stages 4 (advantages) to the end of selection: the [`StepPlan`] of one training step.
-pub fn compute_step_plan(alg: &AlgorithmConfig, loss: &LossConfig, state: &AlgoState, inputs: &StepInputs) -> Result<StepPlan> {
+pub fn compute_step_plan(
+    alg: &AlgorithmConfig,
+    loss: &LossConfig,
+    state: &AlgoState,
+    inputs: &StepInputs,
+) -> Result<StepPlan> {
     let g = inputs.group_size;
     let size = inputs.response_mask.size();
     if size.len() != 2 || inputs.rewards.size() != [size[0]] {
-        return Err(input_err("rewards", format!("expected [N] with mask [N, T], got {:?} and {size:?}", inputs.rewards.size())));
+        return Err(input_err(
+            "rewards",
+            format!(
+                "expected [N] with mask [N, T], got {:?} and {size:?}",
+                inputs.rewards.size()
+            ),
+        ));
     }
     if let Some(h) = inputs.entropy {
         if h.size() != size {
-            return Err(input_err("entropy", format!("expected {size:?}, got {:?}", h.size())));
+            return Err(input_err(
+                "entropy",
+                format!("expected {size:?}, got {:?}", h.size()),
+            ));
         }
     }
     let mask = inputs.response_mask.detach().to_kind(Kind::Float);
@@ -237,7 +306,14 @@ pub fn compute_step_plan(alg: &AlgorithmConfig, loss: &LossConfig, state: &AlgoS
     let (advantages, hapo_fallback) = compute_advantages(alg, inputs.rewards, &lengths, g)?;
 
     let base_mask = if alg.dapo.overlong_filter {
-        overlong_filter(&mask, need(inputs.truncated, "truncated", "algorithm.dapo.overlong_filter = true")?)?
+        overlong_filter(
+            &mask,
+            need(
+                inputs.truncated,
+                "truncated",
+                "algorithm.dapo.overlong_filter = true",
+            )?,
+        )?
     } else {
         mask.shallow_clone()
     };
@@ -247,7 +323,14 @@ pub fn compute_step_plan(alg: &AlgorithmConfig, loss: &LossConfig, state: &AlgoS
         Some(d) => {
             let ent = need(inputs.entropy, "entropy", "algorithm.d3s is set")?;
             let targets = state.d3s_targets(d, g as usize);
-            let rows = select_rows(&advantages, g, d.level, targets.samples_per_group, Some(&candidates), d.drop_zero_variance_groups)?;
+            let rows = select_rows(
+                &advantages,
+                g,
+                d.level,
+                targets.samples_per_group,
+                Some(&candidates),
+                d.drop_zero_variance_groups,
+            )?;
             let row_mask = &base_mask * rows.to_kind(Kind::Float).unsqueeze(-1);
             let tokens = select_tokens(&advantages, ent, &row_mask, targets.token_keep)?;
             let keep = tokens.sum_dim_intlist(-1, false, Kind::Float).gt(0.0);
@@ -259,13 +342,24 @@ pub fn compute_step_plan(alg: &AlgorithmConfig, loss: &LossConfig, state: &AlgoS
     let (h_tilde, clip) = match &alg.hapo {
         Some(h) if h.stats_scope == HapoStatsScope::Step => {
             let ent = need(inputs.entropy, "entropy", "algorithm.hapo is set")?;
-            let (ht, clip) = hapo_token_terms(h, ent, &mask, hapo_stats.as_ref(), &scalar_clip, lo, hi);
+            let (ht, clip) =
+                hapo_token_terms(h, ent, &mask, hapo_stats.as_ref(), &scalar_clip, lo, hi);
             (Some(ht), clip)
         }
         _ => (None, scalar_clip),
     };
 
-    Ok(StepPlan { advantages, response_mask: mask, loss_mask, row_keep, h_tilde, clip, hapo_stats, hapo_fallback, d3s })
+    Ok(StepPlan {
+        advantages,
+        response_mask: mask,
+        loss_mask,
+        row_keep,
+        h_tilde,
+        clip,
+        hapo_stats,
+        hapo_fallback,
+        d3s,
+    })
 }
 
 /// Per-micro-batch inputs of [`policy_loss`], all `[n, T]`.
@@ -298,12 +392,26 @@ pub struct PolicyLoss {
 /// Stage 5: the loss of one micro-batch: ratio (token, GSPO or GSPO-token) → HAPO h̃ / clip
 /// widths / redistribution → clipped surrogate (+ dual clip) → `+ β·KL` → aggregation over
 /// `loss_mask` with the optimizer step's `norm`.
-pub fn policy_loss(alg: &AlgorithmConfig, loss: &LossConfig, mb: &MicroBatchPlan, inputs: &PolicyInputs, norm: &LossNormaliser) -> Result<PolicyLoss> {
+pub fn policy_loss(
+    alg: &AlgorithmConfig,
+    loss: &LossConfig,
+    mb: &MicroBatchPlan,
+    inputs: &PolicyInputs,
+    norm: &LossNormaliser,
+) -> Result<PolicyLoss> {
     let size = mb.loss_mask.size();
-    for (name, t) in [("logp", Some(inputs.logp)), ("old_logp", Some(inputs.old_logp)), ("ref_logp", inputs.ref_logp), ("entropy", inputs.entropy)] {
+    for (name, t) in [
+        ("logp", Some(inputs.logp)),
+        ("old_logp", Some(inputs.old_logp)),
+        ("ref_logp", inputs.ref_logp),
+        ("entropy", inputs.entropy),
+    ] {
         if let Some(t) = t {
             if t.size() != size {
-                return Err(input_err(name, format!("expected {size:?}, got {:?}", t.size())));
+                return Err(input_err(
+                    name,
+                    format!("expected {size:?}, got {:?}", t.size()),
+                ));
             }
         }
     }
@@ -315,22 +423,44 @@ pub fn policy_loss(alg: &AlgorithmConfig, loss: &LossConfig, mb: &MicroBatchPlan
     let rho = match loss.base {
         BaseLoss::Grpo => ratio(logp, old),
         BaseLoss::GspoToken => gspo_token_ratio(logp, old, ratio_mask),
-        BaseLoss::Gspo => sequence_ratio(logp, old, ratio_mask).unsqueeze(-1).expand_as(logp),
+        BaseLoss::Gspo => sequence_ratio(logp, old, ratio_mask)
+            .unsqueeze(-1)
+            .expand_as(logp),
     };
 
     let (lo, hi) = loss.clip_widths();
     let (h_tilde, clip) = match &alg.hapo {
         Some(h) if h.stats_scope == HapoStatsScope::MicroBatch => {
             // Released-code scope: statistics of this micro-batch's current-policy entropies.
-            let ent = need(inputs.entropy, "entropy", "algorithm.hapo.stats_scope = \"micro_batch\"")?;
+            let ent = need(
+                inputs.entropy,
+                "entropy",
+                "algorithm.hapo.stats_scope = \"micro_batch\"",
+            )?;
             let stats = entropy_stats(ent, &mb.response_mask, h.quantile, h.code_compat);
-            let (ht, clip) = hapo_token_terms(h, ent, &mb.response_mask, stats.as_ref(), &ClipRange::new(lo, hi), lo, hi);
+            let (ht, clip) = hapo_token_terms(
+                h,
+                ent,
+                &mb.response_mask,
+                stats.as_ref(),
+                &ClipRange::new(lo, hi),
+                lo,
+                hi,
+            );
             (Some(ht), clip)
         }
-        _ => (mb.h_tilde.as_ref().map(Tensor::shallow_clone), mb.clip.clone()),
+        _ => (
+            mb.h_tilde.as_ref().map(Tensor::shallow_clone),
+            mb.clip.clone(),
+        ),
     };
 
-    let mut adv = mb.advantages.detach().to_kind(logp.kind()).unsqueeze(-1).expand_as(logp);
+    let mut adv = mb
+        .advantages
+        .detach()
+        .to_kind(logp.kind())
+        .unsqueeze(-1)
+        .expand_as(logp);
     if let (Some(h), Some(ht)) = (&alg.hapo, &h_tilde) {
         if h.redistribution {
             adv = redistribute_advantages(&adv, ht, &rho.detach(), &clip, h.beta);
@@ -338,7 +468,7 @@ pub fn policy_loss(alg: &AlgorithmConfig, loss: &LossConfig, mb: &MicroBatchPlan
     }
 
     let dual = loss.dual_clip();
-    let pg = clipped_surrogate(&rho, &adv, &clip, dual);
+    let (pg, clipped) = clipped_surrogate_with_flags(&rho, &adv, &clip, dual);
     let agg = loss.aggregation();
     let kl = if loss.kl_coef > 0.0 {
         let r = need(inputs.ref_logp, "ref_logp", "loss.kl_coef > 0")?;
@@ -352,15 +482,25 @@ pub fn policy_loss(alg: &AlgorithmConfig, loss: &LossConfig, mb: &MicroBatchPlan
     };
     let out_loss = aggregate(&total, &mb.loss_mask, agg, norm);
     let (pg_loss, kl_metric, clip_frac) = tch::no_grad(|| {
-        let clipped = clipped_tokens(&rho, &adv, &clip, dual).to_kind(Kind::Float) * &mb.loss_mask;
-        let frac = if norm.tokens > 0.0 { clipped.sum(Kind::Float) / norm.tokens } else { clipped.sum(Kind::Float) * 0.0 };
+        let clipped = clipped.to_kind(Kind::Float) * &mb.loss_mask;
+        let frac = if norm.tokens > 0.0 {
+            clipped.sum(Kind::Float) / norm.tokens
+        } else {
+            clipped.sum(Kind::Float) * 0.0
+        };
         (
             aggregate(&pg.detach(), &mb.loss_mask, agg, norm),
-            kl.as_ref().map(|k| aggregate(&k.detach(), &mb.loss_mask, agg, norm)),
+            kl.as_ref()
+                .map(|k| aggregate(&k.detach(), &mb.loss_mask, agg, norm)),
             frac,
         )
     });
-    Ok(PolicyLoss { loss: out_loss, pg_loss, kl: kl_metric, clip_frac })
+    Ok(PolicyLoss {
+        loss: out_loss,
+        pg_loss,
+        kl: kl_metric,
+        clip_frac,
+    })
 }
 
 #[cfg(test)]

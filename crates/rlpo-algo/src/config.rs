@@ -123,7 +123,11 @@ pub struct OverlongConfig {
 
 impl Default for OverlongConfig {
     fn default() -> Self {
-        Self { max_len: None, cache_len: 4096, penalty_factor: 1.0 }
+        Self {
+            max_len: None,
+            cache_len: 4096,
+            penalty_factor: 1.0,
+        }
     }
 }
 
@@ -163,7 +167,11 @@ pub struct FilterGroupsConfig {
 
 impl Default for FilterGroupsConfig {
     fn default() -> Self {
-        Self { metric: FilterMetric::Acc, max_num_gen_batches: 10, on_exhausted: OnExhausted::Error }
+        Self {
+            metric: FilterMetric::Acc,
+            max_num_gen_batches: 10,
+            on_exhausted: OnExhausted::Error,
+        }
     }
 }
 
@@ -214,7 +222,10 @@ impl D3sConfig {
     /// `(N_init, N_final)` for group size `g`, filling the G-relative defaults.
     pub fn samples(&self, g: usize) -> (usize, usize) {
         let quarter = |f: f64| ((g as f64 * f).round() as usize).max(1);
-        (self.samples_init.unwrap_or(quarter(0.25)), self.samples_final.unwrap_or(quarter(0.75)))
+        (
+            self.samples_init.unwrap_or(quarter(0.25)),
+            self.samples_final.unwrap_or(quarter(0.75)),
+        )
     }
 }
 
@@ -431,9 +442,9 @@ impl LossConfig {
             AggMode::TokenMean => Aggregation::TokenMean,
             AggMode::SeqMeanTokenMean => Aggregation::SeqMeanTokenMean,
             AggMode::SeqMeanTokenSum => Aggregation::SeqMeanTokenSum,
-            AggMode::ConstantNorm => {
-                Aggregation::ConstantNorm { len: self.norm_len.unwrap_or(1).max(1) as f64 }
-            }
+            AggMode::ConstantNorm => Aggregation::ConstantNorm {
+                len: self.norm_len.unwrap_or(1).max(1) as f64,
+            },
         }
     }
 }

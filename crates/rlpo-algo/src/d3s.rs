@@ -83,17 +83,30 @@ pub fn d3s_schedule(cfg: &D3sConfig, progress: f64, g: usize) -> D3sTargets {
     let (n0, n1) = cfg.samples(g);
     let n = ((1.0 - p) * n0 as f64 + p * n1 as f64).round() as usize;
     let k = (1.0 - p) * cfg.token_keep_init + p * cfg.token_keep_final;
-    D3sTargets { samples_per_group: n.max(2).min(g.max(1)), token_keep: k.clamp(f64::MIN_POSITIVE, 1.0) }
+    D3sTargets {
+        samples_per_group: n.max(2).min(g.max(1)),
+        token_keep: k.clamp(f64::MIN_POSITIVE, 1.0),
+    }
 }
 
 fn to_vec_f64(t: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(&t.detach().to_device(Device::Cpu).to_kind(Kind::Double).reshape([-1]))
-        .expect("1-D float tensor converts to Vec<f64>")
+    Vec::<f64>::try_from(
+        &t.detach()
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Double)
+            .reshape([-1]),
+    )
+    .expect("1-D float tensor converts to Vec<f64>")
 }
 
 fn to_vec_bool(t: &Tensor) -> Vec<bool> {
-    Vec::<bool>::try_from(&t.detach().to_device(Device::Cpu).to_kind(Kind::Bool).reshape([-1]))
-        .expect("1-D bool tensor converts to Vec<bool>")
+    Vec::<bool>::try_from(
+        &t.detach()
+            .to_device(Device::Cpu)
+            .to_kind(Kind::Bool)
+            .reshape([-1]),
+    )
+    .expect("1-D bool tensor converts to Vec<bool>")
 }
 
 /// Candidate flags per row: `candidates` (or all rows), minus all-equal groups when asked.
@@ -107,7 +120,10 @@ fn candidate_rows(
         Some(c) => {
             let v = to_vec_bool(c);
             if v.len() != adv.len() {
-                return Err(input_err("candidates", format!("expected [{}], got {:?}", adv.len(), c.size())));
+                return Err(input_err(
+                    "candidates",
+                    format!("expected [{}], got {:?}", adv.len(), c.size()),
+                ));
             }
             v
         }
@@ -146,7 +162,11 @@ pub fn select_intra_group(
         let base = b * g as usize;
         let idx: Vec<usize> = (0..grp.len()).filter(|&i| ok[base + i]).collect();
         let vals: Vec<f64> = idx.iter().map(|&i| grp[i]).collect();
-        kept.extend(max_variance_subset(&vals, n_per_group).into_iter().map(|j| base + idx[j]));
+        kept.extend(
+            max_variance_subset(&vals, n_per_group)
+                .into_iter()
+                .map(|j| base + idx[j]),
+        );
     }
     Ok(mask_from_indices(values.len(), kept, adv.device()))
 }
@@ -165,7 +185,9 @@ pub fn select_cross_group(
     let ok = candidate_rows(&values, g as usize, candidates, drop_zero_variance)?;
     let idx: Vec<usize> = (0..values.len()).filter(|&i| ok[i]).collect();
     let vals: Vec<f64> = idx.iter().map(|&i| values[i]).collect();
-    let kept = max_variance_subset(&vals, n_total).into_iter().map(|j| idx[j]);
+    let kept = max_variance_subset(&vals, n_total)
+        .into_iter()
+        .map(|j| idx[j]);
     Ok(mask_from_indices(values.len(), kept, adv.device()))
 }
 
@@ -180,24 +202,42 @@ pub fn select_rows(
     drop_zero_variance: bool,
 ) -> Result<Tensor> {
     match level {
-        D3sLevel::IntraGroup => select_intra_group(adv, g, samples_per_group, candidates, drop_zero_variance),
+        D3sLevel::IntraGroup => {
+            select_intra_group(adv, g, samples_per_group, candidates, drop_zero_variance)
+        }
         D3sLevel::CrossGroup => {
             let groups = adv.size()[0] as usize / g.max(1) as usize;
-            select_cross_group(adv, g, groups * samples_per_group, candidates, drop_zero_variance)
+            select_cross_group(
+                adv,
+                g,
+                groups * samples_per_group,
+                candidates,
+                drop_zero_variance,
+            )
         }
     }
 }
 
 /// Token selection: among positions where `mask` (`[N, T]`, already restricted to the kept
 /// rows) is 1, keep the `k = ceil(K·M)` positions with the largest `|A_row|·H` (M = number of
-/// such positions; ties arbitrary). `adv_rows[N]`, `entropy[N, T]` → `[N, T]` in `mask`'s kind.
+/// such positions; ties go to the earlier position in row-major order). `adv_rows[N]`, `entropy[N, T]` → `[N, T]` in `mask`'s kind.
 /// An empty mask gives an all-zero selection (the trainer then skips the step).
-pub fn select_tokens(adv_rows: &Tensor, entropy: &Tensor, mask: &Tensor, keep_frac: f64) -> Result<Tensor> {
+pub fn select_tokens(
+    adv_rows: &Tensor,
+    entropy: &Tensor,
+    mask: &Tensor,
+    keep_frac: f64,
+) -> Result<Tensor> {
     let size = mask.size();
     if entropy.size() != size || adv_rows.size() != [size[0]] {
         return Err(input_err(
             "entropy",
-            format!("expected entropy {size:?} and advantages [{}], got {:?} and {:?}", size[0], entropy.size(), adv_rows.size()),
+            format!(
+                "expected entropy {size:?} and advantages [{}], got {:?} and {:?}",
+                size[0],
+                entropy.size(),
+                adv_rows.size()
+            ),
         ));
     }
     Ok(tch::no_grad(|| {
@@ -211,11 +251,18 @@ pub fn select_tokens(adv_rows: &Tensor, entropy: &Tensor, mask: &Tensor, keep_fr
         if k == m {
             return valid.to_kind(mask.kind());
         }
-        let score = adv_rows.detach().abs().unsqueeze(-1).to_kind(Kind::Float) * entropy.detach().to_kind(Kind::Float);
-        let score = score.masked_fill(&valid.logical_not(), f64::NEG_INFINITY).reshape([-1]);
-        let (_, idx) = score.topk(k, 0, true, false);
-        let keep = Tensor::zeros([size[0] * size[1]], (mask.kind(), mask.device()));
-        keep.scatter_value(0, &idx, 1.0).view([size[0], size[1]])
+        let score = adv_rows.detach().abs().unsqueeze(-1).to_kind(Kind::Float)
+            * entropy.detach().to_kind(Kind::Float);
+        // Threshold instead of topk: the k-th largest valid score by quickselect (O(M); topk
+        // with k ~ 0.2·M is several times slower on CPU), then every score above it plus the
+        // first (by position) of the scores equal to it. Deterministic tie-breaking.
+        let flat = score.masked_fill(&valid.logical_not(), f64::NEG_INFINITY).reshape([-1]);
+        let thr = score.masked_select(&valid).kthvalue(m - k + 1, 0, false).0;
+        let above = flat.gt_tensor(&thr);
+        let need = k - above.sum(Kind::Int64).int64_value(&[]);
+        let equal = flat.eq_tensor(&thr);
+        let first_equal = equal.cumsum(0, Kind::Int64).le(need).logical_and(&equal);
+        above.logical_or(&first_equal).to_kind(mask.kind()).view([size[0], size[1]])
     }))
 }
 
@@ -244,14 +291,31 @@ mod tests {
         let r = Tensor::from_slice(&[1.0, 1., 0., 0., 0., 0., 0., 0.]);
         let adv = group_advantages(&r, 8, &GroupNormOptions::grpo()).unwrap();
         let a = to_vec_f64(&adv);
-        close(&a, &[1.620182, 1.620182, -0.540061, -0.540061, -0.540061, -0.540061, -0.540061, -0.540061]);
+        close(
+            &a,
+            &[
+                1.620182, 1.620182, -0.540061, -0.540061, -0.540061, -0.540061, -0.540061,
+                -0.540061,
+            ],
+        );
         for (n, var, kept) in [
             (4, 1.166662, vec![-0.540061, -0.540061, 1.620182, 1.620182]),
             (2, 1.166662, vec![-0.540061, 1.620182]),
-            (6, 1.037033, vec![-0.540061, -0.540061, -0.540061, -0.540061, 1.620182, 1.620182]),
+            (
+                6,
+                1.037033,
+                vec![
+                    -0.540061, -0.540061, -0.540061, -0.540061, 1.620182, 1.620182,
+                ],
+            ),
         ] {
             let mask = select_intra_group(&adv, 8, n, None, false).unwrap();
-            let idx: Vec<usize> = to_vec_bool(&mask).iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect();
+            let idx: Vec<usize> = to_vec_bool(&mask)
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| **k)
+                .map(|(i, _)| i)
+                .collect();
             let vals = kept_values(&a, &idx);
             close(&vals, &kept);
             assert!((population_variance(&vals) - var).abs() < 1e-5, "N_s = {n}");
@@ -264,15 +328,34 @@ mod tests {
         let r = Tensor::from_slice(&[1.0, 0., 0., 1., 1., 0., 0., 0., 1., 1., 1., 1.]);
         let adv = group_advantages(&r, 4, &GroupNormOptions::grpo()).unwrap();
         let a = to_vec_f64(&adv);
-        close(&a, &[0.866024, -0.866024, -0.866024, 0.866024, 1.499997, -0.499999, -0.499999, -0.499999, 0., 0., 0., 0.]);
+        close(
+            &a,
+            &[
+                0.866024, -0.866024, -0.866024, 0.866024, 1.499997, -0.499999, -0.499999,
+                -0.499999, 0., 0., 0., 0.,
+            ],
+        );
         let mask = select_cross_group(&adv, 4, 4, None, false).unwrap();
-        let idx: Vec<usize> = to_vec_bool(&mask).iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect();
+        let idx: Vec<usize> = to_vec_bool(&mask)
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| **k)
+            .map(|(i, _)| i)
+            .collect();
         let vals = kept_values(&a, &idx);
         close(&vals, &[-0.866024, -0.866024, 0.866024, 1.499997]);
         assert!((population_variance(&vals) - 1.099876).abs() < 1e-5);
-        assert!(idx.iter().all(|&i| i < 8), "the all-correct group contributes nothing");
+        assert!(
+            idx.iter().all(|&i| i < 8),
+            "the all-correct group contributes nothing"
+        );
         let mask = select_cross_group(&adv, 4, 6, None, false).unwrap();
-        let idx: Vec<usize> = to_vec_bool(&mask).iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect();
+        let idx: Vec<usize> = to_vec_bool(&mask)
+            .iter()
+            .enumerate()
+            .filter(|(_, k)| **k)
+            .map(|(i, _)| i)
+            .collect();
         assert!((population_variance(&kept_values(&a, &idx)) - 0.888886).abs() < 1e-5);
         // The same through select_rows with the B·N_s budget: 3 groups × N_s = 2 → 6 rows.
         let same = select_rows(&adv, 4, D3sLevel::CrossGroup, 2, None, false).unwrap();
@@ -287,14 +370,54 @@ mod tests {
         let mask = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
         let keep = select_tokens(&adv, &h, &mask, 0.5).unwrap();
         // Tokens 6, 2, 4 of the spec (1-based) = flat indices 5, 1, 3.
-        assert_eq!(Vec::<f32>::try_from(&keep.view([-1])).unwrap(), vec![0., 1., 0., 1., 0., 1.]);
+        assert_eq!(
+            Vec::<f32>::try_from(&keep.view([-1])).unwrap(),
+            vec![0., 1., 0., 1., 0., 1.]
+        );
         // Masked positions are never picked, and an empty mask selects nothing.
         let partial = Tensor::from_slice(&[1.0f32, 1., 1., 1., 1., 0.]).view([2, 3]);
         // M = 5 → k = ceil(2.5) = 3: scores 1.299, 0.6928 and then 0.0866 (token 1).
         let keep = select_tokens(&adv, &h, &partial, 0.5).unwrap();
-        assert_eq!(Vec::<f32>::try_from(&keep.view([-1])).unwrap(), vec![1., 1., 0., 1., 0., 0.]);
+        assert_eq!(
+            Vec::<f32>::try_from(&keep.view([-1])).unwrap(),
+            vec![1., 1., 0., 1., 0., 0.]
+        );
         let none = select_tokens(&adv, &h, &mask.zeros_like(), 0.5).unwrap();
         assert_eq!(none.sum(Kind::Float).double_value(&[]), 0.0);
+    }
+
+    /// Property: the selection keeps exactly ceil(K·M) valid tokens and every kept score is ≥
+    /// every dropped valid score (what topk would give); ties go to earlier positions.
+    #[test]
+    fn token_selection_is_a_top_k() {
+        tch::manual_seed(1);
+        let mut rng = SplitMix(3);
+        for trial in 0..30 {
+            let (n, t) = (6, 9);
+            // Some zero advantages so that many scores tie at 0.
+            let adv = Tensor::randn([n], (Kind::Float, Device::Cpu)) * Tensor::randint(2, [n], (Kind::Int64, Device::Cpu));
+            let h = Tensor::rand([n, t], (Kind::Float, Device::Cpu));
+            let lens = Tensor::randint(t + 1, [n, 1], (Kind::Int64, Device::Cpu));
+            let mask = Tensor::arange(t, (Kind::Int64, Device::Cpu)).unsqueeze(0).lt_tensor(&lens).to_kind(Kind::Float);
+            let k_frac = 0.05 + 0.95 * rng.uniform();
+            let keep = select_tokens(&adv, &h, &mask, k_frac).unwrap();
+            let m = mask.sum(Kind::Double).double_value(&[]);
+            let kept = keep.sum(Kind::Double).double_value(&[]);
+            let want = if m == 0.0 { 0.0 } else { (k_frac * m - 1e-9).ceil().max(1.0) };
+            assert_eq!(kept, want, "trial {trial}");
+            let score = to_vec_f64(&(adv.abs().unsqueeze(-1) * &h));
+            let (kv, mv) = (to_vec_bool(&keep), to_vec_bool(&mask));
+            let min_kept = (0..score.len()).filter(|&i| kv[i]).map(|i| score[i]).fold(f64::INFINITY, f64::min);
+            let max_drop = (0..score.len()).filter(|&i| mv[i] && !kv[i]).map(|i| score[i]).fold(f64::NEG_INFINITY, f64::max);
+            assert!(min_kept >= max_drop, "trial {trial}: {min_kept} < {max_drop}");
+            assert!((0..score.len()).all(|i| !kv[i] || mv[i]), "only valid tokens are kept");
+        }
+        // Ties: row 0 has A = 0 (all scores 0); K = 0.7 of 6 → 5 tokens: all of row 1, then the
+        // first two positions of row 0.
+        let adv = Tensor::from_slice(&[0.0f32, 1.0]);
+        let h = Tensor::ones([2, 3], (Kind::Float, Device::Cpu));
+        let keep = select_tokens(&adv, &h, &h, 0.7).unwrap();
+        assert_eq!(Vec::<f32>::try_from(&keep.view([-1])).unwrap(), vec![1., 1., 0., 1., 1., 1.]);
     }
 
     /// Spec §3.6 example 4: the linear schedule.
@@ -307,13 +430,22 @@ mod tests {
             token_keep_final: 1.0,
             ..Default::default()
         };
-        for (p, n, k) in [(0.0, 4, 0.2), (0.25, 7, 0.4), (0.5, 10, 0.6), (1.0, 16, 1.0)] {
+        for (p, n, k) in [
+            (0.0, 4, 0.2),
+            (0.25, 7, 0.4),
+            (0.5, 10, 0.6),
+            (1.0, 16, 1.0),
+        ] {
             let t = d3s_schedule(&cfg, p, 16);
             assert_eq!(t.samples_per_group, n, "p = {p}");
             assert!((t.token_keep - k).abs() < 1e-12, "p = {p}");
         }
         // Clamp to [2, G].
-        let small = D3sConfig { samples_init: Some(1), samples_final: Some(1), ..Default::default() };
+        let small = D3sConfig {
+            samples_init: Some(1),
+            samples_final: Some(1),
+            ..Default::default()
+        };
         assert_eq!(d3s_schedule(&small, 0.0, 8).samples_per_group, 2);
     }
 
@@ -327,21 +459,31 @@ mod tests {
                 .map(|_| {
                     let x = rng.normal() * 2.0;
                     // Every third trial on a coarse grid, to exercise ties.
-                    if trial % 3 == 0 { (x * 2.0).round() / 2.0 } else { x }
+                    if trial % 3 == 0 {
+                        (x * 2.0).round() / 2.0
+                    } else {
+                        x
+                    }
                 })
                 .collect();
             for n in 1..=m {
                 let mut best = f64::NEG_INFINITY;
                 for bits in 0u32..(1 << m) {
                     if bits.count_ones() as usize == n {
-                        let sub: Vec<f64> = (0..m).filter(|i| bits >> i & 1 == 1).map(|i| values[i]).collect();
+                        let sub: Vec<f64> = (0..m)
+                            .filter(|i| bits >> i & 1 == 1)
+                            .map(|i| values[i])
+                            .collect();
                         best = best.max(population_variance(&sub));
                     }
                 }
                 let idx = max_variance_subset(&values, n);
                 assert_eq!(idx.len(), n);
                 let got = population_variance(&kept_values(&values, &idx));
-                assert!((got - best).abs() < 1e-9, "trial {trial} n {n}: {got} vs {best}");
+                assert!(
+                    (got - best).abs() < 1e-9,
+                    "trial {trial} n {n}: {got} vs {best}"
+                );
             }
         }
     }
@@ -353,11 +495,17 @@ mod tests {
         let cand = Tensor::from_slice(&[false, true, true, true, true, true, true, true]);
         let m = select_intra_group(&adv, 4, 2, Some(&cand), false).unwrap();
         // The all-zero group is a tie; the search keeps its last two rows (k = 0).
-        assert_eq!(to_vec_bool(&m), vec![false, true, true, false, false, false, true, true]);
+        assert_eq!(
+            to_vec_bool(&m),
+            vec![false, true, true, false, false, false, true, true]
+        );
         // Dropping zero-variance groups leaves group 1 empty.
         let m = select_intra_group(&adv, 4, 2, None, true).unwrap();
         assert_eq!(to_vec_bool(&m)[4..], [false; 4]);
         let m = select_cross_group(&adv, 4, 6, None, true).unwrap();
-        assert_eq!(to_vec_bool(&m), vec![true, true, true, true, false, false, false, false]);
+        assert_eq!(
+            to_vec_bool(&m),
+            vec![true, true, true, true, false, false, false, false]
+        );
     }
 }

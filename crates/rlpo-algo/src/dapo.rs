@@ -47,7 +47,10 @@ pub fn group_keep_mask(metric: &Tensor, g: i64) -> Result<Tensor> {
 
 /// Row version of a `[B]` group mask: `[N]` bool.
 pub fn group_mask_to_rows(group_mask: &Tensor, g: i64) -> Tensor {
-    group_mask.unsqueeze(-1).expand([-1, g], false).reshape([-1])
+    group_mask
+        .unsqueeze(-1)
+        .expand([-1, g], false)
+        .reshape([-1])
 }
 
 /// Overlong filter (optional in DAPO): zero the mask rows of truncated responses.
@@ -55,9 +58,15 @@ pub fn group_mask_to_rows(group_mask: &Tensor, g: i64) -> Tensor {
 pub fn overlong_filter(mask: &Tensor, truncated: &Tensor) -> Result<Tensor> {
     let n = mask.size()[0];
     if truncated.size() != [n] {
-        return Err(input_err("truncated", format!("expected [{n}], got {:?}", truncated.size())));
+        return Err(input_err(
+            "truncated",
+            format!("expected [{n}], got {:?}", truncated.size()),
+        ));
     }
-    let keep = truncated.to_kind(Kind::Bool).logical_not().to_kind(mask.kind());
+    let keep = truncated
+        .to_kind(Kind::Bool)
+        .logical_not()
+        .to_kind(mask.kind());
     Ok(mask * keep.unsqueeze(-1))
 }
 
@@ -104,9 +113,10 @@ pub fn refill_action(
             max_gen_batches: cfg.max_num_gen_batches,
         }),
         OnExhausted::TrainAvailable if kept_groups == 0 => Ok(RefillAction::Skip),
-        OnExhausted::TrainAvailable => {
-            Ok(RefillAction::Train { keep_groups: kept_groups, discard_groups: 0 })
-        }
+        OnExhausted::TrainAvailable => Ok(RefillAction::Train {
+            keep_groups: kept_groups,
+            discard_groups: 0,
+        }),
     }
 }
 
@@ -122,7 +132,10 @@ mod tests {
         }
         let small = [(5, 0.0), (6, 0.0), (7, -0.25), (8, -0.5), (10, -1.0)];
         for (len, want) in small {
-            assert!((overlong_penalty_value(len, 10, 4, 1.0) - want).abs() < 1e-12, "len {len}");
+            assert!(
+                (overlong_penalty_value(len, 10, 4, 1.0) - want).abs() < 1e-12,
+                "len {len}"
+            );
         }
         // Batch version, and a correct answer (+1) of length 8 gets 1 − 0.5 = 0.5.
         let lens = Tensor::from_slice(&[5i64, 6, 7, 8, 10, 12]);
@@ -134,34 +147,52 @@ mod tests {
     /// Spec §2.6 example 2: filter four groups, then refill to a batch of 3.
     #[test]
     fn spec_2_6_dynamic_sampling() {
-        let acc = Tensor::from_slice(&[1.0, 1., 1., 1., 0., 0., 0., 0., 1., 0., 0., 1., 0., 0., 0., 1.]);
+        let acc = Tensor::from_slice(&[
+            1.0, 1., 1., 1., 0., 0., 0., 0., 1., 0., 0., 1., 0., 0., 0., 1.,
+        ]);
         let keep = Vec::<bool>::try_from(&group_keep_mask(&acc, 4).unwrap()).unwrap();
         assert_eq!(keep, vec![false, false, true, true]);
-        let rows = Vec::<bool>::try_from(&group_mask_to_rows(&Tensor::from_slice(&keep), 4)).unwrap();
+        let rows =
+            Vec::<bool>::try_from(&group_mask_to_rows(&Tensor::from_slice(&keep), 4)).unwrap();
         assert_eq!(rows.iter().filter(|k| **k).count(), 8);
 
         let cfg = FilterGroupsConfig::default();
-        assert_eq!(refill_action(2, 3, 1, &cfg).unwrap(), RefillAction::GenerateMore);
+        assert_eq!(
+            refill_action(2, 3, 1, &cfg).unwrap(),
+            RefillAction::GenerateMore
+        );
         // A second batch brings two more valid groups: train on the first 3 (12 rows), drop 1.
         assert_eq!(
             refill_action(4, 3, 2, &cfg).unwrap(),
-            RefillAction::Train { keep_groups: 3, discard_groups: 1 }
+            RefillAction::Train {
+                keep_groups: 3,
+                discard_groups: 1
+            }
         );
     }
 
     #[test]
     fn refill_cap_behaviour() {
-        let mut cfg = FilterGroupsConfig { max_num_gen_batches: 2, ..Default::default() };
+        let mut cfg = FilterGroupsConfig {
+            max_num_gen_batches: 2,
+            ..Default::default()
+        };
         let err = refill_action(1, 3, 2, &cfg).unwrap_err().to_string();
         assert!(err.contains("max_num_gen_batches = 2"), "{err}");
         cfg.on_exhausted = OnExhausted::TrainAvailable;
         assert_eq!(
             refill_action(1, 3, 2, &cfg).unwrap(),
-            RefillAction::Train { keep_groups: 1, discard_groups: 0 }
+            RefillAction::Train {
+                keep_groups: 1,
+                discard_groups: 0
+            }
         );
         assert_eq!(refill_action(0, 3, 2, &cfg).unwrap(), RefillAction::Skip);
         cfg.max_num_gen_batches = 0; // unlimited
-        assert_eq!(refill_action(0, 3, 50, &cfg).unwrap(), RefillAction::GenerateMore);
+        assert_eq!(
+            refill_action(0, 3, 50, &cfg).unwrap(),
+            RefillAction::GenerateMore
+        );
     }
 
     #[test]
@@ -170,6 +201,9 @@ mod tests {
         assert_eq!(Vec::<bool>::try_from(&keep).unwrap(), vec![true, true]);
         let mask = Tensor::ones([2, 3], (Kind::Float, tch::Device::Cpu));
         let out = overlong_filter(&mask, &Tensor::from_slice(&[true, false])).unwrap();
-        assert_eq!(Vec::<f32>::try_from(&out.view([-1])).unwrap(), vec![0., 0., 0., 1., 1., 1.]);
+        assert_eq!(
+            Vec::<f32>::try_from(&out.view([-1])).unwrap(),
+            vec![0., 0., 0., 1., 1., 1.]
+        );
     }
 }

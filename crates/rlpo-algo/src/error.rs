@@ -53,10 +53,16 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Shorthand for a configuration error at `key`.
 pub(crate) fn config_err(key: impl Into<String>, message: impl Into<String>) -> Error {
-    Error::Config { key: key.into(), message: message.into() }
+    Error::Config {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 /// Shorthand for an input error on the tensor `name`.
 pub(crate) fn input_err(name: &'static str, message: impl Into<String>) -> Error {
-    Error::Input { name, message: message.into() }
+    Error::Input {
+        name,
+        message: message.into(),
+    }
 }

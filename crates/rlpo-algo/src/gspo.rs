@@ -28,7 +28,9 @@ pub fn sequence_ratio(logp: &Tensor, old_logp: &Tensor, mask: &Tensor) -> Tensor
 /// GSPO-token ratio `s_{i,t} = sg[s_i] · exp(logp − sg[logp])`, `[N, T]`: its value is `s_i` on
 /// every token, its gradient is `s_i · ∇logp_t`, so token-level advantages can be used.
 pub fn gspo_token_ratio(logp: &Tensor, old_logp: &Tensor, mask: &Tensor) -> Tensor {
-    let seq = sequence_log_ratio(logp, old_logp, mask).detach().unsqueeze(-1);
+    let seq = sequence_log_ratio(logp, old_logp, mask)
+        .detach()
+        .unsqueeze(-1);
     (seq + logp - logp.detach()).exp()
 }
 
@@ -62,7 +64,14 @@ mod tests {
         let clip = ClipRange::new(3e-4, 4e-4);
         let pos = gspo_sequence_loss(&logp, &old, &Tensor::from_slice(&[1.0]), &mask, &clip, None);
         assert!((pos.double_value(&[0]) + 1.0004).abs() < 1e-9);
-        let neg = gspo_sequence_loss(&logp, &old, &Tensor::from_slice(&[-1.0]), &mask, &clip, Some(3.0));
+        let neg = gspo_sequence_loss(
+            &logp,
+            &old,
+            &Tensor::from_slice(&[-1.0]),
+            &mask,
+            &clip,
+            Some(3.0),
+        );
         assert!((neg.double_value(&[0]) - 1.010050).abs() < 1e-6);
         // GSPO-token has the same value on every token.
         let st = Vec::<f64>::try_from(&gspo_token_ratio(&logp, &old, &mask).view([-1])).unwrap();
@@ -78,7 +87,10 @@ mod tests {
         let base = Tensor::randn([n, t], (Kind::Double, Device::Cpu)) * 0.01;
         let old = Tensor::zeros([n, t], (Kind::Double, Device::Cpu));
         let lens = Tensor::from_slice(&[6i64, 3, 1, 4]).unsqueeze(-1);
-        let mask = Tensor::arange(t, (Kind::Int64, Device::Cpu)).unsqueeze(0).lt_tensor(&lens).to_kind(Kind::Double);
+        let mask = Tensor::arange(t, (Kind::Int64, Device::Cpu))
+            .unsqueeze(0)
+            .lt_tensor(&lens)
+            .to_kind(Kind::Double);
         let adv = Tensor::from_slice(&[1.0, -1.0, 0.5, -2.0]);
         for clip in [ClipRange::new(3e-4, 4e-4), ClipRange::new(0.5, 0.5)] {
             let a = base.copy().set_requires_grad(true);
@@ -86,8 +98,18 @@ mod tests {
             seq.backward();
             let b = base.copy().set_requires_grad(true);
             let ratio = gspo_token_ratio(&b, &old, &mask);
-            let tok = clipped_surrogate(&ratio, &adv.unsqueeze(-1).expand([n, t], false), &clip, None);
-            let tok = aggregate(&tok, &mask, Aggregation::SeqMeanTokenMean, &LossNormaliser::from_mask(&mask));
+            let tok = clipped_surrogate(
+                &ratio,
+                &adv.unsqueeze(-1).expand([n, t], false),
+                &clip,
+                None,
+            );
+            let tok = aggregate(
+                &tok,
+                &mask,
+                Aggregation::SeqMeanTokenMean,
+                &LossNormaliser::from_mask(&mask),
+            );
             tok.backward();
             assert!((seq.double_value(&[]) - tok.double_value(&[])).abs() < 1e-12);
             assert!((a.grad() - b.grad()).abs().max().double_value(&[]) < 1e-12);

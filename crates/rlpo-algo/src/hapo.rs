@@ -44,9 +44,17 @@ pub struct HapoStats {
 
 /// Statistics over the tokens where `mask` is 1 (`entropy`, `mask`: `[N, T]`). `quantile` is ρ.
 /// `None` when no token is valid.
-pub fn entropy_stats(entropy: &Tensor, mask: &Tensor, quantile: f64, code_compat: bool) -> Option<HapoStats> {
+pub fn entropy_stats(
+    entropy: &Tensor,
+    mask: &Tensor,
+    quantile: f64,
+    code_compat: bool,
+) -> Option<HapoStats> {
     tch::no_grad(|| {
-        let vals = entropy.detach().masked_select(&mask.gt(0.0)).to_kind(Kind::Double);
+        let vals = entropy
+            .detach()
+            .masked_select(&mask.gt(0.0))
+            .to_kind(Kind::Double);
         let n = vals.numel() as i64;
         if n == 0 {
             return None;
@@ -56,12 +64,26 @@ pub fn entropy_stats(entropy: &Tensor, mask: &Tensor, quantile: f64, code_compat
         let idx = (quantile.clamp(0.0, 1.0) * (n - 1) as f64).round_ties_even() as i64;
         let q = lam.kthvalue(idx + 1, 0, false).0.double_value(&[]);
         let d = lam - q;
-        let s = d.square().mean(Kind::Double).double_value(&[]).max(1e-8).sqrt();
+        let s = d
+            .square()
+            .mean(Kind::Double)
+            .double_value(&[])
+            .max(1e-8)
+            .sqrt();
         let h = d / s;
         let h_pos = h.max().double_value(&[]).max(1e-8);
         let h_neg = h.min().double_value(&[]).min(-1e-8);
-        let scale_neg = if code_compat { 1.0 / h_neg } else { 1.0 / h_neg.abs() };
-        Some(HapoStats { q, s, inv_h_pos: 1.0 / h_pos, scale_neg })
+        let scale_neg = if code_compat {
+            1.0 / h_neg
+        } else {
+            1.0 / h_neg.abs()
+        };
+        Some(HapoStats {
+            q,
+            s,
+            inv_h_pos: 1.0 / h_pos,
+            scale_neg,
+        })
     })
 }
 
@@ -70,7 +92,13 @@ pub fn entropy_stats(entropy: &Tensor, mask: &Tensor, quantile: f64, code_compat
 pub fn normalised_entropy(entropy: &Tensor, mask: &Tensor, stats: &HapoStats) -> Tensor {
     tch::no_grad(|| {
         let kind = float_kind(entropy);
-        let h = (entropy.detach().to_kind(kind).clamp_min(LOSS_ENTROPY_FLOOR).log() - stats.q) / stats.s;
+        let h = (entropy
+            .detach()
+            .to_kind(kind)
+            .clamp_min(LOSS_ENTROPY_FLOOR)
+            .log()
+            - stats.q)
+            / stats.s;
         let ht = (&h * stats.inv_h_pos).where_self(&h.gt(0.0), &(&h * stats.scale_neg));
         ht.clamp(-1.0, 1.0) * mask.to_kind(kind)
     })
@@ -79,7 +107,11 @@ pub fn normalised_entropy(entropy: &Tensor, mask: &Tensor, stats: &HapoStats) ->
 /// Rollout-side h̃ of one position with entropy `entropy` (§4.3.2 step 2).
 pub fn rollout_h_tilde(entropy: f64, stats: &HapoStats) -> f64 {
     let h = (entropy.max(ROLLOUT_EPS).ln() - stats.q) / (stats.s + ROLLOUT_EPS);
-    let ht = if h > 0.0 { h * stats.inv_h_pos } else { h * stats.scale_neg };
+    let ht = if h > 0.0 {
+        h * stats.inv_h_pos
+    } else {
+        h * stats.scale_neg
+    };
     ht.clamp(-1.0, 1.0)
 }
 
@@ -98,8 +130,11 @@ pub fn token_temperature(entropy: f64, stats: &HapoStats, t_base: f64, tau: f64)
 pub fn token_temperatures(entropy: &Tensor, stats: &HapoStats, t_base: f64, tau: f64) -> Tensor {
     tch::no_grad(|| {
         let kind = float_kind(entropy);
-        let h = (entropy.detach().to_kind(kind).clamp_min(ROLLOUT_EPS).log() - stats.q) / (stats.s + ROLLOUT_EPS);
-        let ht = (&h * stats.inv_h_pos).where_self(&h.gt(0.0), &(&h * stats.scale_neg)).clamp(-1.0, 1.0);
+        let h = (entropy.detach().to_kind(kind).clamp_min(ROLLOUT_EPS).log() - stats.q)
+            / (stats.s + ROLLOUT_EPS);
+        let ht = (&h * stats.inv_h_pos)
+            .where_self(&h.gt(0.0), &(&h * stats.scale_neg))
+            .clamp(-1.0, 1.0);
         (ht * tau + 1.0) * t_base
     })
 }
@@ -122,11 +157,19 @@ pub fn adaptive_clip(h_tilde: &Tensor, eps_low: f64, eps_high: f64, alpha: f64) 
 /// and the detached `ratio` `[N, T]`, `clip` = the (adapted) widths. Neutral zone
 /// `Z = (1 − ε_L(t)/2, 1 + ε_H(t)/2)`; `A_ent = A(1 + β h̃)`. High-entropy tokens (h̃ > 0) get
 /// `A_ent` outside the zone, low-entropy tokens (h̃ ≤ 0) get `A_ent` inside it; `A` otherwise.
-pub fn redistribute_advantages(adv: &Tensor, h_tilde: &Tensor, ratio: &Tensor, clip: &ClipRange, beta: f64) -> Tensor {
+pub fn redistribute_advantages(
+    adv: &Tensor,
+    h_tilde: &Tensor,
+    ratio: &Tensor,
+    clip: &ClipRange,
+    beta: f64,
+) -> Tensor {
     tch::no_grad(|| {
         let (adv, ht, rho) = (adv.detach(), h_tilde.detach(), ratio.detach());
         let half = |w: &ClipWidth| w.to_tensor(&rho) * 0.5;
-        let in_zone = rho.gt_tensor(&(half(&clip.low).neg() + 1.0)).logical_and(&rho.lt_tensor(&(half(&clip.high) + 1.0)));
+        let in_zone = rho
+            .gt_tensor(&(half(&clip.low).neg() + 1.0))
+            .logical_and(&rho.lt_tensor(&(half(&clip.high) + 1.0)));
         let use_ent = ht.gt(0.0).logical_xor(&in_zone);
         let a_ent = &adv * (&ht * beta + 1.0);
         a_ent.where_self(&use_ent, &adv)
@@ -151,7 +194,13 @@ pub struct TokenLevelOptions {
 
 impl Default for TokenLevelOptions {
     fn default() -> Self {
-        Self { norm_by_std: true, eps: 1e-6, fallback_threshold: 5.0, padded_len: None, fallback: GroupNormOptions::grpo() }
+        Self {
+            norm_by_std: true,
+            eps: 1e-6,
+            fallback_threshold: 5.0,
+            padded_len: None,
+            fallback: GroupNormOptions::grpo(),
+        }
     }
 }
 
@@ -167,24 +216,44 @@ pub struct TokenLevelAdvantages {
 /// Token Level Group Average (§4.3.3): with response scores `R[N]` and valid lengths `L[N]`,
 /// `μ = Σ L R / Σ L`, `σ² = Σ L (R − μ)² / Σ L`, `A = (R − μ)/(σ + eps)`, so `Σ_i L_i A_i = 0`
 /// per group. Groups with any `|A| ≥ threshold` (or no tokens at all) use GRPO advantages.
-pub fn token_level_group_average(rewards: &Tensor, lengths: &Tensor, g: i64, opts: &TokenLevelOptions) -> Result<TokenLevelAdvantages> {
+pub fn token_level_group_average(
+    rewards: &Tensor,
+    lengths: &Tensor,
+    g: i64,
+    opts: &TokenLevelOptions,
+) -> Result<TokenLevelAdvantages> {
     let r = group_view(rewards, g, "rewards")?;
     let l = group_view(lengths, g, "lengths")?;
     if r.size() != l.size() {
-        return Err(input_err("lengths", format!("expected {:?}, got {:?}", rewards.size(), lengths.size())));
+        return Err(input_err(
+            "lengths",
+            format!("expected {:?}, got {:?}", rewards.size(), lengths.size()),
+        ));
     }
     let grpo = group_advantages(rewards, g, &opts.fallback)?.view([-1, g]);
     Ok(tch::no_grad(|| {
-        let (r, l) = (r.detach().to_kind(Kind::Double), l.detach().to_kind(Kind::Double));
+        let (r, l) = (
+            r.detach().to_kind(Kind::Double),
+            l.detach().to_kind(Kind::Double),
+        );
         let sum_l = l.sum_dim_intlist(1, true, Kind::Double);
         let safe = sum_l.clamp_min(1.0);
         let mu = (&l * &r).sum_dim_intlist(1, true, Kind::Double) / &safe;
         let sigma = ((&r - &mu).square() * &l).sum_dim_intlist(1, true, Kind::Double) / &safe;
         let sigma = sigma.sqrt();
-        let scale = |x: Tensor| if opts.norm_by_std { x / (&sigma + opts.eps) } else { x };
+        let scale = |x: Tensor| {
+            if opts.norm_by_std {
+                x / (&sigma + opts.eps)
+            } else {
+                x
+            }
+        };
         let adv = scale(&r - &mu);
         let any = |b: Tensor| b.to_kind(Kind::Float).amax([1], true).gt(0.0);
-        let mut fallback = any(adv.abs().ge(opts.fallback_threshold).logical_and(&l.gt(0.0)));
+        let mut fallback = any(adv
+            .abs()
+            .ge(opts.fallback_threshold)
+            .logical_and(&l.gt(0.0)));
         if let Some(t) = opts.padded_len {
             let pad_big = scale(mu.neg()).abs().ge(opts.fallback_threshold);
             fallback = fallback.logical_or(&any(l.lt(t as f64)).logical_and(&pad_big));
@@ -217,17 +286,29 @@ mod tests {
     }
 
     fn tla(r: &[f64], l: &[f64], g: i64) -> TokenLevelAdvantages {
-        token_level_group_average(&Tensor::from_slice(r), &Tensor::from_slice(l), g, &TokenLevelOptions::default()).unwrap()
+        token_level_group_average(
+            &Tensor::from_slice(r),
+            &Tensor::from_slice(l),
+            g,
+            &TokenLevelOptions::default(),
+        )
+        .unwrap()
     }
 
     /// Spec §4.6 example 1 a–c: token-level group average and its fallback.
     #[test]
     fn spec_4_6_token_level_group_average() {
         let a = tla(&[1.0, 0.0], &[2.0, 4.0], 2);
-        close(&vecf(&a.advantages), &[1.414211, -0.707105], 1e-5);
-        assert!(2.0 * 1.414211 - 4.0 * 0.707105_f64 < 1e-5);
+        let av = vecf(&a.advantages);
+        close(&av, &[1.414211, -0.707105], 1e-5);
+        // Token sum 2·A_1 + 4·A_2 = 0.
+        assert!((2.0 * av[0] + 4.0 * av[1]).abs() < 1e-9);
         let b = tla(&[1.0, 0.0, 0.0, 1.0], &[10.0, 20.0, 30.0, 40.0], 4);
-        close(&vecf(&b.advantages), &[0.999998, -0.999998, -0.999998, 0.999998], 1e-5);
+        close(
+            &vecf(&b.advantages),
+            &[0.999998, -0.999998, -0.999998, 0.999998],
+            1e-5,
+        );
         let mut r = vec![0.0; 16];
         r[0] = 1.0;
         let mut l = vec![1000.0; 16];
@@ -249,17 +330,47 @@ mod tests {
         assert!((st.q - (-0.223144)).abs() < 1e-6);
         assert!((st.s - 1.575545).abs() < 1e-6);
         let raw: Vec<f64> = vecf(&h).iter().map(|e| (e.ln() - st.q) / st.s).collect();
-        close(&raw, &[-1.7598, -1.3198, -0.8799, -0.4399, 0.0, 0.4399], 1e-4);
-        close(&vecf(&normalised_entropy(&h, &mask, &st)), &[-1.0, -0.75, -0.5, -0.25, 0.0, 1.0], 1e-5);
+        close(
+            &raw,
+            &[-1.7598, -1.3198, -0.8799, -0.4399, 0.0, 0.4399],
+            1e-4,
+        );
+        close(
+            &vecf(&normalised_entropy(&h, &mask, &st)),
+            &[-1.0, -0.75, -0.5, -0.25, 0.0, 1.0],
+            1e-5,
+        );
         let code = entropy_stats(&h, &mask, 0.8, true).unwrap();
-        close(&vecf(&normalised_entropy(&h, &mask, &code)), &[1.0, 0.75, 0.5, 0.25, 0.0, 1.0], 1e-5);
-        for (ht, want) in [(1.0, 1.05), (0.5, 1.025), (0.0, 1.0), (-0.5, 0.975), (-1.0, 0.95)] {
+        close(
+            &vecf(&normalised_entropy(&h, &mask, &code)),
+            &[1.0, 0.75, 0.5, 0.25, 0.0, 1.0],
+            1e-5,
+        );
+        for (ht, want) in [
+            (1.0, 1.05),
+            (0.5, 1.025),
+            (0.0, 1.0),
+            (-0.5, 0.975),
+            (-1.0, 0.95),
+        ] {
             assert!((temperature_from_h_tilde(ht, 1.0, 0.05) - want).abs() < 1e-12);
         }
         // From entropies through the rollout formula (its 1e-6 terms move h̃ by < 1e-5).
-        let temps: Vec<f64> = [0.05, 0.2, 0.8, 1.6].iter().map(|&e| token_temperature(e, &st, 1.0, 0.05)).collect();
+        let temps: Vec<f64> = [0.05, 0.2, 0.8, 1.6]
+            .iter()
+            .map(|&e| token_temperature(e, &st, 1.0, 0.05))
+            .collect();
         close(&temps, &[0.95, 0.975, 1.0, 1.05], 1e-5);
-        close(&vecf(&token_temperatures(&Tensor::from_slice(&[0.05, 1.6]), &st, 1.0, 0.05)), &[0.95, 1.05], 1e-5);
+        close(
+            &vecf(&token_temperatures(
+                &Tensor::from_slice(&[0.05, 1.6]),
+                &st,
+                1.0,
+                0.05,
+            )),
+            &[0.95, 1.05],
+            1e-5,
+        );
     }
 
     /// Spec §4.6 example 3: the clip-bounds and redistribution table (ε_L = ε_H = 0.2,
@@ -277,12 +388,22 @@ mod tests {
             (1.0, 0.5, 1.2, 0.2, 0.42, true, 1.0, -1.2, 0.28),
         ];
         for (i, &(a, ht, rho, el, eh, zone, a2, loss, eh_base)) in rows.iter().enumerate() {
-            let (a_t, ht_t, rho_t) = (Tensor::from_slice(&[a]), Tensor::from_slice(&[ht]), Tensor::from_slice(&[rho]));
+            let (a_t, ht_t, rho_t) = (
+                Tensor::from_slice(&[a]),
+                Tensor::from_slice(&[ht]),
+                Tensor::from_slice(&[rho]),
+            );
             let clip = adaptive_clip(&ht_t, 0.2, eh_base, 1.0);
-            let (ClipWidth::PerToken(lo), ClipWidth::PerToken(hi)) = (&clip.low, &clip.high) else { unreachable!() };
+            let (ClipWidth::PerToken(lo), ClipWidth::PerToken(hi)) = (&clip.low, &clip.high) else {
+                unreachable!()
+            };
             assert!((lo.double_value(&[0]) - el).abs() < 1e-12, "row {i}: ε_L");
             assert!((hi.double_value(&[0]) - eh).abs() < 1e-12, "row {i}: ε_H");
-            assert_eq!(rho > 1.0 - el / 2.0 && rho < 1.0 + eh / 2.0, zone, "row {i}: zone");
+            assert_eq!(
+                rho > 1.0 - el / 2.0 && rho < 1.0 + eh / 2.0,
+                zone,
+                "row {i}: zone"
+            );
             let a_new = redistribute_advantages(&a_t, &ht_t, &rho_t, &clip, 1.0);
             assert!((a_new.double_value(&[0]) - a2).abs() < 1e-12, "row {i}: A'");
             let l = clipped_surrogate(&rho_t, &a_new, &clip, Some(10.0)).double_value(&[0]);
@@ -295,12 +416,25 @@ mod tests {
     fn token_level_advantages_sum_to_zero() {
         let mut rng = SplitMix(9);
         let (b, g) = (40, 8);
-        let r: Vec<f64> = (0..b * g).map(|_| if rng.uniform() < 0.5 { 1.0 } else { -1.0 } - rng.uniform() * 0.3).collect();
-        let l: Vec<f64> = (0..b * g).map(|_| 1.0 + (rng.next_u64() % 300) as f64).collect();
-        let out = token_level_group_average(&Tensor::from_slice(&r), &Tensor::from_slice(&l), g as i64, &TokenLevelOptions::default()).unwrap();
+        let r: Vec<f64> = (0..b * g)
+            .map(|_| if rng.uniform() < 0.5 { 1.0 } else { -1.0 } - rng.uniform() * 0.3)
+            .collect();
+        let l: Vec<f64> = (0..b * g)
+            .map(|_| 1.0 + (rng.next_u64() % 300) as f64)
+            .collect();
+        let out = token_level_group_average(
+            &Tensor::from_slice(&r),
+            &Tensor::from_slice(&l),
+            g as i64,
+            &TokenLevelOptions::default(),
+        )
+        .unwrap();
         let a = vecf(&out.advantages);
         let fb = Vec::<bool>::try_from(&out.fallback).unwrap();
-        assert!(fb.iter().filter(|f| !**f).count() > b / 2, "most groups should not fall back");
+        assert!(
+            fb.iter().filter(|f| !**f).count() > b / 2,
+            "most groups should not fall back"
+        );
         for grp in 0..b {
             if fb[grp] {
                 continue;
@@ -314,28 +448,62 @@ mod tests {
     #[test]
     fn padding_check_and_empty_stats() {
         // Row lengths [1, 1]: μ = 0.5; with padding to T = 4 the padded value −μ/σ = −1 is small.
-        let opts = TokenLevelOptions { padded_len: Some(4), fallback_threshold: 0.9, ..Default::default() };
-        let out = token_level_group_average(&Tensor::from_slice(&[1.0, 0.0]), &Tensor::from_slice(&[1.0, 1.0]), 2, &opts).unwrap();
+        let opts = TokenLevelOptions {
+            padded_len: Some(4),
+            fallback_threshold: 0.9,
+            ..Default::default()
+        };
+        let out = token_level_group_average(
+            &Tensor::from_slice(&[1.0, 0.0]),
+            &Tensor::from_slice(&[1.0, 1.0]),
+            2,
+            &opts,
+        )
+        .unwrap();
         // |A| = 0.999998 ≥ 0.9 already → fallback regardless.
         assert_eq!(Vec::<bool>::try_from(&out.fallback).unwrap(), vec![true]);
-        let opts = TokenLevelOptions { padded_len: Some(4), fallback_threshold: 1.5, ..Default::default() };
+        let opts = TokenLevelOptions {
+            padded_len: Some(4),
+            fallback_threshold: 1.5,
+            ..Default::default()
+        };
         // R = [1, 0, 0], L = [1, 1, 1]: A = [1.414, −0.707, −0.707], padded −μ/σ = −0.707 → no fallback.
-        let out = token_level_group_average(&Tensor::from_slice(&[1.0, 0.0, 0.0]), &Tensor::from_slice(&[1.0, 1.0, 1.0]), 3, &opts).unwrap();
+        let out = token_level_group_average(
+            &Tensor::from_slice(&[1.0, 0.0, 0.0]),
+            &Tensor::from_slice(&[1.0, 1.0, 1.0]),
+            3,
+            &opts,
+        )
+        .unwrap();
         assert_eq!(Vec::<bool>::try_from(&out.fallback).unwrap(), vec![false]);
         // R = [5, 5, 2], L = [1, 1, 1]: A ≈ [0.707, 0.707, −1.414] (all below 1.5), but the
         // padded value −μ/σ = −4/1.414 = −2.83 trips the released-code check.
-        let (r, l) = (Tensor::from_slice(&[5.0, 5.0, 2.0]), Tensor::from_slice(&[1.0, 1.0, 1.0]));
+        let (r, l) = (
+            Tensor::from_slice(&[5.0, 5.0, 2.0]),
+            Tensor::from_slice(&[1.0, 1.0, 1.0]),
+        );
         let out = token_level_group_average(&r, &l, 3, &opts).unwrap();
         assert_eq!(Vec::<bool>::try_from(&out.fallback).unwrap(), vec![true]);
-        let valid_only = TokenLevelOptions { padded_len: None, ..opts };
+        let valid_only = TokenLevelOptions {
+            padded_len: None,
+            ..opts
+        };
         let out = token_level_group_average(&r, &l, 3, &valid_only).unwrap();
         assert_eq!(Vec::<bool>::try_from(&out.fallback).unwrap(), vec![false]);
-        let none = entropy_stats(&Tensor::ones([2, 2], (Kind::Float, Device::Cpu)), &Tensor::zeros([2, 2], (Kind::Float, Device::Cpu)), 0.8, false);
+        let none = entropy_stats(
+            &Tensor::ones([2, 2], (Kind::Float, Device::Cpu)),
+            &Tensor::zeros([2, 2], (Kind::Float, Device::Cpu)),
+            0.8,
+            false,
+        );
         assert!(none.is_none());
         // All entropies equal: s clamps to 1e-4, h = 0, h̃ = 0.
         let flat = Tensor::full([1, 4], 0.3, (Kind::Float, Device::Cpu));
         let st = entropy_stats(&flat, &flat.ones_like(), 0.8, false).unwrap();
         assert!((st.s - 1e-4).abs() < 1e-12);
-        assert_eq!(vecf(&normalised_entropy(&flat, &flat.ones_like(), &st)), vec![0.0; 4]);
+        assert_eq!(
+            vecf(&normalised_entropy(&flat, &flat.ones_like(), &st)),
+            vec![0.0; 4]
+        );
     }
 }

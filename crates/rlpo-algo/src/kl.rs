@@ -71,7 +71,9 @@ mod tests {
     fn k3_gradient_flows_through_logp_only() {
         let logp = t(&[0.5f64.ln()]).set_requires_grad(true);
         let reference = t(&[0.25f64.ln()]).set_requires_grad(true);
-        kl_penalty(&logp, &reference, KlEstimator::K3).sum(Kind::Double).backward();
+        kl_penalty(&logp, &reference, KlEstimator::K3)
+            .sum(Kind::Double)
+            .backward();
         // d/dlogp [exp(r − l) − (r − l) − 1] = −exp(r − l) + 1 = 1 − 0.5.
         assert!((logp.grad().double_value(&[0]) - 0.5).abs() < 1e-12);
         assert!(!reference.grad().defined());

@@ -28,7 +28,11 @@ pub struct LogProbOptions {
 
 impl Default for LogProbOptions {
     fn default() -> Self {
-        Self { temperature: 1.0, chunk_positions: 1024, with_entropy: true }
+        Self {
+            temperature: 1.0,
+            chunk_positions: 1024,
+            with_entropy: true,
+        }
     }
 }
 
@@ -49,7 +53,10 @@ pub fn token_logprobs(
 ) -> Result<TokenLogProbs> {
     let size = logits.size();
     if size.len() != 3 {
-        return Err(input_err("logits", format!("expected [rows, T, V], got {size:?}")));
+        return Err(input_err(
+            "logits",
+            format!("expected [rows, T, V], got {size:?}"),
+        ));
     }
     let flat = logits.view([-1, size[2]]);
     token_logprobs_with(size[0], size[1], targets, opts, |start, len| {
@@ -71,13 +78,23 @@ where
     F: FnMut(i64, i64) -> Result<Tensor>,
 {
     if targets.size() != [rows, t] {
-        return Err(input_err("targets", format!("expected [{rows}, {t}], got {:?}", targets.size())));
+        return Err(input_err(
+            "targets",
+            format!("expected [{rows}, {t}], got {:?}", targets.size()),
+        ));
     }
-    if !(opts.temperature > 0.0) {
-        return Err(input_err("temperature", format!("must be > 0, got {}", opts.temperature)));
+    if opts.temperature.is_nan() || opts.temperature <= 0.0 {
+        return Err(input_err(
+            "temperature",
+            format!("must be > 0, got {}", opts.temperature),
+        ));
     }
     let total = rows * t;
-    let chunk = if opts.chunk_positions <= 0 { total.max(1) } else { opts.chunk_positions };
+    let chunk = if opts.chunk_positions <= 0 {
+        total.max(1)
+    } else {
+        opts.chunk_positions
+    };
     let targets = targets.reshape([-1]).to_kind(Kind::Int64);
     let mut logps = Vec::new();
     let mut ents = Vec::new();
@@ -86,13 +103,20 @@ where
         let len = chunk.min(total - start);
         let z = logits_chunk(start, len)?;
         if z.dim() != 2 || z.size()[0] != len {
-            return Err(input_err("logits", format!("chunk expected [{len}, V], got {:?}", z.size())));
+            return Err(input_err(
+                "logits",
+                format!("chunk expected [{len}, V], got {:?}", z.size()),
+            ));
         }
-        let kind = if z.kind() == Kind::Double { Kind::Double } else { Kind::Float };
-        let mut z = z.to_kind(kind);
-        if opts.temperature != 1.0 {
-            z = z / opts.temperature;
-        }
+        let kind = if z.kind() == Kind::Double {
+            Kind::Double
+        } else {
+            Kind::Float
+        };
+        // Out of place on purpose: `to_kind` to the same kind aliases the caller's logits, and
+        // `/=` would scale them in place.
+        let z = z.to_kind(kind);
+        let z = if opts.temperature != 1.0 { z / opts.temperature } else { z };
         let lse = z.logsumexp([-1], false);
         let tgt = targets.narrow(0, start, len).unsqueeze(-1);
         logps.push(z.gather(-1, &tgt, false).squeeze_dim(-1) - &lse);
@@ -122,7 +146,9 @@ mod tests {
     fn reference(logits: &Tensor, targets: &Tensor, temp: f64) -> (Tensor, Tensor) {
         let z = logits.to_kind(Kind::Double) / temp;
         let lsm = z.log_softmax(-1, Kind::Double);
-        let logp = lsm.gather(-1, &targets.unsqueeze(-1), false).squeeze_dim(-1);
+        let logp = lsm
+            .gather(-1, &targets.unsqueeze(-1), false)
+            .squeeze_dim(-1);
         let ent = -(lsm.exp() * &lsm).sum_dim_intlist(-1, false, Kind::Double);
         (logp, ent)
     }
@@ -138,10 +164,17 @@ mod tests {
         for temp in [1.0, 0.7] {
             let (want_lp, want_h) = reference(&logits, &targets, temp);
             for chunk in [0, 1, 4, 7, 15, 100] {
-                let opts = LogProbOptions { temperature: temp, chunk_positions: chunk, with_entropy: true };
+                let opts = LogProbOptions {
+                    temperature: temp,
+                    chunk_positions: chunk,
+                    with_entropy: true,
+                };
                 let out = token_logprobs(&logits, &targets, &opts).unwrap();
                 assert_eq!(out.logp.size(), vec![rows, t]);
-                let d_lp = (out.logp.to_kind(Kind::Double) - &want_lp).abs().max().double_value(&[]);
+                let d_lp = (out.logp.to_kind(Kind::Double) - &want_lp)
+                    .abs()
+                    .max()
+                    .double_value(&[]);
                 let h = out.entropy.unwrap().to_kind(Kind::Double);
                 let d_h = (h - &want_h).abs().max().double_value(&[]);
                 assert!(d_lp < 1e-5 && d_h < 1e-5, "chunk {chunk}: {d_lp} {d_h}");
@@ -150,9 +183,23 @@ mod tests {
         // bf16 input: computed in fp32 from the bf16 values.
         let bf = logits.to_kind(Kind::BFloat16);
         let (want_lp, _) = reference(&bf.to_kind(Kind::Float), &targets, 1.0);
-        let out = token_logprobs(&bf, &targets, &LogProbOptions { chunk_positions: 4, ..Default::default() }).unwrap();
+        let out = token_logprobs(
+            &bf,
+            &targets,
+            &LogProbOptions {
+                chunk_positions: 4,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(out.logp.kind(), Kind::Float);
-        assert!((out.logp.to_kind(Kind::Double) - want_lp).abs().max().double_value(&[]) < 1e-5);
+        assert!(
+            (out.logp.to_kind(Kind::Double) - want_lp)
+                .abs()
+                .max()
+                .double_value(&[])
+                < 1e-5
+        );
     }
 
     #[test]
@@ -163,11 +210,29 @@ mod tests {
         let targets = Tensor::randint(v, [rows, t], (Kind::Int64, Device::Cpu));
         let w = Tensor::randn([rows, t], (Kind::Double, Device::Cpu));
         let a = base.copy().set_requires_grad(true);
-        let opts = LogProbOptions { chunk_positions: 3, with_entropy: false, ..Default::default() };
-        (token_logprobs(&a, &targets, &opts).unwrap().logp * &w).sum(Kind::Double).backward();
+        let opts = LogProbOptions {
+            chunk_positions: 3,
+            with_entropy: false,
+            ..Default::default()
+        };
+        (token_logprobs(&a, &targets, &opts).unwrap().logp * &w)
+            .sum(Kind::Double)
+            .backward();
         let b = base.copy().set_requires_grad(true);
-        (reference(&b, &targets, 1.0).0 * &w).sum(Kind::Double).backward();
+        (reference(&b, &targets, 1.0).0 * &w)
+            .sum(Kind::Double)
+            .backward();
         assert!((a.grad() - b.grad()).abs().max().double_value(&[]) < 1e-10);
+    }
+
+    #[test]
+    fn input_logits_are_not_modified() {
+        let logits = Tensor::randn([2, 3, 5], (Kind::Float, Device::Cpu));
+        let before = logits.copy();
+        let targets = Tensor::zeros([2, 3], (Kind::Int64, Device::Cpu));
+        let opts = LogProbOptions { temperature: 0.7, chunk_positions: 2, with_entropy: true };
+        let _ = token_logprobs(&logits, &targets, &opts).unwrap();
+        assert!(logits.equal(&before));
     }
 
     #[test]
@@ -175,8 +240,12 @@ mod tests {
         let logits = Tensor::randn([2, 3, 5], (Kind::Float, Device::Cpu));
         let targets = Tensor::zeros([2, 3], (Kind::Int64, Device::Cpu));
         let flat = logits.view([-1, 5]);
-        let opts = LogProbOptions { chunk_positions: 2, ..Default::default() };
-        let a = token_logprobs_with(2, 3, &targets, &opts, |s, l| Ok(flat.narrow(0, s, l))).unwrap();
+        let opts = LogProbOptions {
+            chunk_positions: 2,
+            ..Default::default()
+        };
+        let a =
+            token_logprobs_with(2, 3, &targets, &opts, |s, l| Ok(flat.narrow(0, s, l))).unwrap();
         let b = token_logprobs(&logits, &targets, &opts).unwrap();
         assert!(a.logp.allclose(&b.logp, 0.0, 0.0, false));
         assert!(token_logprobs(&logits.view([6, 5]), &targets, &opts).is_err());

@@ -68,14 +68,21 @@ pub fn composite_reward(matched: bool, length_reward: f64, w: f64) -> f64 {
 /// Composite reward of one rollout from its think length and the current budget, with the
 /// recipe's `r_max` and `w`.
 pub fn rollout_reward(matched: bool, think_len: u64, budget: u64, cfg: &RmtConfig) -> f64 {
-    composite_reward(matched, triangular_length_reward(think_len, budget, cfg.r_max), cfg.length_weight)
+    composite_reward(
+        matched,
+        triangular_length_reward(think_len, budget, cfg.r_max),
+        cfg.length_weight,
+    )
 }
 
 /// Curriculum tier distribution `p_t` (spec §5.3 step 6): `p_{t1}` before `t_1`, linear to
 /// `p_{t2}` between `t_1` and `t_2`, `p_{t2}` after; `t_k = curriculum_{start,end} · T`.
 pub fn tier_distribution(step: u64, total_steps: u64, cfg: &RmtConfig) -> [f64; 3] {
     let t = step as f64;
-    let (t1, t2) = (cfg.curriculum_start * total_steps as f64, cfg.curriculum_end * total_steps as f64);
+    let (t1, t2) = (
+        cfg.curriculum_start * total_steps as f64,
+        cfg.curriculum_end * total_steps as f64,
+    );
     let (p1, p2) = (cfg.tiers_start, cfg.tiers_end);
     if t < t1 {
         p1
@@ -106,7 +113,11 @@ pub fn sample_tier(p: &[f64; 3], u: f64) -> Tier {
         }
     }
     // u rounding to ≥ the last cumulative value: the last tier with mass.
-    *Tier::ALL.iter().rev().find(|t| p[t.index()] > 0.0).unwrap_or(&Tier::Hard)
+    *Tier::ALL
+        .iter()
+        .rev()
+        .find(|t| p[t.index()] > 0.0)
+        .unwrap_or(&Tier::Hard)
 }
 
 /// PROPOSAL tiering: rank the candidates by entropy (stable) and split into thirds, so tiers
@@ -126,7 +137,12 @@ pub fn assign_tiers(entropies: &[f64]) -> Vec<Tier> {
 /// tiers that still have positions, then a position uniformly within it (without replacement,
 /// so a position is never both RL and NTP twice). `uniform()` must return values in [0, 1).
 /// Returns indices into `tiers`, in draw order.
-pub fn sample_rl_positions(tiers: &[Tier], p: &[f64; 3], count: usize, mut uniform: impl FnMut() -> f64) -> Vec<usize> {
+pub fn sample_rl_positions(
+    tiers: &[Tier],
+    p: &[f64; 3],
+    count: usize,
+    mut uniform: impl FnMut() -> f64,
+) -> Vec<usize> {
     let mut pools: [Vec<usize>; 3] = Default::default();
     for (i, t) in tiers.iter().enumerate() {
         pools[t.index()].push(i);
@@ -134,7 +150,9 @@ pub fn sample_rl_positions(tiers: &[Tier], p: &[f64; 3], count: usize, mut unifo
     let mut out = Vec::with_capacity(count.min(tiers.len()));
     while out.len() < count {
         let sizes = [pools[0].len(), pools[1].len(), pools[2].len()];
-        let Some(q) = renormalise_nonempty(p, &sizes) else { break };
+        let Some(q) = renormalise_nonempty(p, &sizes) else {
+            break;
+        };
         let tier = sample_tier(&q, uniform()).index();
         let j = ((uniform() * sizes[tier] as f64) as usize).min(sizes[tier] - 1);
         out.push(pools[tier].swap_remove(j));
@@ -145,13 +163,23 @@ pub fn sample_rl_positions(tiers: &[Tier], p: &[f64; 3], count: usize, mut unifo
 /// NTP mask `m_pos = valid · (1 − rl)`: `valid[rows, S]` (0/1 or bool), `rl_positions[rows, S]`
 /// bool → `[rows, S]` f32.
 pub fn ntp_mask(valid: &Tensor, rl_positions: &Tensor) -> Tensor {
-    valid.to_kind(Kind::Float) * rl_positions.to_kind(Kind::Bool).logical_not().to_kind(Kind::Float)
+    valid.to_kind(Kind::Float)
+        * rl_positions
+            .to_kind(Kind::Bool)
+            .logical_not()
+            .to_kind(Kind::Float)
 }
 
 /// Weighted NTP loss of one micro-batch, `λ · (−Σ m·logp) / D`, with `D` = the NTP tokens of
 /// the whole optimizer step (`token_mean`, PROPOSAL) or 1 (`sum`). Summing over micro-batches
 /// gives the step value; an empty step gives a graph-connected zero.
-pub fn ntp_loss(logp: &Tensor, mask: &Tensor, weight: f64, norm: NtpNorm, step_tokens: f64) -> Tensor {
+pub fn ntp_loss(
+    logp: &Tensor,
+    mask: &Tensor,
+    weight: f64,
+    norm: NtpNorm,
+    step_tokens: f64,
+) -> Tensor {
     let kind = logp.kind();
     let sum = -(logp * mask.to_kind(kind).detach()).sum(kind);
     let denom = match norm {
@@ -173,23 +201,62 @@ mod tests {
     /// Spec §5.6 example 1: the budget schedule.
     #[test]
     fn spec_5_6_budget() {
-        let cfg = RmtConfig { budget_init: 800, budget_decay: 0.2, budget_min: 1, ..Default::default() };
-        for (t, want) in [(0, 800), (100, 681), (250, 534), (500, 357), (750, 239), (1000, 160)] {
+        let cfg = RmtConfig {
+            budget_init: 800,
+            budget_decay: 0.2,
+            budget_min: 1,
+            ..Default::default()
+        };
+        for (t, want) in [
+            (0, 800),
+            (100, 681),
+            (250, 534),
+            (500, 357),
+            (750, 239),
+            (1000, 160),
+        ] {
             assert_eq!(token_budget(t, 1000, &cfg), want, "t = {t}");
         }
-        let floor = RmtConfig { budget_init: 10, budget_decay: 0.01, budget_min: 3, ..Default::default() };
+        let floor = RmtConfig {
+            budget_init: 10,
+            budget_decay: 0.01,
+            budget_min: 3,
+            ..Default::default()
+        };
         assert_eq!(token_budget(1000, 1000, &floor), 3);
     }
 
     /// Spec §5.6 example 2: triangular and composite rewards.
     #[test]
     fn spec_5_6_rewards() {
-        for (l, want) in [(0, 0.0), (50, 0.5), (100, 1.0), (150, 0.5), (200, 0.0), (250, 0.0)] {
-            assert!((triangular_length_reward(l, 100, 1.0) - want).abs() < 1e-12, "ℓ = {l}");
+        for (l, want) in [
+            (0, 0.0),
+            (50, 0.5),
+            (100, 1.0),
+            (150, 0.5),
+            (200, 0.0),
+            (250, 0.0),
+        ] {
+            assert!(
+                (triangular_length_reward(l, 100, 1.0) - want).abs() < 1e-12,
+                "ℓ = {l}"
+            );
         }
-        let cfg = RmtConfig { length_weight: 0.5, r_max: 1.0, ..Default::default() };
-        for (m, l, want) in [(true, 100, 1.0), (true, 150, 0.75), (false, 100, 0.5), (true, 300, 0.5)] {
-            assert!((rollout_reward(m, l, 100, &cfg) - want).abs() < 1e-12, "({m}, {l})");
+        let cfg = RmtConfig {
+            length_weight: 0.5,
+            r_max: 1.0,
+            ..Default::default()
+        };
+        for (m, l, want) in [
+            (true, 100, 1.0),
+            (true, 150, 0.75),
+            (false, 100, 0.5),
+            (true, 300, 0.5),
+        ] {
+            assert!(
+                (rollout_reward(m, l, 100, &cfg) - want).abs() < 1e-12,
+                "({m}, {l})"
+            );
         }
     }
 
@@ -216,7 +283,12 @@ mod tests {
     /// Spec §5.6 example 4: GRPO advantages of composite rewards (4 decimals).
     #[test]
     fn spec_5_6_advantages() {
-        let a = group_advantages(&Tensor::from_slice(&[1.0, 0.75, 0.5, 0.0]), 4, &GroupNormOptions::grpo()).unwrap();
+        let a = group_advantages(
+            &Tensor::from_slice(&[1.0, 0.75, 0.5, 0.0]),
+            4,
+            &GroupNormOptions::grpo(),
+        )
+        .unwrap();
         let a = Vec::<f64>::try_from(&a).unwrap();
         for (g, w) in a.iter().zip([1.0247, 0.4392, -0.1464, -1.3175]) {
             assert!((g - w).abs() < 5e-5, "{a:?}");
@@ -232,7 +304,10 @@ mod tests {
         assert_eq!(sample_tier(&[0.6, 0.3, 0.1], 0.65), Medium);
         assert_eq!(sample_tier(&[0.6, 0.3, 0.1], 0.95), Hard);
         let q = renormalise_nonempty(&[0.6, 0.3, 0.1], &[0, 2, 2]).unwrap();
-        assert!(q[0] == 0.0 && (q[1] - 0.75).abs() < 1e-12 && (q[2] - 0.25).abs() < 1e-12, "{q:?}");
+        assert!(
+            q[0] == 0.0 && (q[1] - 0.75).abs() < 1e-12 && (q[2] - 0.25).abs() < 1e-12,
+            "{q:?}"
+        );
         assert_eq!(renormalise_nonempty(&[0.6, 0.3, 0.1], &[0, 0, 0]), None);
         // Scripted uniforms: (tier u, position u) pairs.
         let mut us = [0.0, 0.0, 0.99, 0.99, 0.0, 0.5, 0.3, 0.0, 0.3, 0.0, 0.3, 0.0].into_iter();
@@ -248,11 +323,17 @@ mod tests {
         let valid = Tensor::from_slice(&[1.0, 1.0, 1.0, 0.0]).view([1, 4]);
         let rl = Tensor::from_slice(&[false, true, false, false]).view([1, 4]);
         let m = ntp_mask(&valid, &rl);
-        assert_eq!(Vec::<f32>::try_from(&m.view([-1])).unwrap(), vec![1.0, 0.0, 1.0, 0.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(&m.view([-1])).unwrap(),
+            vec![1.0, 0.0, 1.0, 0.0]
+        );
         let tm = ntp_loss(&logp, &m, 0.1, NtpNorm::TokenMean, 2.0).double_value(&[]);
         assert!((tm - 0.1 * 4.0 / 2.0).abs() < 1e-12);
         let s = ntp_loss(&logp, &m, 0.1, NtpNorm::Sum, 2.0).double_value(&[]);
         assert!((s - 0.4).abs() < 1e-12);
-        assert_eq!(ntp_loss(&logp, &m.zeros_like(), 0.1, NtpNorm::TokenMean, 0.0).double_value(&[]), 0.0);
+        assert_eq!(
+            ntp_loss(&logp, &m.zeros_like(), 0.1, NtpNorm::TokenMean, 0.0).double_value(&[]),
+            0.0
+        );
     }
 }

@@ -26,7 +26,11 @@ pub struct AlgoState {
 impl AlgoState {
     /// Fresh state for a run of `total_steps` steps.
     pub fn new(total_steps: u64) -> Self {
-        Self { step: 0, total_steps, hapo_stats: None }
+        Self {
+            step: 0,
+            total_steps,
+            hapo_stats: None,
+        }
     }
 
     /// Training progress `p = step / total_steps` in [0, 1].
@@ -70,7 +74,12 @@ mod tests {
     #[test]
     fn round_trips_through_json_and_advances() {
         let mut st = AlgoState::new(1000);
-        st.advance(Some(HapoStats { q: -0.2, s: 1.5, inv_h_pos: 2.0, scale_neg: 0.5 }));
+        st.advance(Some(HapoStats {
+            q: -0.2,
+            s: 1.5,
+            inv_h_pos: 2.0,
+            scale_neg: 0.5,
+        }));
         st.advance(None);
         assert_eq!(st.step, 2);
         assert_eq!(st.hapo_stats.unwrap().q, -0.2);
@@ -82,7 +91,10 @@ mod tests {
         assert_eq!(old.progress(), 0.5);
         assert!(old.hapo_stats.is_none());
         let rmt = RmtConfig::default();
-        let at = |step| AlgoState { step, ..AlgoState::new(1000) };
+        let at = |step| AlgoState {
+            step,
+            ..AlgoState::new(1000)
+        };
         assert_eq!(at(500).rmt_budget(&rmt), 357);
         assert_eq!(at(500).rmt_tier_distribution(&rmt)[1], 0.3);
         let d3s = D3sConfig::default(); // N from G/4 = 4 to 3G/4 = 12, K from 0.2 to 0.6

@@ -61,12 +61,18 @@ pub struct ClipRange {
 impl ClipRange {
     /// Scalar widths `ε_lo`, `ε_hi` (clip-higher when `high > low`).
     pub fn new(low: f64, high: f64) -> Self {
-        Self { low: ClipWidth::Scalar(low), high: ClipWidth::Scalar(high) }
+        Self {
+            low: ClipWidth::Scalar(low),
+            high: ClipWidth::Scalar(high),
+        }
     }
 
     /// Per-token widths (HAPO).
     pub fn per_token(low: Tensor, high: Tensor) -> Self {
-        Self { low: ClipWidth::PerToken(low), high: ClipWidth::PerToken(high) }
+        Self {
+            low: ClipWidth::PerToken(low),
+            high: ClipWidth::PerToken(high),
+        }
     }
 
     /// `clip(ratio, 1 − ε_lo, 1 + ε_hi)`; gradient passes only where the ratio is inside.
@@ -103,18 +109,30 @@ pub fn clipped_surrogate(
     clip: &ClipRange,
     dual_clip: Option<f64>,
 ) -> Tensor {
+    clipped_surrogate_with_flags(ratio, adv, clip, dual_clip).0
+}
+
+/// [`clipped_surrogate`] plus a detached boolean `[N, T]` marking the tokens whose loss is
+/// clipped (by the PPO clip or the dual clip, i.e. zero gradient), for the `clip_frac` metric.
+/// Computed together because the flag is one comparison against the unclipped term.
+pub fn clipped_surrogate_with_flags(
+    ratio: &Tensor,
+    adv: &Tensor,
+    clip: &ClipRange,
+    dual_clip: Option<f64>,
+) -> (Tensor, Tensor) {
     let adv = adv.detach();
     let unclipped = -(&adv * ratio);
     let clipped = -(&adv * clip.clamp(ratio));
-    let loss = unclipped.maximum(&clipped);
-    match dual_clip {
-        Some(c) => {
-            // Caps the loss of very large ratios on negative-advantage tokens (verl's dual clip).
-            let capped = loss.minimum(&(&adv * -c));
-            capped.where_self(&adv.lt(0.0), &loss)
-        }
-        None => loss,
+    let mut loss = unclipped.maximum(&clipped);
+    if let Some(c) = dual_clip {
+        // Caps the loss of very large ratios on negative-advantage tokens (verl's dual clip).
+        let capped = loss.minimum(&(&adv * -c));
+        loss = capped.where_self(&adv.lt(0.0), &loss);
     }
+    // Where nothing clips, `loss` is bit-identical to the unclipped term.
+    let flags = tch::no_grad(|| loss.detach().ne_tensor(&unclipped.detach()));
+    (loss, flags)
 }
 
 /// Boolean `[N, T]`: tokens whose surrogate is clipped (zero gradient), by the PPO clip or the
@@ -125,21 +143,7 @@ pub fn clipped_tokens(
     clip: &ClipRange,
     dual_clip: Option<f64>,
 ) -> Tensor {
-    tch::no_grad(|| {
-        let ratio = ratio.detach();
-        let adv = adv.detach();
-        let unclipped = -(&adv * &ratio);
-        let clipped = -(&adv * clip.clamp(&ratio));
-        let ppo = clipped.gt_tensor(&unclipped);
-        match dual_clip {
-            Some(c) => {
-                let loss = unclipped.maximum(&clipped);
-                let dual = adv.lt(0.0).logical_and(&loss.gt_tensor(&(&adv * -c)));
-                ppo.logical_or(&dual)
-            }
-            None => ppo,
-        }
-    })
+    tch::no_grad(|| clipped_surrogate_with_flags(&ratio.detach(), adv, clip, dual_clip).1)
 }
 
 #[cfg(test)]
@@ -170,13 +174,21 @@ mod tests {
             let old = t(&[0.0]);
             let got = clipped_surrogate(&ratio(&logp, &old), &t(&[a]), &ClipRange::new(lo, hi), c);
             let got = got.double_value(&[0]);
-            assert!((got - want).abs() < 1e-5, "A={a} ρ={rho}: got {got}, want {want}");
+            assert!(
+                (got - want).abs() < 1e-5,
+                "A={a} ρ={rho}: got {got}, want {want}"
+            );
         }
         // Without the dual clip the last row is the unclipped 5.0; with c = 3 the earlier rows
         // are unchanged (they are below the cap).
         let l = clipped_surrogate(&t(&[5.0]), &t(&[-1.0]), &ClipRange::new(0.2, 0.2), None);
         assert!((l.double_value(&[0]) - 5.0).abs() < 1e-9);
-        let l = clipped_surrogate(&t(&[1.5]), &t(&[-1.0]), &ClipRange::new(0.2, 0.2), Some(3.0));
+        let l = clipped_surrogate(
+            &t(&[1.5]),
+            &t(&[-1.0]),
+            &ClipRange::new(0.2, 0.2),
+            Some(3.0),
+        );
         assert!((l.double_value(&[0]) - 1.5).abs() < 1e-9);
     }
 
@@ -196,23 +208,45 @@ mod tests {
     /// unclipped, zero where the PPO clip or the dual clip is active.
     #[test]
     fn gradient_matches_analytic() {
-        let rhos = [0.5, 0.79, 0.95, 1.0, 1.1, 1.19, 1.25, 1.5, 0.5, 0.75, 0.95, 1.3, 2.9, 3.5];
-        let advs = [1.0, 1.0, 0.5, 2.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -0.5, -2.0, -1.0, -1.0];
+        let rhos = [
+            0.5, 0.79, 0.95, 1.0, 1.1, 1.19, 1.25, 1.5, 0.5, 0.75, 0.95, 1.3, 2.9, 3.5,
+        ];
+        let advs = [
+            1.0, 1.0, 0.5, 2.0, 1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -0.5, -2.0, -1.0, -1.0,
+        ];
         let logp = t(&rhos.map(f64::ln)).set_requires_grad(true);
         let old = t(&[0.0; 14]);
         let (lo, hi, c) = (0.2, 0.2, 3.0);
-        let loss = clipped_surrogate(&ratio(&logp, &old), &t(&advs), &ClipRange::new(lo, hi), Some(c));
+        let loss = clipped_surrogate(
+            &ratio(&logp, &old),
+            &t(&advs),
+            &ClipRange::new(lo, hi),
+            Some(c),
+        );
         loss.sum(Kind::Double).backward();
         let grad = Vec::<f64>::try_from(&logp.grad()).unwrap();
         for i in 0..rhos.len() {
             let (r, a) = (rhos[i], advs[i]);
             // Hand rule: A > 0 clipped when ρ > 1+ε_hi; A < 0 clipped when ρ < 1−ε_lo, and
             // dual-clipped when −A·ρ > −c·A, i.e. ρ > c.
-            let clipped = if a > 0.0 { r > 1.0 + hi } else { r < 1.0 - lo || r > c };
+            let clipped = if a > 0.0 {
+                r > 1.0 + hi
+            } else {
+                r < 1.0 - lo || r > c
+            };
             let want = if clipped { 0.0 } else { -a * r };
-            assert!((grad[i] - want).abs() < 1e-9, "ρ={r} A={a}: grad {} want {want}", grad[i]);
+            assert!(
+                (grad[i] - want).abs() < 1e-9,
+                "ρ={r} A={a}: grad {} want {want}",
+                grad[i]
+            );
         }
-        let mask = clipped_tokens(&ratio(&logp, &old), &t(&advs), &ClipRange::new(lo, hi), Some(c));
+        let mask = clipped_tokens(
+            &ratio(&logp, &old),
+            &t(&advs),
+            &ClipRange::new(lo, hi),
+            Some(c),
+        );
         let mask = Vec::<bool>::try_from(&mask).unwrap();
         for i in 0..rhos.len() {
             assert_eq!(mask[i], grad[i] == 0.0, "token {i}");
@@ -227,8 +261,12 @@ mod tests {
         let clip = ClipRange::per_token(eps.shallow_clone(), eps.shallow_clone());
         let l = clipped_surrogate(&ratio(&logp, &t(&[0.0, 0.0])), &adv, &clip, Some(3.0));
         l.sum(Kind::Double).backward();
-        assert!(!adv.grad().defined() || adv.grad().abs().sum(Kind::Double).double_value(&[]) == 0.0);
-        assert!(!eps.grad().defined() || eps.grad().abs().sum(Kind::Double).double_value(&[]) == 0.0);
+        assert!(
+            !adv.grad().defined() || adv.grad().abs().sum(Kind::Double).double_value(&[]) == 0.0
+        );
+        assert!(
+            !eps.grad().defined() || eps.grad().abs().sum(Kind::Double).double_value(&[]) == 0.0
+        );
     }
 
     #[test]

@@ -4,8 +4,7 @@
 
 use crate::aggregate::AggMode;
 use crate::config::{
-    AlgorithmConfig, BaseLoss, D3sConfig, DapoConfig, HapoConfig, LossConfig,
-    RmtConfig,
+    AlgorithmConfig, BaseLoss, D3sConfig, DapoConfig, HapoConfig, LossConfig, RmtConfig,
 };
 use crate::error::{config_err, Result};
 
@@ -37,21 +36,33 @@ fn in_range(key: &str, v: f64, lo: f64, lo_closed: bool, hi: f64, hi_closed: boo
     if ok {
         Ok(())
     } else {
-        let (l, r) = (if lo_closed { '[' } else { '(' }, if hi_closed { ']' } else { ')' });
-        Err(config_err(key, format!("must be in {l}{lo}, {hi}{r}, got {v}")))
+        let (l, r) = (
+            if lo_closed { '[' } else { '(' },
+            if hi_closed { ']' } else { ')' },
+        );
+        Err(config_err(
+            key,
+            format!("must be in {l}{lo}, {hi}{r}, got {v}"),
+        ))
     }
 }
 
 fn distribution(key: &str, p: &[f64; 3]) -> Result<()> {
     if p.iter().any(|x| !x.is_finite() || *x < 0.0) {
-        return Err(config_err(key, format!("must have entries >= 0, got {p:?}")));
+        return Err(config_err(
+            key,
+            format!("must have entries >= 0, got {p:?}"),
+        ));
     }
     let sum: f64 = p.iter().sum();
     if (sum - 1.0).abs() > SUM_TOL {
         // Rounded so that 0.5 + 0.3 + 0.1 reads "0.9", not "0.9000000000000001".
         let shown = format!("{sum:.6}");
         let shown = shown.trim_end_matches('0').trim_end_matches('.');
-        return Err(config_err(key, format!("must sum to 1, got {shown} ({p:?})")));
+        return Err(config_err(
+            key,
+            format!("must sum to 1, got {shown} ({p:?})"),
+        ));
     }
     Ok(())
 }
@@ -63,12 +74,16 @@ impl LossConfig {
         // ε_lo ≥ 1 would make the lower clip bound 1 − ε_lo ≤ 0, i.e. no lower clip at all.
         in_range("loss.clip_low", lo, 0.0, true, 1.0, false)?;
         at_least("loss.clip_high", hi, 0.0)?;
-        if !(self.dual_clip.is_infinite() && self.dual_clip > 0.0)
-            && !(self.dual_clip.is_finite() && self.dual_clip > 1.0)
-        {
+        // `inf` (positive) switches the dual clip off; otherwise verl requires c > 1.
+        let valid =
+            self.dual_clip == f64::INFINITY || (self.dual_clip.is_finite() && self.dual_clip > 1.0);
+        if !valid {
             return Err(config_err(
                 "loss.dual_clip",
-                format!("must be > 1 (or inf to switch it off), got {}", self.dual_clip),
+                format!(
+                    "must be > 1 (or inf to switch it off), got {}",
+                    self.dual_clip
+                ),
             ));
         }
         at_least("loss.kl_coef", self.kl_coef, 0.0)?;
@@ -93,7 +108,10 @@ impl DapoConfig {
     pub fn validate(&self) -> Result<()> {
         if let Some(o) = &self.overlong {
             if o.cache_len == 0 {
-                return Err(config_err("algorithm.dapo.overlong.cache_len", "must be >= 1, got 0"));
+                return Err(config_err(
+                    "algorithm.dapo.overlong.cache_len",
+                    "must be >= 1, got 0",
+                ));
             }
             if let Some(max_len) = o.max_len {
                 if o.cache_len >= max_len {
@@ -106,7 +124,11 @@ impl DapoConfig {
                     ));
                 }
             }
-            at_least("algorithm.dapo.overlong.penalty_factor", o.penalty_factor, 0.0)?;
+            at_least(
+                "algorithm.dapo.overlong.penalty_factor",
+                o.penalty_factor,
+                0.0,
+            )?;
         }
         Ok(())
     }
@@ -116,9 +138,10 @@ impl D3sConfig {
     /// Checks `[algorithm.d3s]` against the rollout group size `g`.
     pub fn validate(&self, g: usize) -> Result<()> {
         let (n_init, n_final) = self.samples(g);
-        for (key, n) in
-            [("algorithm.d3s.samples_init", n_init), ("algorithm.d3s.samples_final", n_final)]
-        {
+        for (key, n) in [
+            ("algorithm.d3s.samples_init", n_init),
+            ("algorithm.d3s.samples_final", n_final),
+        ] {
             if n == 0 {
                 return Err(config_err(key, "must be >= 1, got 0"));
             }
@@ -129,8 +152,22 @@ impl D3sConfig {
                 ));
             }
         }
-        in_range("algorithm.d3s.token_keep_init", self.token_keep_init, 0.0, false, 1.0, true)?;
-        in_range("algorithm.d3s.token_keep_final", self.token_keep_final, 0.0, false, 1.0, true)?;
+        in_range(
+            "algorithm.d3s.token_keep_init",
+            self.token_keep_init,
+            0.0,
+            false,
+            1.0,
+            true,
+        )?;
+        in_range(
+            "algorithm.d3s.token_keep_final",
+            self.token_keep_final,
+            0.0,
+            false,
+            1.0,
+            true,
+        )?;
         Ok(())
     }
 }
@@ -138,12 +175,19 @@ impl D3sConfig {
 impl HapoConfig {
     /// Checks `[algorithm.hapo]`.
     pub fn validate(&self) -> Result<()> {
-        in_range("algorithm.hapo.quantile", self.quantile, 0.0, true, 1.0, true)?;
+        in_range(
+            "algorithm.hapo.quantile",
+            self.quantile,
+            0.0,
+            true,
+            1.0,
+            true,
+        )?;
         // τ ≥ 1 would allow a temperature ≤ 0 for the lowest-entropy tokens.
         in_range("algorithm.hapo.tau", self.tau, 0.0, true, 1.0, false)?;
         at_least("algorithm.hapo.alpha", self.alpha, 0.0)?;
         at_least("algorithm.hapo.beta", self.beta, 0.0)?;
-        if !(self.fallback_threshold > 0.0) {
+        if self.fallback_threshold.is_nan() || self.fallback_threshold <= 0.0 {
             return Err(config_err(
                 "algorithm.hapo.fallback_threshold",
                 format!("must be > 0, got {}", self.fallback_threshold),
@@ -157,7 +201,10 @@ impl RmtConfig {
     /// Checks `[algorithm.rmt]`.
     pub fn validate(&self) -> Result<()> {
         if self.budget_min < 1 {
-            return Err(config_err("algorithm.rmt.budget_min", "must be >= 1, got 0"));
+            return Err(config_err(
+                "algorithm.rmt.budget_min",
+                "must be >= 1, got 0",
+            ));
         }
         if self.budget_init < self.budget_min {
             return Err(config_err(
@@ -168,13 +215,44 @@ impl RmtConfig {
                 ),
             ));
         }
-        in_range("algorithm.rmt.budget_decay", self.budget_decay, 0.0, false, 1.0, true)?;
+        in_range(
+            "algorithm.rmt.budget_decay",
+            self.budget_decay,
+            0.0,
+            false,
+            1.0,
+            true,
+        )?;
         if !(self.r_max > 0.0 && self.r_max.is_finite()) {
-            return Err(config_err("algorithm.rmt.r_max", format!("must be > 0, got {}", self.r_max)));
+            return Err(config_err(
+                "algorithm.rmt.r_max",
+                format!("must be > 0, got {}", self.r_max),
+            ));
         }
-        in_range("algorithm.rmt.length_weight", self.length_weight, 0.0, true, 1.0, true)?;
-        in_range("algorithm.rmt.curriculum_start", self.curriculum_start, 0.0, false, 1.0, false)?;
-        in_range("algorithm.rmt.curriculum_end", self.curriculum_end, 0.0, false, 1.0, false)?;
+        in_range(
+            "algorithm.rmt.length_weight",
+            self.length_weight,
+            0.0,
+            true,
+            1.0,
+            true,
+        )?;
+        in_range(
+            "algorithm.rmt.curriculum_start",
+            self.curriculum_start,
+            0.0,
+            false,
+            1.0,
+            false,
+        )?;
+        in_range(
+            "algorithm.rmt.curriculum_end",
+            self.curriculum_end,
+            0.0,
+            false,
+            1.0,
+            false,
+        )?;
         if self.curriculum_start >= self.curriculum_end {
             return Err(config_err(
                 "algorithm.rmt.curriculum_end",

@@ -88,15 +88,24 @@ fn full_recipe_parses() {
     let r = load(src, 16).unwrap();
     let a = &r.algorithm;
     assert_eq!(a.advantage, AdvantageKind::Hapo);
-    assert_eq!(a.dapo.filter_groups.as_ref().unwrap().metric, FilterMetric::Score);
+    assert_eq!(
+        a.dapo.filter_groups.as_ref().unwrap().metric,
+        FilterMetric::Score
+    );
     assert_eq!(a.d3s.as_ref().unwrap().level, D3sLevel::IntraGroup);
-    assert_eq!(a.hapo.as_ref().unwrap().stats_scope, HapoStatsScope::MicroBatch);
+    assert_eq!(
+        a.hapo.as_ref().unwrap().stats_scope,
+        HapoStatsScope::MicroBatch
+    );
     assert_eq!(a.rmt.as_ref().unwrap().ntp_norm, NtpNorm::Sum);
     assert_eq!(r.loss.base, BaseLoss::GspoToken);
     // GSPO default for the unset low width, the recipe's high width.
     assert_eq!(r.loss.clip_widths(), (3e-4, 0.28));
     assert_eq!(r.loss.dual_clip(), None);
-    assert_eq!(r.loss.aggregation(), Aggregation::ConstantNorm { len: 3000.0 });
+    assert_eq!(
+        r.loss.aggregation(),
+        Aggregation::ConstantNorm { len: 3000.0 }
+    );
     // GSPO's default aggregation is the sequence mean.
     let g = load("[loss]\nbase = \"gspo\"\n", 8).unwrap();
     assert_eq!(g.loss.agg_mode(), AggMode::SeqMeanTokenMean);
@@ -155,7 +164,10 @@ fn bad_values_name_the_key() {
     ];
     for (src, g, want) in cases {
         let e = load_err(src, *g);
-        assert!(e.starts_with(want), "recipe {src:?}\n  got:  {e}\n  want: {want}");
+        assert!(
+            e.starts_with(want),
+            "recipe {src:?}\n  got:  {e}\n  want: {want}"
+        );
     }
     // The D³S defaults (G/4 → 3G/4) are valid for any G, and N = G is allowed (keeps all).
     load("[algorithm.d3s]\n", 2).unwrap();
