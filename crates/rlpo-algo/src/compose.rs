@@ -81,6 +81,20 @@ pub fn group_filter(
     }
 }
 
+/// RMT's weighted NTP term `λ·L_NTP` for one micro-batch (`logp`, `ntp_mask`: `[rows, S]`,
+/// teacher-forced), normalised by `step_ntp_tokens`, the NTP tokens of the whole optimizer step;
+/// `None` when `algorithm.rmt` is off. Add it to the policy loss of the same optimizer step.
+pub fn rmt_ntp_loss(
+    alg: &AlgorithmConfig,
+    logp: &Tensor,
+    ntp_mask: &Tensor,
+    step_ntp_tokens: f64,
+) -> Option<Tensor> {
+    alg.rmt
+        .as_ref()
+        .map(|r| crate::rmt::ntp_loss(logp, ntp_mask, r.ntp_weight, r.ntp_norm, step_ntp_tokens))
+}
+
 /// Per-step inputs of [`compute_step_plan`].
 #[derive(Debug)]
 pub struct StepInputs<'a> {

@@ -51,28 +51,32 @@ pub fn entropy_stats(
     code_compat: bool,
 ) -> Option<HapoStats> {
     tch::no_grad(|| {
-        let vals = entropy
-            .detach()
-            .masked_select(&mask.gt(0.0))
-            .to_kind(Kind::Double);
-        let n = vals.numel() as i64;
+        let valid = mask.gt(0.0);
+        let n = valid.sum(Kind::Int64).int64_value(&[]);
         if n == 0 {
             return None;
         }
-        let lam = vals.clamp_min(LOSS_ENTROPY_FLOOR).log();
-        // "nearest" quantile: index round(ρ·(n − 1)), halves to even (torch.quantile).
+        let kind = float_kind(entropy);
+        let lam = entropy
+            .detach()
+            .to_kind(kind)
+            .clamp_min(LOSS_ENTROPY_FLOOR)
+            .log();
+        // "nearest" quantile: index round(ρ·(n − 1)), halves to even (torch.quantile). Padding
+        // is set to +inf so that the k-th smallest over all positions is the k-th smallest
+        // valid value (avoids a masked_select copy of the valid entries).
         let idx = (quantile.clamp(0.0, 1.0) * (n - 1) as f64).round_ties_even() as i64;
-        let q = lam.kthvalue(idx + 1, 0, false).0.double_value(&[]);
-        let d = lam - q;
-        let s = d
-            .square()
-            .mean(Kind::Double)
-            .double_value(&[])
-            .max(1e-8)
-            .sqrt();
-        let h = d / s;
-        let h_pos = h.max().double_value(&[]).max(1e-8);
-        let h_neg = h.min().double_value(&[]).min(-1e-8);
+        let pool = lam
+            .masked_fill(&valid.logical_not(), f64::INFINITY)
+            .reshape([-1]);
+        let q = pool.kthvalue(idx + 1, 0, false).0.double_value(&[]);
+        // Padding gets d = 0: no contribution to the sum of squares, and max/min of h are
+        // clamped to ±1e-8 anyway, so a 0 cannot change them.
+        let d = (lam - q).where_scalarother(&valid, 0.0);
+        let mean_sq = d.square().sum(Kind::Double).double_value(&[]) / n as f64;
+        let s = mean_sq.max(1e-8).sqrt();
+        let h_pos = (d.max().double_value(&[]) / s).max(1e-8);
+        let h_neg = (d.min().double_value(&[]) / s).min(-1e-8);
         let scale_neg = if code_compat {
             1.0 / h_neg
         } else {

@@ -40,8 +40,8 @@ pub mod validate;
 
 pub use aggregate::{aggregate, AggMode, Aggregation, LossNormaliser};
 pub use compose::{
-    compute_step_plan, group_filter, policy_loss, shape_rewards, MicroBatchPlan, PolicyInputs,
-    PolicyLoss, StepInputs, StepPlan,
+    compute_advantages, compute_step_plan, group_filter, policy_loss, rmt_ntp_loss, shape_rewards,
+    MicroBatchPlan, PolicyInputs, PolicyLoss, StepInputs, StepPlan,
 };
 pub use config::{AlgorithmConfig, LossConfig};
 pub use error::{Error, Result};

@@ -116,7 +116,11 @@ where
         // Out of place on purpose: `to_kind` to the same kind aliases the caller's logits, and
         // `/=` would scale them in place.
         let z = z.to_kind(kind);
-        let z = if opts.temperature != 1.0 { z / opts.temperature } else { z };
+        let z = if opts.temperature != 1.0 {
+            z / opts.temperature
+        } else {
+            z
+        };
         let lse = z.logsumexp([-1], false);
         let tgt = targets.narrow(0, start, len).unsqueeze(-1);
         logps.push(z.gather(-1, &tgt, false).squeeze_dim(-1) - &lse);
@@ -230,7 +234,11 @@ mod tests {
         let logits = Tensor::randn([2, 3, 5], (Kind::Float, Device::Cpu));
         let before = logits.copy();
         let targets = Tensor::zeros([2, 3], (Kind::Int64, Device::Cpu));
-        let opts = LogProbOptions { temperature: 0.7, chunk_positions: 2, with_entropy: true };
+        let opts = LogProbOptions {
+            temperature: 0.7,
+            chunk_positions: 2,
+            with_entropy: true,
+        };
         let _ = token_logprobs(&logits, &targets, &opts).unwrap();
         assert!(logits.equal(&before));
     }

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{D3sConfig, RmtConfig};
+use crate::config::{AlgorithmConfig, D3sConfig, RmtConfig};
 use crate::d3s::{d3s_schedule, D3sTargets};
 use crate::hapo::HapoStats;
 use crate::rmt::{tier_distribution, token_budget};
@@ -51,6 +51,16 @@ impl AlgoState {
         }
     }
 
+    /// The statistics the rollout engine should use for HAPO's per-token temperature
+    /// ([`crate::hapo::token_temperature`] with `algorithm.hapo.tau`), or `None` when HAPO or
+    /// its adaptive temperature is off, or before the first step (plain temperature).
+    pub fn rollout_temperature_stats(&self, alg: &AlgorithmConfig) -> Option<HapoStats> {
+        alg.hapo
+            .as_ref()
+            .filter(|h| h.adaptive_temperature)
+            .and(self.hapo_stats)
+    }
+
     /// D³S `(N_s, K)` at the current progress, for group size `g`.
     pub fn d3s_targets(&self, cfg: &D3sConfig, g: usize) -> D3sTargets {
         d3s_schedule(cfg, self.progress(), g)
@@ -90,6 +100,12 @@ mod tests {
         let old: AlgoState = serde_json::from_str(r#"{"step": 5, "total_steps": 10}"#).unwrap();
         assert_eq!(old.progress(), 0.5);
         assert!(old.hapo_stats.is_none());
+        let mut alg = AlgorithmConfig::default();
+        assert!(st.rollout_temperature_stats(&alg).is_none());
+        alg.hapo = Some(Default::default());
+        assert_eq!(st.rollout_temperature_stats(&alg), st.hapo_stats);
+        alg.hapo.as_mut().unwrap().adaptive_temperature = false;
+        assert!(st.rollout_temperature_stats(&alg).is_none());
         let rmt = RmtConfig::default();
         let at = |step| AlgoState {
             step,

@@ -429,3 +429,19 @@ fn hapo_micro_batch_scope_needs_current_entropy() {
     let cf = out.clip_frac.double_value(&[]);
     assert!((0.0..=1.0).contains(&cf));
 }
+
+#[test]
+fn rmt_ntp_term_follows_the_recipe() {
+    let logp = mat(&[-1.0, -2.0, -3.0, -4.0], 1);
+    let m = mat(&[1.0, 0.0, 1.0, 1.0], 1);
+    assert!(rmt_ntp_loss(&AlgorithmConfig::default(), &logp, &m, 3.0).is_none());
+    let alg = AlgorithmConfig {
+        rmt: Some(Default::default()),
+        ..Default::default()
+    };
+    // λ = 0.1, token-mean over the step's 3 NTP tokens: 0.1 · (1 + 3 + 4) / 3.
+    let v = rmt_ntp_loss(&alg, &logp, &m, 3.0)
+        .unwrap()
+        .double_value(&[]);
+    assert!((v - 0.1 * 8.0 / 3.0).abs() < 1e-12);
+}
