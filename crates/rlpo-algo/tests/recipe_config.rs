@@ -173,3 +173,21 @@ fn bad_values_name_the_key() {
     load("[algorithm.d3s]\n", 2).unwrap();
     load("[algorithm.d3s]\nsamples_final = 16\n", 16).unwrap();
 }
+
+/// Every TOML snippet in `docs/algorithms.md` parses and validates (G = 16), so the user guide
+/// cannot drift from the code.
+#[test]
+fn docs_snippets_load() {
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/algorithms.md"
+    ))
+    .expect("docs/algorithms.md");
+    let mut n = 0;
+    for block in doc.split("```toml\n").skip(1) {
+        let src = block.split("```").next().unwrap();
+        load(src, 16).unwrap_or_else(|e| panic!("snippet\n{src}\nfails: {e}"));
+        n += 1;
+    }
+    assert!(n >= 8, "found {n} snippets");
+}
