@@ -6,7 +6,7 @@
 //! | [`config`], [`validate`] | recipe sections, defaults, load-time checks |
 //! | [`surrogate`] | §0.2 ratio and clipped surrogate (scalar or per-token clip, dual clip) |
 //! | [`kl`] | §0.4 KL estimators k1, k2, k3 |
-//! | [`aggregate`] | §0.3 loss aggregation with a step-wide normaliser |
+//! | [`mod@aggregate`] | §0.3 loss aggregation with a step-wide normaliser |
 //! | [`logprob`] | chunked log-softmax gather and entropy |
 //! | [`advantage`] | §1 GRPO / Dr. GRPO group advantages |
 //! | [`gspo`] | §1.7 GSPO and GSPO-token |

@@ -3,7 +3,7 @@
 //! Shapes: `logp`, `old_logp`, `ratio`, `adv` are `[N, T]` (or anything broadcastable to each
 //! other); clip widths are scalars or per-token `[N, T]` tensors (HAPO). The output is the
 //! per-token loss `ℓ[N, T]` (the negative of the objective, so it is minimised); masking and
-//! aggregation happen in [`crate::aggregate`].
+//! aggregation happen in [`mod@crate::aggregate`].
 //!
 //! Only the ratio carries gradient: advantages and clip widths are detached here, so callers
 //! cannot leak gradient into them by accident.

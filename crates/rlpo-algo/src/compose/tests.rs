@@ -3,8 +3,11 @@
 
 use super::*;
 use crate::aggregate::AggMode;
+use crate::config::{AdvantageKind, BaseLoss, HapoConfig, HapoStatsScope, LossConfig};
 use crate::config::{D3sConfig, D3sLevel, DapoConfig, FilterGroupsConfig, OverlongConfig};
+use crate::d3s::D3sTargets;
 use crate::kl::KlEstimator;
+use crate::surrogate::ClipRange;
 use tch::Device;
 
 fn d(v: &[f64]) -> Tensor {

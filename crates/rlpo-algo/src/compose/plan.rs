@@ -1,0 +1,303 @@
+//! Stage 4 of the composition (see [`crate::compose`]): advantages on full groups, the DAPO
+//! overlong filter, D³S row and token selection, and HAPO's h̃ and per-token clip widths, decided
+//! once per training step into a [`StepPlan`]. Shapes: `N = B·G` rows, `T` positions.
+
+use tch::{Kind, Tensor};
+
+use crate::advantage::{group_advantages, GroupNormOptions};
+use crate::aggregate::LossNormaliser;
+use crate::config::{AdvantageKind, AlgorithmConfig, HapoConfig, HapoStatsScope, LossConfig};
+use crate::d3s::{select_rows, select_tokens, D3sTargets};
+use crate::dapo::overlong_filter;
+use crate::error::{input_err, Error, Result};
+use crate::hapo::{
+    adaptive_clip, entropy_stats, normalised_entropy, token_level_group_average, HapoStats,
+    TokenLevelOptions,
+};
+use crate::schedule::AlgoState;
+use crate::surrogate::ClipRange;
+
+/// Per-step inputs of [`compute_step_plan`].
+#[derive(Debug)]
+pub struct StepInputs<'a> {
+    /// Final (shaped) reward per response, `[N]`.
+    pub rewards: &'a Tensor,
+    /// Response mask `[N, T]` (1 for generated tokens incl. EOS).
+    pub response_mask: &'a Tensor,
+    /// Responses per prompt `G`.
+    pub group_size: i64,
+    /// `H_old[N, T]`, full-vocabulary entropy from the `old_logp` forward; needed by D³S/HAPO.
+    pub entropy: Option<&'a Tensor>,
+    /// `[N]` bool, responses cut at the length limit; needed by `dapo.overlong_filter`.
+    pub truncated: Option<&'a Tensor>,
+}
+
+/// Everything the mini-batch loop needs, decided once per training step (all detached).
+#[derive(Debug)]
+pub struct StepPlan {
+    /// Advantage per row from full groups, `[N]` (before HAPO redistribution).
+    pub advantages: Tensor,
+    /// The response mask, `[N, T]` f32.
+    pub response_mask: Tensor,
+    /// Final loss mask `mask · overlong_filter · D³S rows · D³S tokens`, `[N, T]` f32.
+    pub loss_mask: Tensor,
+    /// Rows that keep at least one candidate token after filtering and D³S rows, `[N]` bool.
+    pub row_keep: Tensor,
+    /// HAPO h̃ `[N, T]` (step-scope statistics only).
+    pub h_tilde: Option<Tensor>,
+    /// Clip widths: scalars, or per-token `[N, T]` (HAPO adaptive clip, step scope).
+    pub clip: ClipRange,
+    /// HAPO statistics of this step over all valid tokens of `H_old` (store with
+    /// [`AlgoState::advance`] for the next rollout).
+    pub hapo_stats: Option<HapoStats>,
+    /// Groups whose HAPO advantages fell back to GRPO, `[B]` bool.
+    pub hapo_fallback: Option<Tensor>,
+    /// D³S budgets used this step.
+    pub d3s: Option<D3sTargets>,
+}
+
+/// Counts for the `select/*` metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlanSummary {
+    /// Rows in the step.
+    pub rows: i64,
+    /// Rows with at least one loss token.
+    pub kept_rows: i64,
+    /// Valid response tokens.
+    pub valid_tokens: f64,
+    /// Tokens in the loss mask.
+    pub kept_tokens: f64,
+    /// HAPO groups that fell back to GRPO.
+    pub fallback_groups: i64,
+}
+
+/// The rows of a [`StepPlan`] that one micro-batch covers.
+#[derive(Debug)]
+pub struct MicroBatchPlan {
+    /// `[n]`.
+    pub advantages: Tensor,
+    /// `[n, T]`.
+    pub response_mask: Tensor,
+    /// `[n, T]`.
+    pub loss_mask: Tensor,
+    /// `[n, T]` when HAPO uses step-scope statistics.
+    pub h_tilde: Option<Tensor>,
+    /// Scalars or `[n, T]`.
+    pub clip: ClipRange,
+}
+
+impl StepPlan {
+    /// Number of rows `N`.
+    pub fn rows(&self) -> i64 {
+        self.advantages.size()[0]
+    }
+
+    /// Loss normaliser of one optimizer step covering rows `start..start+len` (sum it across
+    /// data-parallel ranks before use).
+    pub fn normaliser(&self, start: i64, len: i64) -> LossNormaliser {
+        LossNormaliser::from_mask(&self.loss_mask.narrow(0, start, len))
+    }
+
+    /// Views of rows `start..start+len` for one micro-batch.
+    pub fn micro_batch(&self, start: i64, len: i64) -> MicroBatchPlan {
+        MicroBatchPlan {
+            advantages: self.advantages.narrow(0, start, len),
+            response_mask: self.response_mask.narrow(0, start, len),
+            loss_mask: self.loss_mask.narrow(0, start, len),
+            h_tilde: self.h_tilde.as_ref().map(|h| h.narrow(0, start, len)),
+            clip: ClipRange {
+                low: self.clip.low.narrow_rows(start, len),
+                high: self.clip.high.narrow_rows(start, len),
+            },
+        }
+    }
+
+    /// Counts for metrics (synchronises with the device).
+    pub fn summary(&self) -> PlanSummary {
+        let sum = |t: &Tensor| t.sum(Kind::Double).double_value(&[]);
+        PlanSummary {
+            rows: self.rows(),
+            kept_rows: self
+                .loss_mask
+                .sum_dim_intlist(-1, false, Kind::Float)
+                .gt(0.0)
+                .sum(Kind::Int64)
+                .int64_value(&[]),
+            valid_tokens: sum(&self.response_mask),
+            kept_tokens: sum(&self.loss_mask),
+            fallback_groups: self
+                .hapo_fallback
+                .as_ref()
+                .map_or(0, |f| f.sum(Kind::Int64).int64_value(&[])),
+        }
+    }
+}
+
+pub(super) fn need<'a>(
+    t: Option<&'a Tensor>,
+    name: &'static str,
+    reason: &'static str,
+) -> Result<&'a Tensor> {
+    t.ok_or(Error::MissingInput { name, reason })
+}
+
+/// Stage 4: advantages on full groups, `[N]`, plus HAPO's fallback flags `[B]`.
+pub fn compute_advantages(
+    alg: &AlgorithmConfig,
+    rewards: &Tensor,
+    lengths: &Tensor,
+    g: i64,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let grpo = GroupNormOptions {
+        scale_by_std: true,
+        std: alg.std,
+        eps: alg.adv_eps,
+        singleton: alg.singleton_advantage,
+    };
+    match alg.advantage {
+        AdvantageKind::Grpo => Ok((group_advantages(rewards, g, &grpo)?, None)),
+        AdvantageKind::DrGrpo => Ok((
+            group_advantages(
+                rewards,
+                g,
+                &GroupNormOptions {
+                    scale_by_std: false,
+                    ..grpo
+                },
+            )?,
+            None,
+        )),
+        AdvantageKind::Hapo => {
+            let h = alg.hapo.clone().unwrap_or_default();
+            let opts = TokenLevelOptions {
+                norm_by_std: h.norm_by_std,
+                eps: alg.adv_eps,
+                fallback_threshold: h.fallback_threshold,
+                padded_len: None,
+                fallback: grpo,
+            };
+            let out = token_level_group_average(rewards, lengths, g, &opts)?;
+            Ok((out.advantages, Some(out.fallback)))
+        }
+    }
+}
+
+/// h̃ and clip widths under HAPO for tokens with entropies `entropy`, given statistics.
+pub(super) fn hapo_token_terms(
+    h: &HapoConfig,
+    entropy: &Tensor,
+    mask: &Tensor,
+    stats: Option<&HapoStats>,
+    base: &ClipRange,
+    lo: f64,
+    hi: f64,
+) -> (Tensor, ClipRange) {
+    let ht = match stats {
+        Some(st) => normalised_entropy(entropy, mask, st),
+        None => mask.zeros_like().to_kind(Kind::Float),
+    };
+    let clip = if h.adaptive_clip {
+        adaptive_clip(&ht, lo, hi, h.alpha)
+    } else {
+        base.clone()
+    };
+    (ht, clip)
+}
+
+/// Stages 4 (advantages) to the end of selection: the [`StepPlan`] of one training step.
+pub fn compute_step_plan(
+    alg: &AlgorithmConfig,
+    loss: &LossConfig,
+    state: &AlgoState,
+    inputs: &StepInputs,
+) -> Result<StepPlan> {
+    let g = inputs.group_size;
+    let size = inputs.response_mask.size();
+    if size.len() != 2 || inputs.rewards.size() != [size[0]] {
+        return Err(input_err(
+            "rewards",
+            format!(
+                "expected [N] with mask [N, T], got {:?} and {size:?}",
+                inputs.rewards.size()
+            ),
+        ));
+    }
+    if let Some(h) = inputs.entropy {
+        if h.size() != size {
+            return Err(input_err(
+                "entropy",
+                format!("expected {size:?}, got {:?}", h.size()),
+            ));
+        }
+    }
+    let mask = inputs.response_mask.detach().to_kind(Kind::Float);
+    let lengths = mask.sum_dim_intlist(-1, false, Kind::Float);
+    let (lo, hi) = loss.clip_widths();
+    let scalar_clip = ClipRange::new(lo, hi);
+
+    // HAPO statistics over all valid tokens, before any selection, so they do not depend on it.
+    let hapo_stats = match &alg.hapo {
+        Some(h) => {
+            let ent = need(inputs.entropy, "entropy", "algorithm.hapo is set")?;
+            entropy_stats(ent, &mask, h.quantile, h.code_compat)
+        }
+        None => None,
+    };
+    let (advantages, hapo_fallback) = compute_advantages(alg, inputs.rewards, &lengths, g)?;
+
+    let base_mask = if alg.dapo.overlong_filter {
+        overlong_filter(
+            &mask,
+            need(
+                inputs.truncated,
+                "truncated",
+                "algorithm.dapo.overlong_filter = true",
+            )?,
+        )?
+    } else {
+        mask.shallow_clone()
+    };
+    let candidates = base_mask.sum_dim_intlist(-1, false, Kind::Float).gt(0.0);
+
+    let (loss_mask, row_keep, d3s) = match &alg.d3s {
+        Some(d) => {
+            let ent = need(inputs.entropy, "entropy", "algorithm.d3s is set")?;
+            let targets = state.d3s_targets(d, g as usize);
+            let rows = select_rows(
+                &advantages,
+                g,
+                d.level,
+                targets.samples_per_group,
+                Some(&candidates),
+                d.drop_zero_variance_groups,
+            )?;
+            let row_mask = &base_mask * rows.to_kind(Kind::Float).unsqueeze(-1);
+            let tokens = select_tokens(&advantages, ent, &row_mask, targets.token_keep)?;
+            let keep = tokens.sum_dim_intlist(-1, false, Kind::Float).gt(0.0);
+            (tokens, keep, Some(targets))
+        }
+        None => (base_mask, candidates, None),
+    };
+
+    let (h_tilde, clip) = match &alg.hapo {
+        Some(h) if h.stats_scope == HapoStatsScope::Step => {
+            let ent = need(inputs.entropy, "entropy", "algorithm.hapo is set")?;
+            let (ht, clip) =
+                hapo_token_terms(h, ent, &mask, hapo_stats.as_ref(), &scalar_clip, lo, hi);
+            (Some(ht), clip)
+        }
+        _ => (None, scalar_clip),
+    };
+
+    Ok(StepPlan {
+        advantages,
+        response_mask: mask,
+        loss_mask,
+        row_keep,
+        h_tilde,
+        clip,
+        hapo_stats,
+        hapo_fallback,
+        d3s,
+    })
+}
