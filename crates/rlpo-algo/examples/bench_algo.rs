@@ -3,11 +3,13 @@
 //! random inputs. The vocabulary is not involved: entropies are given.
 //!
 //!     CARGO_TARGET_DIR=target/algo cargo run --release -p rlpo-algo --example bench_algo
+//!     RLPO_BENCH_THREADS=1 CARGO_TARGET_DIR=target/algo cargo run --release -p rlpo-algo --example bench_algo
 //!
-//! Prints the minimum over `ITERS` runs (after one warm-up) of: advantages alone, D³S selection
-//! alone, the whole step plan (advantages + HAPO statistics + selection + h̃/clip widths), and
-//! the policy loss forward + backward over the whole batch as one micro-batch; the last timing
-//! column also gives the median of plan + loss.
+//! Prints, in ms, the minimum wall time over `ITERS` runs (after one warm-up) of: advantages
+//! alone, D³S selection alone, the whole step plan (advantages + HAPO statistics + selection +
+//! h̃/clip widths), and the policy loss forward + backward over the whole batch as one
+//! micro-batch; then plan + loss (minimum, and median in parentheses) and the CPU time of all
+//! threads for plan + loss (robust to other processes on a shared machine).
 
 use std::time::Instant;
 
@@ -59,19 +61,43 @@ fn inputs() -> Inputs {
     }
 }
 
-/// (min, median) wall time in ms over `ITERS` runs after one warm-up. The minimum is the
-/// least disturbed by other processes on a shared machine.
-fn time_ms(mut f: impl FnMut()) -> (f64, f64) {
+/// CPU time of all threads of this process in ns (Linux `schedstat`; 0 elsewhere). Unlike
+/// wall time it barely moves when other processes compete for the cores.
+fn cpu_ns() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Timings of one piece in ms over `ITERS` runs after one warm-up: minimum and median wall
+/// time (the minimum is the least disturbed on a shared machine) and minimum CPU time.
+#[derive(Clone, Copy, Default)]
+struct Timing {
+    min: f64,
+    median: f64,
+    cpu: f64,
+}
+
+fn time_ms(mut f: impl FnMut()) -> Timing {
     f(); // warm-up
-    let mut v: Vec<f64> = (0..ITERS)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    (v[0], v[ITERS / 2])
+    let mut wall = Vec::with_capacity(ITERS);
+    let mut cpu = Vec::with_capacity(ITERS);
+    for _ in 0..ITERS {
+        let (t, c) = (Instant::now(), cpu_ns());
+        f();
+        wall.push(t.elapsed().as_secs_f64() * 1e3);
+        cpu.push((cpu_ns() - c) as f64 / 1e6);
+    }
+    wall.sort_by(f64::total_cmp);
+    cpu.sort_by(f64::total_cmp);
+    Timing {
+        min: wall[0],
+        median: wall[ITERS / 2],
+        cpu: cpu[0],
+    }
 }
 
 fn run(name: &str, alg: &AlgorithmConfig, loss: &LossConfig, x: &Inputs) {
@@ -101,7 +127,7 @@ fn run(name: &str, alg: &AlgorithmConfig, loss: &LossConfig, x: &Inputs) {
                 let _ = select_tokens(&adv, &x.entropy, &m, tg.token_keep).unwrap();
             })
         }
-        None => (0.0, 0.0),
+        None => Timing::default(),
     };
     let plan_ms = time_ms(|| {
         let _ = compute_step_plan(alg, loss, &state, &step_inputs).unwrap();
@@ -124,27 +150,38 @@ fn run(name: &str, alg: &AlgorithmConfig, loss: &LossConfig, x: &Inputs) {
     });
     let s = plan.summary();
     println!(
-        "| {name:<34} | {:>6.1} | {:>6.1} | {:>6.1} | {:>6.1} | {:>6.1} ({:.1}) | {:>5.1} % |",
-        adv_ms.0,
-        sel_ms.0,
-        plan_ms.0,
-        loss_ms.0,
-        plan_ms.0 + loss_ms.0,
-        plan_ms.1 + loss_ms.1,
+        "| {name} | {:.1} | {:.1} | {:.1} | {:.1} | **{:.1}** ({:.1}) | {:.1} | {:.1} % |",
+        adv_ms.min,
+        sel_ms.min,
+        plan_ms.min,
+        loss_ms.min,
+        plan_ms.min + loss_ms.min,
+        plan_ms.median + loss_ms.median,
+        plan_ms.cpu + loss_ms.cpu,
         100.0 * s.kept_tokens / s.valid_tokens
     );
 }
 
 fn main() {
+    // `RLPO_BENCH_THREADS=1` gives single-threaded numbers, whose CPU time is the most stable
+    // measure on a machine shared with other jobs (no OpenMP spin-waiting).
+    if let Some(n) = std::env::var("RLPO_BENCH_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        tch::set_num_threads(n);
+    }
     let x = inputs();
     println!(
-        "rlpo-algo bench: B = {B}, G = {G}, T = {T} (N = {} rows, {:.0} valid tokens), CPU threads = {}, ms, min of {ITERS} runs",
+        "rlpo-algo bench: B = {B}, G = {G}, T = {T} (N = {} rows, {:.0} valid tokens), torch threads = {}, ms, {ITERS} runs",
         B * G,
         x.mask.sum(Kind::Double).double_value(&[]),
         tch::get_num_threads()
     );
-    println!("| configuration | advantages | D3S selection | plan | loss fwd+bwd | step = plan + loss (median) | kept tokens |");
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| configuration | advantages | D3S selection | plan | loss fwd+bwd | plan + loss (median) | CPU time of plan + loss | kept tokens |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let grpo = AlgorithmConfig::default();
     let tok = LossConfig::default();
     run("GRPO, token-mean", &grpo, &tok, &x);

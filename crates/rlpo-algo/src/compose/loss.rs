@@ -132,14 +132,18 @@ pub fn policy_loss(
     };
     let out_loss = aggregate(&total, &mb.loss_mask, agg, norm);
     let (pg_loss, kl_metric, clip_frac) = tch::no_grad(|| {
-        let clipped = clipped.to_kind(Kind::Float) * &mb.loss_mask;
+        let clipped = clipped.logical_and(&mb.loss_mask.gt(0.0)).sum(Kind::Float);
         let frac = if norm.tokens > 0.0 {
-            clipped.sum(Kind::Float) / norm.tokens
+            clipped / norm.tokens
         } else {
-            clipped.sum(Kind::Float) * 0.0
+            clipped * 0.0
         };
         (
-            aggregate(&pg.detach(), &mb.loss_mask, agg, norm),
+            // Without KL the policy-gradient part is the loss itself: no second pass.
+            match &kl {
+                Some(_) => aggregate(&pg.detach(), &mb.loss_mask, agg, norm),
+                None => out_loss.detach(),
+            },
             kl.as_ref()
                 .map(|k| aggregate(&k.detach(), &mb.loss_mask, agg, norm)),
             frac,
