@@ -105,12 +105,8 @@ pub fn policy_loss(
         ),
     };
 
-    let mut adv = mb
-        .advantages
-        .detach()
-        .to_kind(logp.kind())
-        .unsqueeze(-1)
-        .expand_as(logp);
+    // `[n, 1]`, broadcast against the ratio; redistribution makes it `[n, T]`.
+    let mut adv = mb.advantages.detach().to_kind(logp.kind()).unsqueeze(-1);
     if let (Some(h), Some(ht)) = (&alg.hapo, &h_tilde) {
         if h.redistribution {
             adv = redistribute_advantages(&adv, ht, &rho.detach(), &clip, h.beta);
