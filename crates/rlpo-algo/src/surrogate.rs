@@ -119,7 +119,8 @@ pub fn clipped_surrogate(
 /// `A ≥ 0` and `ρ̃ = min(max(ρ, 1−ε_lo), c)` for `A < 0`: for a positive advantage only the
 /// upper clip can bind in `max(−Aρ, −A·clip(ρ))`, for a negative one only the lower clip, and
 /// the dual clip `min(ℓ, −cA)` is `ρ̃ ≤ c`. Same values and gradients as the two-branch form
-/// (tested against it), in about a third of the full-size tensor passes. `adv` may be `[N, 1]`
+/// (tested against it) with fewer full-size tensor passes: about 1.7× faster forward + backward
+/// on CPU. `adv` may be `[N, 1]`
 /// (row advantages, broadcast) or `[N, T]`.
 pub fn clipped_surrogate_with_flags(
     ratio: &Tensor,
