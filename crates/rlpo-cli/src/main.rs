@@ -14,14 +14,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train with a recipe (default: the embedded CPU quickstart).
+    Train(commands::train::Args),
+    /// Validate a recipe and print the plan of a step.
+    Check(commands::check::Args),
     /// Print a completion of a prompt through the model's chat template.
     Generate(commands::generate::Args),
+    /// Reward function tools.
+    #[command(subcommand)]
+    Reward(commands::reward::Command),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(args) => commands::train::run(args),
+        Command::Check(args) => commands::check::run(args),
         Command::Generate(args) => commands::generate::run(args),
+        Command::Reward(cmd) => commands::reward::run(cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

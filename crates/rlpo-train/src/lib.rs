@@ -1,0 +1,26 @@
+//! rlpo-train: the trainer behind `rlpo train`.
+//!
+//! - [`Recipe`]: the TOML recipe (one section per concern, unknown keys rejected, `--set`
+//!   overrides) and its validation;
+//! - [`Trainer`]: `step()` runs the stages of one training step (prompts → rollout → reward →
+//!   filter/refill → old log-probs → plan → update → metrics);
+//! - [`Learner`] and [`optim::AdamW`]: chunked log-probs, micro-batched updates normalised per
+//!   optimizer step, gradient clipping, AdamW with inspectable state;
+//! - [`metrics`]: TensorBoard event files, JSONL, console progress.
+
+pub mod batch;
+pub mod check;
+pub mod error;
+pub mod learner;
+pub mod metrics;
+pub mod optim;
+pub mod overrides;
+pub mod prompts;
+pub mod recipe;
+pub mod step_metrics;
+pub mod trainer;
+
+pub use error::{Result, TrainError};
+pub use learner::Learner;
+pub use recipe::Recipe;
+pub use trainer::Trainer;

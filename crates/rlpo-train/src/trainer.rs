@@ -1,0 +1,408 @@
+//! `Trainer::step` reads top to bottom as the stages of one training step (architecture doc):
+//! prompts → rollout → reward → filter/refill → old log-probs + entropy → advantages and
+//! selection (one `StepPlan`) → update → weight sync → metrics. Each stage is timed.
+//!
+//! This trainer is colocated and synchronous: the learner's model serves the rollout directly
+//! (no weight copy), so `trainer.max_staleness = 0` is the only mode it runs.
+
+use crate::batch::LearnerBatch;
+use crate::error::{invalid, io, Result, TrainError};
+use crate::learner::{Learner, UpdateReport};
+use crate::metrics::{ConsoleSink, JsonlSink, MetricSink, StepMetrics, TensorBoardSink};
+use crate::prompts::{self, PromptBatch};
+use crate::recipe::{OldLogprobs, Recipe};
+use crate::step_metrics;
+use rlpo_algo::{compose, AlgoState};
+use rlpo_data::Dataset;
+use rlpo_model::{parse_device, parse_dtype, CausalLm, LoadOptions, TextTokenizer};
+use rlpo_reward::{RewardInput, RewardOutput, RewardSet, ScoredBatch};
+use rlpo_rollout::{Engine, EntropyStats, GenerateRequest, Group, RolloutSeed};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tch::{Kind, Tensor};
+
+/// Rollouts of one step after rewards and filtering, in row order (groups contiguous).
+#[derive(Debug)]
+pub struct ScoredRollouts {
+    /// The prompts, one per group.
+    pub prompts: PromptBatch,
+    /// The groups, one per prompt.
+    pub groups: Vec<Group>,
+    /// Reward per row.
+    pub scores: Vec<f64>,
+    /// Correctness flag per row (`score > 0`), the DAPO filter's `acc`.
+    pub acc: Vec<f64>,
+    /// The reward set's output per row (value, parts, status).
+    pub outputs: Vec<RewardOutput>,
+    /// Decoded responses per row.
+    pub responses: Vec<String>,
+    /// Generation batches used (DAPO refill).
+    pub gen_batches: usize,
+    /// Groups dropped by the filter or the reward policy.
+    pub dropped_groups: usize,
+}
+
+/// The training loop and everything it owns.
+pub struct Trainer {
+    /// The resolved recipe.
+    pub recipe: Recipe,
+    /// Run directory.
+    pub run_dir: PathBuf,
+    tokenizer: Arc<TextTokenizer>,
+    /// Policy + optimizer.
+    pub learner: Learner,
+    engine: Engine,
+    dataset: Dataset,
+    rewards: RewardSet,
+    /// Algorithm schedule state (step, progress, HAPO statistics).
+    pub state: AlgoState,
+    sinks: Vec<Box<dyn MetricSink>>,
+    /// Weight version (incremented by every applied optimizer step).
+    pub version: u64,
+    /// Set by SIGINT/SIGTERM: stop after the current step.
+    pub stop: Arc<AtomicBool>,
+    /// Metrics of every finished step.
+    pub history: Vec<StepMetrics>,
+}
+
+impl Trainer {
+    /// Load the model, tokenizer, data and rewards of `recipe` and open the run directory.
+    pub fn new(recipe: Recipe) -> Result<Trainer> {
+        let mp = &recipe.model.path;
+        if !mp.is_dir() {
+            return Err(invalid("model.path", format!("{} is not a directory (an HF model directory is expected)", mp.display())));
+        }
+        if recipe.trainer.max_staleness > 0 {
+            return Err(invalid("trainer.max_staleness", "this build trains colocated and on-policy only; set 0"));
+        }
+        if recipe.run.threads > 0 {
+            tch::set_num_threads(recipe.run.threads as i32);
+        }
+        tch::manual_seed(recipe.run.seed as i64);
+        let device = parse_device(&recipe.model.device).map_err(|e| invalid("model.device", e.to_string()))?;
+        let kind = parse_dtype(&recipe.model.dtype).map_err(|e| invalid("model.dtype", e.to_string()))?;
+        let opts = LoadOptions { device, kind };
+        let tokenizer = Arc::new(TextTokenizer::from_dir(mp)?);
+        let model = CausalLm::load(mp, &opts)?;
+        let reference = if recipe.loss.kl_coef > 0.0 {
+            let mut r = CausalLm::load(mp, &opts)?;
+            r.var_store_mut().freeze();
+            Some(r)
+        } else {
+            None
+        };
+        let dataset = Dataset::from_config(&recipe.data, &std::env::current_dir().map_err(|e| io(".", e))?)?;
+        let rewards = rlpo_reward::build(&recipe.reward)?;
+        let engine = Engine::with_tokenizer(tokenizer.clone());
+        let run_dir = recipe.run_dir();
+        std::fs::create_dir_all(&run_dir).map_err(|e| io(&run_dir, e))?;
+        let resolved = run_dir.join("recipe.resolved.toml");
+        std::fs::write(&resolved, recipe.to_toml()).map_err(|e| io(&resolved, e))?;
+        let mut sinks: Vec<Box<dyn MetricSink>> = Vec::new();
+        if recipe.metrics.jsonl {
+            sinks.push(Box::new(JsonlSink::open(&run_dir.join("metrics.jsonl"))?));
+        }
+        if recipe.metrics.tensorboard {
+            sinks.push(Box::new(TensorBoardSink::create(&run_dir.join("tensorboard"))?));
+        }
+        if recipe.metrics.console {
+            sinks.push(Box::new(ConsoleSink::new(recipe.trainer.total_steps, 0)));
+        }
+        let learner = Learner::new(model, &recipe, reference);
+        let state = AlgoState::new(recipe.trainer.total_steps);
+        Ok(Trainer {
+            recipe,
+            run_dir,
+            tokenizer,
+            learner,
+            engine,
+            dataset,
+            rewards,
+            state,
+            sinks,
+            version: 0,
+            stop: Arc::new(AtomicBool::new(false)),
+            history: Vec::new(),
+        })
+    }
+
+    /// Stage 0: the next `n` prompts, tokenized.
+    fn next_prompts(&mut self, n: usize) -> Result<PromptBatch> {
+        let samples = self.dataset.next_batch(n);
+        prompts::build(&self.tokenizer, samples, self.recipe.model.system_prompt.as_deref())
+    }
+
+    /// Stage 1: G completions per prompt from the current policy.
+    fn rollout(&mut self, prompts: &PromptBatch, gen_batch: usize) -> Result<(Vec<Group>, rlpo_rollout::RolloutStats)> {
+        let r = &self.recipe;
+        let mut req = GenerateRequest::new(prompts.ids.clone(), r.rollout.clone());
+        // Distinct seeds for every generation batch of every step (refill batches included).
+        req.seed = RolloutSeed::new(r.run.seed, self.state.step * 1000 + gen_batch as u64);
+        req.policy_version = self.version;
+        req.entropy_stats = self.state.hapo_stats.map(|h| EntropyStats { q: h.q, s: h.s, inv_h_pos: h.inv_h_pos, scale_neg: h.scale_neg });
+        let out = self.engine.generate(&self.learner.model, &req)?;
+        Ok((out.groups, out.stats))
+    }
+
+    /// Stage 2: decode and score every row.
+    fn score(&self, prompts: &PromptBatch, groups: &[Group]) -> Result<(ScoredBatch, Vec<String>)> {
+        let max_len = self.recipe.rollout.max_new_tokens;
+        let mut inputs = Vec::new();
+        let mut responses = Vec::new();
+        for (i, g) in groups.iter().enumerate() {
+            let s = &prompts.samples[i];
+            for c in &g.completions {
+                let text = self.tokenizer.decode(&c.tokens, true)?;
+                responses.push(text.clone());
+                inputs.push(RewardInput {
+                    prompt: prompts.texts[i].clone(),
+                    response: text,
+                    ground_truth: s.answer.clone(),
+                    metadata: s.metadata.clone(),
+                    response_len: c.tokens.len(),
+                    max_len,
+                });
+            }
+        }
+        Ok((self.rewards.score_all(&inputs)?, responses))
+    }
+
+    /// Stages 0-3: prompts, rollout, rewards, and the DAPO filter with refill.
+    fn collect(&mut self, timings: &mut StepMetrics) -> Result<ScoredRollouts> {
+        let b = self.recipe.trainer.prompts_per_step;
+        let g = self.recipe.rollout.group_size;
+        let filter = self.recipe.algorithm.dapo.filter_groups.clone();
+        let mut acc_rollouts: Option<ScoredRollouts> = None;
+        let mut gen_batches = 0;
+        let mut dropped = 0;
+        loop {
+            let t0 = Instant::now();
+            let prompts = self.next_prompts(b)?;
+            add(timings, "timing/prompts_s", t0.elapsed().as_secs_f64());
+            let t0 = Instant::now();
+            let (groups, stats) = self.rollout(&prompts, gen_batches)?;
+            add(timings, "timing/rollout_s", t0.elapsed().as_secs_f64());
+            add(timings, "perf/rollout_tokens", stats.tokens as f64);
+            gen_batches += 1;
+            let t0 = Instant::now();
+            let (scored, responses) = self.score(&prompts, &groups)?;
+            add(timings, "timing/reward_s", t0.elapsed().as_secs_f64());
+            // `on_error = "drop_group"` removes groups with a failed reward; `abort` already
+            // returned an error from score_all, `zero` keeps the rows with value 0 (counted).
+            let mut keep = scored.keep_mask(g)?;
+            let scores: Vec<f64> = scored.values().iter().map(|v| if v.is_finite() { *v } else { 0.0 }).collect();
+            let acc: Vec<f64> = scores.iter().map(|&v| if v > 0.0 { 1.0 } else { 0.0 }).collect();
+            if filter.is_some() {
+                let keep_f = compose::group_filter(
+                    &self.recipe.algorithm,
+                    &Tensor::from_slice(&acc),
+                    &Tensor::from_slice(&scores),
+                    g as i64,
+                )?
+                .expect("filter configured");
+                let kf: Vec<bool> = Vec::try_from(&keep_f)?;
+                for (k, f) in keep.iter_mut().zip(kf) {
+                    *k = *k && f;
+                }
+            }
+            dropped += keep.iter().filter(|k| !**k).count();
+            let part = ScoredRollouts {
+                prompts: prompts.clone(),
+                groups,
+                scores,
+                acc,
+                outputs: scored.outputs,
+                responses,
+                gen_batches,
+                dropped_groups: dropped,
+            }
+            .retain_groups(&keep, g);
+            let merged = match acc_rollouts.take() {
+                None => part,
+                Some(mut a) => {
+                    a.append(part);
+                    a
+                }
+            };
+            let have = merged.groups.len();
+            acc_rollouts = Some(merged);
+            let Some(f) = &filter else { break };
+            match rlpo_algo::dapo::refill_action(have, b, gen_batches, f)? {
+                rlpo_algo::dapo::RefillAction::GenerateMore => continue,
+                rlpo_algo::dapo::RefillAction::Train { keep_groups, .. } => {
+                    let a = acc_rollouts.as_mut().expect("set above");
+                    a.truncate_groups(keep_groups, g);
+                    break;
+                }
+                rlpo_algo::dapo::RefillAction::Skip => break,
+            }
+        }
+        let mut out = acc_rollouts.expect("at least one generation batch");
+        out.gen_batches = gen_batches;
+        out.dropped_groups = dropped;
+        Ok(out)
+    }
+
+    /// One training step; returns its metrics (also sent to the sinks).
+    pub fn step(&mut self) -> Result<StepMetrics> {
+        let t_step = Instant::now();
+        let r = self.recipe.clone();
+        let g = r.rollout.group_size as i64;
+        let mut m = StepMetrics { step: self.state.step + 1, ..Default::default() };
+
+        let rollouts = self.collect(&mut m)?;
+        if rollouts.groups.is_empty() {
+            // Every group was filtered out and the recipe allows training on what is there: skip.
+            m.set("select/skipped_step", 1.0);
+            self.finish_step(&mut m, t_step, None)?;
+            return Ok(m);
+        }
+
+        // Stage 4: learner tensors, old log-probs and entropies.
+        let t0 = Instant::now();
+        let rows: Vec<(&[i64], &rlpo_rollout::Completion)> = rollouts
+            .groups
+            .iter()
+            .enumerate()
+            .flat_map(|(i, grp)| grp.completions.iter().map(move |c| (i, c)))
+            .map(|(i, c)| (rollouts.prompts.ids[i].as_slice(), c))
+            .collect();
+        let batch = LearnerBatch::new(&rows, self.tokenizer.pad_id, self.learner.model.device());
+        let on_policy = batch.versions.iter().all(|&v| v == self.version);
+        let (old_logp, old_entropy) = if r.trainer.old_logprobs == OldLogprobs::Always || !on_policy {
+            Learner::score_all(&self.learner.model, &batch, &r)?
+        } else {
+            (batch.rollout_logp.shallow_clone(), batch.rollout_entropy.shallow_clone())
+        };
+        let ref_logp = match &self.learner.reference {
+            Some(rm) => Some(Learner::score_all(rm, &batch, &r)?.0),
+            None => None,
+        };
+        m.set("timing/old_logprob_s", t0.elapsed().as_secs_f64());
+
+        // Stages 5-6: shaped rewards, advantages, D³S selection, HAPO terms.
+        let t0 = Instant::now();
+        let device = batch.ids.device();
+        let scores = Tensor::from_slice(&rollouts.scores).to_kind(Kind::Float).to_device(device);
+        let lengths = batch.response_mask.sum_dim_intlist(-1, false, Kind::Float);
+        let shaped = compose::shape_rewards(&r.algorithm, &scores, &lengths, r.rollout.max_new_tokens as u64);
+        let inputs = compose::StepInputs {
+            rewards: &shaped,
+            response_mask: &batch.response_mask,
+            group_size: g,
+            entropy: Some(&old_entropy),
+            truncated: Some(&batch.truncated),
+        };
+        let plan = compose::compute_step_plan(&r.algorithm, &r.loss, &self.state, &inputs)?;
+        m.set("timing/plan_s", t0.elapsed().as_secs_f64());
+
+        // Stage 7: update.
+        let t0 = Instant::now();
+        let total_opt_steps = r.trainer.total_steps * r.optimizer_steps_per_step() as u64;
+        let report = self.learner.update(&r, &batch, &plan, &old_logp, ref_logp.as_ref(), total_opt_steps)?;
+        m.set("timing/update_s", t0.elapsed().as_secs_f64());
+        if self.learner.nonfinite_in_a_row >= r.trainer.max_nonfinite_in_a_row {
+            return Err(TrainError::Aborted(format!(
+                "{} non-finite losses or gradients in a row (trainer.max_nonfinite_in_a_row = {}): stopping",
+                self.learner.nonfinite_in_a_row, r.trainer.max_nonfinite_in_a_row
+            )));
+        }
+        // Stage 8: weight sync. Colocated: the rollout reads the learner's tensors, nothing to copy.
+        self.version += report.applied as u64;
+
+        step_metrics::fill(&mut m, &rollouts, &batch, &plan, &shaped, &old_entropy, &self.rewards, r.metrics.text_samples);
+        self.finish_step(&mut m, t_step, Some((&report, plan.hapo_stats)))?;
+        Ok(m)
+    }
+
+    fn finish_step(&mut self, m: &mut StepMetrics, t_step: Instant, update: Option<(&UpdateReport, Option<rlpo_algo::HapoStats>)>) -> Result<()> {
+        let hapo = update.and_then(|(_, h)| h);
+        if let Some((rep, _)) = update {
+            step_metrics::fill_update(m, rep);
+        }
+        self.state.advance(hapo);
+        let secs = t_step.elapsed().as_secs_f64();
+        m.set("timing/step_s", secs);
+        if let Some(tok) = m.get("perf/rollout_tokens") {
+            if let Some(rs) = m.get("timing/rollout_s") {
+                m.set("perf/rollout_tokens_per_s", tok / rs.max(1e-9));
+            }
+        }
+        m.set("train/policy_version", self.version as f64);
+        for s in &mut self.sinks {
+            s.record(m)?;
+        }
+        self.history.push(m.clone());
+        Ok(())
+    }
+
+    /// Run until `trainer.total_steps` or a stop request; saves the final model when configured.
+    pub fn run(&mut self) -> Result<()> {
+        while self.state.step < self.recipe.trainer.total_steps {
+            if self.stop.load(Ordering::SeqCst) {
+                eprintln!("stop requested: finishing after step {}", self.state.step);
+                break;
+            }
+            self.step()?;
+        }
+        for s in &mut self.sinks {
+            s.finish()?;
+        }
+        if self.recipe.checkpoint.save_final {
+            let out = self.run_dir.join("final");
+            self.learner.model.save(&out, None)?;
+        }
+        Ok(())
+    }
+}
+
+fn add(m: &mut StepMetrics, k: &str, v: f64) {
+    *m.scalars.entry(k.to_string()).or_insert(0.0) += v;
+}
+
+impl ScoredRollouts {
+    /// Keep the groups whose flag is set (rows follow their group).
+    fn retain_groups(mut self, keep: &[bool], g: usize) -> Self {
+        let rows: Vec<bool> = keep.iter().flat_map(|k| std::iter::repeat_n(*k, g)).collect();
+        fn filter<T>(v: &mut Vec<T>, keep: &[bool]) {
+            let old = std::mem::take(v);
+            v.extend(old.into_iter().zip(keep).filter(|(_, k)| **k).map(|(x, _)| x));
+        }
+        self.prompts.retain(keep);
+        filter(&mut self.groups, keep);
+        filter(&mut self.scores, &rows);
+        filter(&mut self.acc, &rows);
+        filter(&mut self.responses, &rows);
+        filter(&mut self.outputs, &rows);
+        self
+    }
+
+    fn append(&mut self, other: ScoredRollouts) {
+        self.prompts.extend(other.prompts);
+        self.groups.extend(other.groups);
+        self.scores.extend(other.scores);
+        self.acc.extend(other.acc);
+        self.responses.extend(other.responses);
+        self.outputs.extend(other.outputs);
+    }
+
+    fn truncate_groups(&mut self, groups: usize, g: usize) {
+        let keep: Vec<bool> = (0..self.groups.len()).map(|i| i < groups).collect();
+        let taken = std::mem::replace(
+            self,
+            ScoredRollouts {
+                prompts: PromptBatch { samples: vec![], ids: vec![], texts: vec![] },
+                groups: vec![],
+                scores: vec![],
+                acc: vec![],
+                outputs: vec![],
+                responses: vec![],
+                gen_batches: 0,
+                dropped_groups: 0,
+            },
+        );
+        *self = taken.retain_groups(&keep, g);
+    }
+}
