@@ -65,9 +65,14 @@ pub fn check(recipe: &Recipe) -> crate::Result<String> {
         let grads = p * bytes;
         let adam = p * 8.0;
         let reference = if r.loss.kl_coef > 0.0 { weights } else { 0.0 };
-        let seq = 512.0 + r.rollout.max_new_tokens as f64; // prompt estimate + response
+        // Prompts are not known before loading the data: assume up to 256 tokens.
+        let seq = 256.0 + r.rollout.max_new_tokens as f64;
         let kv = 2.0 * (c.num_hidden_layers * c.num_key_value_heads * c.head_dim) as f64 * bytes * rows as f64 * seq;
-        let act = r.micro_batch_rows() as f64 * seq * (c.hidden_size as f64 * c.num_hidden_layers as f64 * 16.0 + 2.0 * r.trainer.logit_chunk_positions as f64 / seq * c.vocab_size as f64) * 4.0;
+        // Saved activations per token and layer: ~10 hidden-sized tensors (norms, q/k/v/o,
+        // residuals) plus ~4 MLP-sized ones (gate, up, their product, silu), plus one fp32
+        // logits chunk for the vocabulary projection.
+        let per_token = c.num_hidden_layers as f64 * (10 * c.hidden_size + 4 * c.intermediate_size) as f64 * bytes;
+        let act = r.micro_batch_rows() as f64 * seq * per_token + r.trainer.logit_chunk_positions as f64 * c.vocab_size as f64 * 4.0 * 2.0;
         let gib = |x: f64| x / (1u64 << 30) as f64;
         out += &format!(
             "memory (est.)  weights {:.2} GiB, grads {:.2}, AdamW {:.2}, reference {:.2}, KV cache {:.2}, activations/micro-batch {:.2} -> {:.2} GiB per device\n",
