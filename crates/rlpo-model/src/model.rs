@@ -121,7 +121,7 @@ impl CausalLm {
         let mut h = Tensor::embedding(&self.embed_tokens, ids, -1, false, false);
         for layer in &self.layers {
             let a = layer.self_attn.forward(&layer.input_layernorm.forward(&h), &cos, &sin, &attn_mask);
-            h = h + a;
+            h += a;
             h = &h + layer.mlp.forward(&layer.post_attention_layernorm.forward(&h));
         }
         self.norm.forward(&h)
@@ -158,7 +158,7 @@ impl CausalLm {
         let mut h = Tensor::embedding(&self.embed_tokens, ids, -1, false, false);
         for (i, layer) in self.layers.iter().enumerate() {
             let a = layer.self_attn.forward_cached(&layer.input_layernorm.forward(&h), &cos, &sin, &attn_mask, cache, i);
-            h = h + a;
+            h += a;
             h = &h + layer.mlp.forward(&layer.post_attention_layernorm.forward(&h));
         }
         cache.len = total;

@@ -97,8 +97,8 @@ impl Learner {
                 let idx: Vec<i64> = (s..s + len).collect();
                 let (out, t_k) = Self::forward_rows(model, batch, &idx, &opts)?;
                 let pad = t - t_k;
-                lps.push(out.logp.pad(&[0, pad], "constant", 0.0));
-                ents.push(out.entropy.expect("requested").pad(&[0, pad], "constant", 0.0));
+                lps.push(out.logp.pad([0, pad], "constant", 0.0));
+                ents.push(out.entropy.expect("requested").pad([0, pad], "constant", 0.0));
                 s += len;
             }
             let m = &batch.response_mask;
@@ -152,7 +152,7 @@ impl Learner {
                         let index = Tensor::from_slice(&kept).to_device(dev);
                         let t = batch.response_width();
                         let old_k = old_logp.index_select(0, &index);
-                        let logp_k = out.logp.pad(&[0, t - t_k], "constant", 0.0);
+                        let logp_k = out.logp.pad([0, t - t_k], "constant", 0.0);
                         // Rows outside `kept` get the old log-prob: ratio 1 and zero loss weight.
                         let local = &index - u0;
                         let logp = old_logp.narrow(0, u0, micro).detach().index_copy(0, &local, &logp_k);
@@ -163,13 +163,13 @@ impl Learner {
                             gap_sum += ((&lp - &old_k).abs() * &lm_k).sum(Kind::Double).double_value(&[]);
                             gap_tokens += lm_k.sum(Kind::Double).double_value(&[]);
                             if let Some(e) = &out.entropy {
-                                let e = e.pad(&[0, t - t_k], "constant", 0.0);
+                                let e = e.pad([0, t - t_k], "constant", 0.0);
                                 ent_sum += (e * &lm_k).sum(Kind::Double).double_value(&[]);
                                 ent_tokens += lm_k.sum(Kind::Double).double_value(&[]);
                             }
                         }
                         let entropy = if need_entropy {
-                            let e = out.entropy.as_ref().expect("requested").pad(&[0, t - t_k], "constant", 0.0);
+                            let e = out.entropy.as_ref().expect("requested").pad([0, t - t_k], "constant", 0.0);
                             Some(batch.rollout_entropy.narrow(0, u0, micro).index_copy(0, &local, &e))
                         } else {
                             None

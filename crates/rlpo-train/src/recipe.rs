@@ -283,14 +283,14 @@ impl Recipe {
         }
         let rows = t.prompts_per_step * g;
         let mini = self.mini_batch_rows();
-        if mini > rows || rows % mini != 0 {
+        if mini > rows || !rows.is_multiple_of(mini) {
             return Err(invalid(
                 "trainer.mini_batch_rows",
                 format!("must divide the {rows} rows of a step (prompts_per_step {} x group_size {g}), got {mini}", t.prompts_per_step),
             ));
         }
         let micro = self.micro_batch_rows();
-        if micro > mini || mini % micro != 0 {
+        if micro > mini || !mini.is_multiple_of(micro) {
             return Err(invalid("trainer.micro_batch_rows", format!("must divide mini_batch_rows ({mini}), got {micro}")));
         }
         if self.optim.lr <= 0.0 || !self.optim.lr.is_finite() {
