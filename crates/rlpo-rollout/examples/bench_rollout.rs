@@ -1,6 +1,7 @@
 //! `cargo run --release -p rlpo-rollout --example bench_rollout -- --model DIR [--batch 16]
-//! [--new-tokens 128] [--dtype f32|bf16] [--group-size 1] [--threads 0] [--decoder fast|plain]
-//! [--repeats 1]`: the library benchmark behind `rlpo bench rollout`, printed as text.
+//! [--new-tokens 128] [--dtype f32|bf16] [--group-size 1] [--threads 0] [--decoder cpu|fast|plain]
+//! [--repeats 1] [--workers 1] [--json]`: the library benchmark behind `rlpo bench rollout`, printed as text
+//! (or, with `--json`, also as one JSON line for `scripts/bench_hf_generate.py --compare-rlpo`).
 
 use rlpo_rollout::bench::{bench_rollout, BenchOptions, DecoderKind};
 
@@ -9,7 +10,7 @@ fn main() {
     let get = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
     let num = |k: &str, d: usize| get(k).map_or(d, |v| v.parse().unwrap_or_else(|_| panic!("{k}: not a number: {v}")));
     let Some(model) = get("--model") else {
-        eprintln!("usage: bench_rollout --model DIR [--batch B] [--new-tokens N] [--dtype f32|bf16] [--group-size G] [--threads T] [--decoder fast|plain] [--repeats R]");
+        eprintln!("usage: bench_rollout --model DIR [--batch B] [--new-tokens N] [--dtype f32|bf16] [--group-size G] [--threads T] [--decoder cpu|fast|plain] [--repeats R] [--workers W] [--json]");
         std::process::exit(2);
     };
     let mut o = BenchOptions::new(model);
@@ -18,14 +19,26 @@ fn main() {
     o.group_size = num("--group-size", 1);
     o.threads = num("--threads", 0);
     o.repeats = num("--repeats", 1);
+    o.workers = num("--workers", 1);
     o.dtype = rlpo_model::parse_dtype(&get("--dtype").unwrap_or_else(|| "f32".into())).expect("dtype");
     o.decoder = match get("--decoder").as_deref() {
-        None | Some("fast") => DecoderKind::Fast,
+        None | Some("cpu") => DecoderKind::Cpu,
+        Some("fast") => DecoderKind::Fast,
         Some("plain") => DecoderKind::Plain,
-        Some(other) => panic!("--decoder: fast or plain, got {other}"),
+        Some(other) => panic!("--decoder: cpu, fast or plain, got {other}"),
     };
     match bench_rollout(&o) {
-        Ok(report) => println!("{report}"),
+        Ok(report) => {
+            println!("{report}");
+            if args.iter().any(|a| a == "--json") {
+                let dtype = if o.dtype == tch::Kind::BFloat16 { "bf16" } else { "f32" };
+                println!(
+                    "{{\"impl\": \"rlpo\", \"dtype\": \"{dtype}\", \"batch\": {}, \"group_size\": {}, \"new_tokens\": {}, \"threads\": {}, \"workers\": {}, \"seconds\": {:.4}, \"tokens_per_s\": {:.2}, \"ms_per_step\": {:.3}, \"sample_ms_per_step\": {:.3}, \"prefill_s\": {:.4}, \"fraction_of_ceiling\": {:.4}}}",
+                    o.batch, o.group_size, o.new_tokens, o.threads, o.workers, report.total_s, report.tokens_per_s,
+                    report.ms_per_step, report.sample_ms_per_step, report.prefill_s, report.fraction_of_ceiling()
+                );
+            }
+        }
         Err(e) => {
             eprintln!("error: {e}");
             std::process::exit(1);

@@ -11,8 +11,11 @@
 
 use crate::engine::{Engine, GenerateRequest};
 use crate::error::{Error, Result};
+use crate::cpu_decoder::CpuDecoder;
 use crate::fast::FastDecoder;
 use crate::model::RolloutModel;
+use crate::output::RolloutStats;
+use crate::worker::RolloutPool;
 use crate::params::SamplingParams;
 use crate::rng::RolloutSeed;
 use rlpo_model::{CausalLm, ChatMessage, LoadOptions, ModelConfig, TextTokenizer};
@@ -21,7 +24,7 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 /// Prompts shared with `scripts/bench_hf_generate.py` (keep the two lists identical).
-pub const BENCH_PROMPTS: [&str; 8] = [
+pub const BENCH_PROMPTS: [&str; 16] = [
     "What is 17 times 23? Think step by step.",
     "Write a short poem about the sea.",
     "Explain why the sky is blue in two sentences.",
@@ -30,6 +33,14 @@ pub const BENCH_PROMPTS: [&str; 8] = [
     "Give me a recipe for pancakes.",
     "What is the capital of Australia, and why is it not Sydney?",
     "Solve for x: 3x + 7 = 25.",
+    "Describe how a bicycle gear system works.",
+    "What are the main differences between a virus and a bacterium?",
+    "Write a haiku about autumn leaves.",
+    "If a rectangle has a perimeter of 30 and a width of 5, what is its area?",
+    "Summarize the plot of Romeo and Juliet in three sentences.",
+    "Why do we have leap years?",
+    "Translate 'good morning, how are you?' into French and Spanish.",
+    "Give two tips for writing clear emails.",
 ];
 
 /// Which decode path to benchmark.
@@ -37,8 +48,10 @@ pub const BENCH_PROMPTS: [&str; 8] = [
 pub enum DecoderKind {
     /// `rlpo_model::CausalLm::step` as is.
     Plain,
-    /// [`FastDecoder`] (fused projections, host sampling).
+    /// [`FastDecoder`] (fused projections, fewer LibTorch calls).
     Fast,
+    /// [`CpuDecoder`] (host kernels, packed weights).
+    Cpu,
 }
 
 /// What to run.
@@ -60,10 +73,13 @@ pub struct BenchOptions {
     pub decoder: DecoderKind,
     /// Timed repetitions (the best is reported, as the least disturbed by other processes).
     pub repeats: usize,
+    /// Rollout workers sharing the batch (each gets `batch / workers` rows, its own model copy and
+    /// `threads / workers` LibTorch threads); 1 = the engine on the calling thread.
+    pub workers: usize,
 }
 
 impl BenchOptions {
-    /// Defaults: batch 16, 128 tokens, fp32, G = 1, fast decoder, 1 repetition.
+    /// Defaults: batch 16, 128 tokens, fp32, G = 1, CPU decoder, 1 repetition.
     pub fn new(model_dir: impl Into<PathBuf>) -> Self {
         BenchOptions {
             model_dir: model_dir.into(),
@@ -72,8 +88,9 @@ impl BenchOptions {
             dtype: Kind::Float,
             group_size: 1,
             threads: 0,
-            decoder: DecoderKind::Fast,
+            decoder: DecoderKind::Cpu,
             repeats: 1,
+            workers: 1,
         }
     }
 }
@@ -120,8 +137,8 @@ impl std::fmt::Display for BenchReport {
         let o = &self.options;
         writeln!(
             f,
-            "rollout bench: {} | batch {} (G = {}) | {} new tokens | {:?} | {:?} decoder | {} threads",
-            o.model_dir.display(), o.batch, o.group_size, o.new_tokens, o.dtype, o.decoder, tch::get_num_threads()
+            "rollout bench: {} | batch {} (G = {}) | {} new tokens | {:?} | {:?} decoder | {} worker(s) | {} threads",
+            o.model_dir.display(), o.batch, o.group_size, o.new_tokens, o.dtype, o.decoder, o.workers, o.threads
         )?;
         writeln!(f, "  tokens/s          {:9.1}", self.tokens_per_s)?;
         writeln!(f, "  total             {:9.3} s (prefill {:.3} s)", self.total_s, self.prefill_s)?;
@@ -177,7 +194,7 @@ fn model_costs(c: &ModelConfig) -> (f64, f64) {
 
 /// The benchmark prompts for `rows` rows in groups of `g`, chat-templated.
 pub fn bench_prompts(tok: &TextTokenizer, rows: usize, g: usize) -> Result<Vec<Vec<i64>>> {
-    if g == 0 || rows % g != 0 {
+    if g == 0 || !rows.is_multiple_of(g) {
         return Err(Error::Input(format!("batch {rows} is not a multiple of group size {g}")));
     }
     (0..rows / g)
@@ -190,18 +207,13 @@ pub fn bench_prompts(tok: &TextTokenizer, rows: usize, g: usize) -> Result<Vec<V
 
 /// Run the benchmark described by `opts` and return the report (also `Display`s as text).
 pub fn bench_rollout(opts: &BenchOptions) -> Result<BenchReport> {
-    if opts.threads > 0 {
+    if opts.threads > 0 && opts.workers <= 1 {
         tch::set_num_threads(opts.threads as i32);
     }
     let model = CausalLm::load(&opts.model_dir, &LoadOptions { device: Device::Cpu, kind: opts.dtype })?;
     let tok = TextTokenizer::from_dir(&opts.model_dir)?;
     let prompts = bench_prompts(&tok, opts.batch, opts.group_size)?;
     let cfg = model.config.clone();
-    let decoder: Box<dyn RolloutModel> = match opts.decoder {
-        DecoderKind::Plain => Box::new(model),
-        DecoderKind::Fast => Box::new(FastDecoder::new(model)?),
-    };
-    let mut engine = Engine::new(tok.eos_ids.clone());
     let params = SamplingParams {
         group_size: opts.group_size,
         max_new_tokens: opts.new_tokens,
@@ -210,24 +222,72 @@ pub fn bench_rollout(opts: &BenchOptions) -> Result<BenchReport> {
         compact_fraction: 1.0,
         ..SamplingParams::default()
     };
-    let mut req = GenerateRequest::new(prompts.clone(), params.clone());
+    let workers = opts.workers.max(1);
+    if workers > 1 && !(prompts.len().is_multiple_of(workers)) {
+        return Err(Error::Input(format!("{} prompts cannot be split over {workers} workers", prompts.len())));
+    }
+    let mut run: Box<dyn FnMut(usize, u64) -> Result<(RolloutStats, Vec<usize>)>> = if workers == 1 {
+        let decoder: Box<dyn RolloutModel> = match opts.decoder {
+            DecoderKind::Plain => Box::new(model),
+            DecoderKind::Fast => Box::new(FastDecoder::new(model)?),
+            DecoderKind::Cpu => Box::new(CpuDecoder::new(model)?),
+        };
+        let mut engine = Engine::new(tok.eos_ids.clone());
+        let prompts = prompts.clone();
+        let params = params.clone();
+        Box::new(move |n, step| {
+            let mut req = GenerateRequest::new(prompts.clone(), SamplingParams { max_new_tokens: n, ..params.clone() });
+            req.seed = RolloutSeed::new(0, step);
+            let out = engine.generate(&decoder, &req)?;
+            Ok((out.stats, out.completions().map(|c| c.len()).collect()))
+        })
+    } else {
+        drop(model);
+        let (dir, kind, decoder) = (opts.model_dir.clone(), opts.dtype, opts.decoder);
+        let eos = tok.eos_ids.clone();
+        let threads = (opts.threads / workers).max(1);
+        let mut pool = RolloutPool::spawn(workers, threads, move |_| {
+            let m = CausalLm::load(&dir, &LoadOptions { device: Device::Cpu, kind })?;
+            let d: Box<dyn RolloutModel> = match decoder {
+                DecoderKind::Plain => Box::new(m),
+                DecoderKind::Fast => Box::new(FastDecoder::new(m)?),
+                DecoderKind::Cpu => Box::new(CpuDecoder::new(m)?),
+            };
+            Ok((d, Engine::new(eos.clone())))
+        })?;
+        let per = prompts.len() / workers;
+        let prompts = prompts.clone();
+        let params = params.clone();
+        Box::new(move |n, step| {
+            let reqs = (0..workers)
+                .map(|w| {
+                    let mut r = GenerateRequest::new(prompts[w * per..(w + 1) * per].to_vec(), SamplingParams { max_new_tokens: n, ..params.clone() });
+                    r.seed = RolloutSeed::new(0, step);
+                    r.prompt_indices = Some((w * per..(w + 1) * per).map(|i| i as u64).collect());
+                    r
+                })
+                .collect();
+            let outs = pool.generate_all(reqs)?;
+            // The slowest worker's times (they run concurrently).
+            let stats = outs.iter().map(|o| o.stats).max_by(|a, b| a.decode_s.total_cmp(&b.decode_s)).unwrap_or_default();
+            Ok((stats, outs.iter().flat_map(|o| o.completions().map(|c| c.len())).collect()))
+        })
+    };
     // Warm-up (allocator, oneDNN kernels) on a short run.
-    req.params.max_new_tokens = opts.new_tokens.min(8);
-    engine.generate(&decoder, &req)?;
-    req.params.max_new_tokens = opts.new_tokens;
-    let mut best: Option<(f64, crate::output::RolloutStats)> = None;
+    run(opts.new_tokens.min(8), 1000)?;
+    let mut best: Option<(f64, RolloutStats)> = None;
     for rep in 0..opts.repeats.max(1) {
-        req.seed = RolloutSeed::new(0, rep as u64);
         let t = Instant::now();
-        let out = engine.generate(&decoder, &req)?;
+        let (stats, lens) = run(opts.new_tokens, rep as u64)?;
         let total = t.elapsed().as_secs_f64();
-        if out.completions().any(|c| c.len() != opts.new_tokens) {
+        if lens.iter().any(|&l| l != opts.new_tokens) {
             return Err(Error::Input("a row stopped early although EOS is ignored".into()));
         }
         if best.as_ref().is_none_or(|(b, _)| total < *b) {
-            best = Some((total, out.stats));
+            best = Some((total, stats));
         }
     }
+    drop(run);
     let (total_s, stats) = best.expect("at least one repetition");
     let ceilings = measure_ceilings(opts.dtype);
     let (params_n, attn_per_pos) = model_costs(&cfg);

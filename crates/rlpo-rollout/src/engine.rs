@@ -149,13 +149,12 @@ impl Engine {
         let max_limit = rows.iter().map(|r| r.limit).max().unwrap_or(1);
         // The last sampled token is never fed back, hence `- 1`.
         let capacity = (width + max_limit - 1) as i64;
-        let mut cache = model.new_cache(req.prompts.len() as i64, capacity);
-        let logits = model.prefill(&ids, &mask, &mut cache);
+        let (logits, mut cache) = model.prefill(&ids, &mask, capacity);
         stats.prefill_s += t0.elapsed().as_secs_f64();
 
         // First token of every row from its prompt's logits.
         let t1 = Instant::now();
-        self.host.load(&logits)?;
+        self.host.load(logits)?;
         let prompt_of: Vec<usize> = rows.iter().map(|r| r.prompt).collect();
         let samples = self.host.sample_rows(&sampler, &prompt_of, &rows.iter().map(|r| r.rng.uniform(0)).collect::<Vec<_>>());
         for (row, s) in rows.iter_mut().zip(samples) {
@@ -169,9 +168,8 @@ impl Engine {
         let mut batch: Vec<usize> = (0..rows.len()).filter(|&r| !rows[r].done).collect();
         if !batch.is_empty() {
             let idx: Vec<i64> = batch.iter().map(|&r| rows[r].prompt as i64).collect();
-            cache = cache.select_rows(&Tensor::from_slice(&idx).to_device(model.device()));
+            cache = cache.select_rows(&idx);
         }
-        drop(logits);
         stats.prefill_s += t2.elapsed().as_secs_f64();
 
         // 3. Decode until every row is done.
@@ -180,14 +178,13 @@ impl Engine {
         while !batch.is_empty() {
             let t = Instant::now();
             let feed: Vec<i64> = batch.iter().map(|&r| *rows[r].out.tokens.last().unwrap_or(&0)).collect();
-            let next = Tensor::from_slice(&feed).to_device(model.device());
-            let logits = model.step(&next, &mut cache);
+            let logits = model.step(&feed, &mut cache);
             stats.decode_s += t.elapsed().as_secs_f64();
             stats.steps += 1;
             stats.row_steps += batch.len();
 
             let t = Instant::now();
-            self.host.load(&logits)?;
+            self.host.load(logits)?;
             let live: Vec<usize> = (0..batch.len()).filter(|&j| !rows[batch[j]].done).collect();
             let us: Vec<f64> = live.iter().map(|&j| rows[batch[j]].rng.uniform(rows[batch[j]].out.tokens.len() as u64)).collect();
             let samples = self.host.sample_rows(&sampler, &live, &us);
@@ -204,7 +201,7 @@ impl Engine {
             if p.compact_fraction < 1.0 && done_in_batch >= compact_at(batch.len()) {
                 let t = Instant::now();
                 let keep: Vec<i64> = (0..batch.len()).filter(|&j| !rows[batch[j]].done).map(|j| j as i64).collect();
-                cache = cache.select_rows(&Tensor::from_slice(&keep).to_device(model.device()));
+                cache = cache.select_rows(&keep);
                 batch = keep.iter().map(|&j| batch[j as usize]).collect();
                 done_in_batch = 0;
                 stats.compactions += 1;

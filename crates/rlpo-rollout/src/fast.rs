@@ -14,11 +14,16 @@
 //!   with q grouped per K/V head `[B·H_kv, H/H_kv, hd]`, so K/V heads are never repeated; the
 //!   additive mask `[B·H_kv, 1, S]` (0 for real slots, −inf for pads) is built once per step.
 //!
+//! - For bf16/f16 models the KV cache is converted to fp32 after the prefill and attention runs in
+//!   fp32 (q, k, v are the model-dtype projections, widened exactly): LibTorch's small batched
+//!   bf16 matmuls are several times slower than fp32 ones on CPU, and fp32 scores/probabilities are
+//!   what fused attention kernels keep internally anyway. The cache then takes twice the memory.
+//!
 //! The prompt prefill is delegated to `CausalLm::prefill` (one call per rollout), and the cache
 //! layout is `rlpo_model::KvCache`'s, so the two paths interoperate.
 
 use crate::error::{Error, Result};
-use crate::model::{copy_weights, RolloutModel};
+use crate::model::{copy_weights, ids_tensor, torch_prefill, DecodeCache, Logits, RolloutModel};
 use rlpo_model::rope::Rope;
 use rlpo_model::{CausalLm, KvCache};
 use std::collections::HashMap;
@@ -148,18 +153,19 @@ impl FastDecoder {
     }
 
     /// One decode step: `ids [B]` → logits `[B, V]`, appending one slot to `cache`.
-    fn step_impl(&self, ids: &Tensor, cache: &mut KvCache) -> Tensor {
+    pub fn step_impl(&self, ids: &Tensor, cache: &mut KvCache) -> Tensor {
         let b = ids.size()[0];
         let (h, kv, hd) = (self.heads, self.kv_heads, self.head_dim);
         let (start, total) = (cache.len, cache.len + 1);
         assert!(total <= cache.capacity, "KV cache overflow: {total} > capacity {}", cache.capacity);
         let kind = self.embed.kind();
+        let akind = cache.keys[0].kind(); // attention dtype: fp32 after `prefill` widened the cache
         let _ = cache.valid.narrow(1, start, 1).fill_(1);
         // Per-step tables shared by every layer.
         let (cos, sin) = self.rope.cos_sin(&cache.next_pos.view([b, 1]), kind); // [B, 1, 1, hd]
         let half = hd / 2;
         let sin_signed = Tensor::cat(&[-sin.narrow(3, 0, half), sin.narrow(3, half, half)], 3);
-        let bias = Tensor::zeros([b, 1, total], (kind, ids.device())).masked_fill(
+        let bias = Tensor::zeros([b, 1, total], (akind, ids.device())).masked_fill(
             &cache.valid.narrow(1, 0, total).logical_not().view([b, 1, total]),
             f64::NEG_INFINITY,
         );
@@ -179,14 +185,14 @@ impl FastDecoder {
             let q = rot.narrow(1, 0, h);
             let k = rot.narrow(1, h, kv);
             let v = qkv.narrow(1, (h + kv) * hd, kv * hd).view([b, kv, 1, hd]);
-            let _ = cache.keys[l].narrow(2, start, 1).copy_(&k);
-            let _ = cache.values[l].narrow(2, start, 1).copy_(&v);
+            cache.keys[l].narrow(2, start, 1).copy_(&k);
+            cache.values[l].narrow(2, start, 1).copy_(&v);
             let keys = cache.keys[l].narrow(2, 0, total).reshape([b * kv, total, hd]);
             let values = cache.values[l].narrow(2, 0, total).reshape([b * kv, total, hd]);
-            let qg = q.reshape([b * kv, h / kv, hd]);
+            let qg = q.reshape([b * kv, h / kv, hd]).to_kind(akind);
             let scores = bias.baddbmm(&qg, &keys.transpose(1, 2), 1.0, scale); // [B·H_kv, G, S]
-            let probs = scores.softmax(-1, Kind::Float).to_kind(kind);
-            let attn = probs.bmm(&values).reshape([b, h * hd]);
+            let probs = scores.softmax(-1, Kind::Float).to_kind(akind);
+            let attn = probs.bmm(&values).reshape([b, h * hd]).to_kind(kind);
             x = match &layer.o_b {
                 Some(ob) => x + attn.linear(&layer.o_wt.tr(), Some(ob)),
                 None => x.addmm(&attn, &layer.o_wt),
@@ -215,14 +221,20 @@ impl RolloutModel for FastDecoder {
     fn device(&self) -> Device {
         self.model.device()
     }
-    fn new_cache(&self, batch: i64, capacity: i64) -> KvCache {
-        self.model.new_cache(batch, capacity)
+    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> (Logits, DecodeCache) {
+        let (logits, mut cache) = torch_prefill(&self.model, ids, mask, capacity);
+        if cache.keys.first().is_some_and(|k| k.kind() != Kind::Float) {
+            tch::no_grad(|| {
+                for t in cache.keys.iter_mut().chain(cache.values.iter_mut()) {
+                    *t = t.to_kind(Kind::Float);
+                }
+            });
+        }
+        (logits, DecodeCache::Torch(cache))
     }
-    fn prefill(&self, ids: &Tensor, mask: &Tensor, cache: &mut KvCache) -> Tensor {
-        self.model.prefill(ids, mask, cache)
-    }
-    fn step(&self, ids: &Tensor, cache: &mut KvCache) -> Tensor {
-        tch::no_grad(|| self.step_impl(ids, cache))
+    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits {
+        let ids = ids_tensor(ids, self.model.device());
+        Logits::Tensor(tch::no_grad(|| self.step_impl(&ids, cache.torch())))
     }
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()> {
         copy_weights(&self.model, weights)?;
@@ -230,5 +242,40 @@ impl RolloutModel for FastDecoder {
     }
     fn weights_changed(&mut self) -> Result<()> {
         self.rebuild()
+    }
+}
+
+#[doc(hidden)]
+impl FastDecoder {
+    /// Profiling aid: seconds per call of (all layers' projections, LM head) at batch `b`.
+    pub fn time_matmuls(&self, b: i64, iters: usize, transposed: bool) -> (f64, f64) {
+        tch::no_grad(|| {
+            let kind = self.embed.kind();
+            let d = self.embed.size()[1];
+            let x = Tensor::randn([b, d], (kind, Device::Cpu));
+            let a = Tensor::randn([b, self.heads * self.head_dim], (kind, Device::Cpu));
+            let act = Tensor::randn([b, self.intermediate], (kind, Device::Cpu));
+            let lin = |x: &Tensor, w: &Tensor| if transposed { w.matmul(&x.tr()) } else { x.linear::<&Tensor>(w, None) };
+            let run = || {
+                for l in &self.layers {
+                    let _ = lin(&x, &l.qkv_w);
+                    let _ = x.addmm(&a, &l.o_wt);
+                    let _ = lin(&x, &l.gate_up_w);
+                    let _ = x.addmm(&act, &l.down_wt);
+                }
+            };
+            run();
+            let t = std::time::Instant::now();
+            for _ in 0..iters {
+                run();
+            }
+            let layers = t.elapsed().as_secs_f64() / iters as f64;
+            let _ = lin(&x, &self.lm_head);
+            let t = std::time::Instant::now();
+            for _ in 0..iters {
+                let _ = lin(&x, &self.lm_head);
+            }
+            (layers, t.elapsed().as_secs_f64() / iters as f64)
+        })
     }
 }

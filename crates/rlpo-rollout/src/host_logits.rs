@@ -6,6 +6,7 @@
 //! recorded logprobs are those of the bf16 logits, as the learner would see them.
 
 use crate::error::Result;
+use crate::model::Logits;
 use crate::sampler::{Sampler, Scratch, TokenSample};
 use rayon::prelude::*;
 use std::cell::RefCell;
@@ -24,23 +25,42 @@ thread_local! {
 #[derive(Debug, Default)]
 pub struct HostLogits {
     f32s: Vec<f32>,
-    bf16s: Vec<half::bf16>,
+    /// bf16 bit patterns.
+    bf16s: Vec<i16>,
     is_bf16: bool,
     rows: usize,
     vocab: usize,
 }
 
 impl HostLogits {
-    /// Copy `logits [B, V]` to the host (the step's only device→host transfer).
-    pub fn load(&mut self, logits: &Tensor) -> Result<()> {
+    /// Take the step's logits: host logits are moved in, tensors copied (the step's only
+    /// device→host transfer).
+    pub fn load(&mut self, logits: Logits) -> Result<()> {
+        match logits {
+            Logits::Tensor(t) => self.load_tensor(&t),
+            Logits::Host { data, rows, vocab } => {
+                debug_assert_eq!(data.len(), rows * vocab);
+                // Swap instead of copying; the old buffer comes back for reuse next time.
+                self.f32s = data;
+                self.is_bf16 = false;
+                self.rows = rows;
+                self.vocab = vocab;
+                Ok(())
+            }
+        }
+    }
+
+    /// Copy `logits [B, V]` to the host.
+    pub fn load_tensor(&mut self, logits: &Tensor) -> Result<()> {
         let (b, v) = logits.size2()?;
         let (rows, vocab) = (b as usize, v as usize);
         let n = rows * vocab;
         let logits = logits.contiguous();
         match logits.kind() {
             Kind::BFloat16 => {
-                self.bf16s.resize(n, half::bf16::ZERO);
-                logits.f_copy_data(&mut self.bf16s, n)?;
+                // tch 0.24 declares `half::bf16` as `Kind::Half`, so copy the raw 16-bit patterns.
+                self.bf16s.resize(n, 0);
+                logits.f_view_dtype(Kind::Int16)?.f_copy_data(&mut self.bf16s, n)?;
                 self.is_bf16 = true;
             }
             Kind::Float => {
@@ -69,7 +89,8 @@ impl HostLogits {
                 let v = self.vocab;
                 if self.is_bf16 {
                     wide.clear();
-                    wide.extend(self.bf16s[r * v..(r + 1) * v].iter().map(|x| x.to_f32()));
+                    // bf16 -> f32 is exact: the bf16 bits are the high half of the f32.
+                    wide.extend(self.bf16s[r * v..(r + 1) * v].iter().map(|&x| f32::from_bits(((x as u16) as u32) << 16)));
                     sampler.sample(wide, u, scratch)
                 } else {
                     sampler.sample(&self.f32s[r * v..(r + 1) * v], u, scratch)

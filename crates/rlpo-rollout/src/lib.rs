@@ -9,20 +9,25 @@
 //! - [`RolloutSeed`] makes every row's randomness a function of (run seed, step, prompt, sample);
 //! - [`RolloutPool`] runs N engines on worker threads behind bounded channels, with versioned
 //!   weight updates and errors (including panics) reported to the caller;
-//! - [`FastDecoder`] is a faster decode path for CPU (fused projections) over a `CausalLm`;
+//! - [`CpuDecoder`] decodes on the host with packed weights and AVX-512 kernels (CPU rollouts);
+//!   [`FastDecoder`] is a leaner LibTorch decode step (any device); both wrap a `CausalLm`;
 //! - [`bench::bench_rollout`] measures tokens/s against the machine's own ceilings.
 
 pub mod adaptive_temperature;
 pub mod bench;
+pub mod cpu_decoder;
 pub mod engine;
 pub mod error;
 pub mod fast;
+pub mod gemm;
+pub mod host_cache;
 pub mod host_logits;
 pub mod model;
 pub mod output;
 pub mod params;
 pub mod rng;
 pub mod sampler;
+pub mod simd;
 pub mod stop;
 pub mod vecmath;
 pub mod worker;
@@ -30,8 +35,10 @@ pub mod worker;
 pub use adaptive_temperature::{token_temperature, AdaptiveTemperature, EntropyStats};
 pub use engine::{Engine, GenerateRequest};
 pub use error::{Error, Result};
+pub use cpu_decoder::CpuDecoder;
 pub use fast::FastDecoder;
-pub use model::RolloutModel;
+pub use host_cache::HostCache;
+pub use model::{DecodeCache, Logits, RolloutModel};
 pub use output::{pad_responses, Completion, FinishReason, Group, RolloutBatch, RolloutStats};
 pub use params::SamplingParams;
 pub use rng::{RolloutSeed, RowRng};

@@ -1,14 +1,80 @@
 //! [`RolloutModel`]: the few calls the engine makes on a model, so the engine can drive
-//! `rlpo_model::CausalLm` directly, the faster decode path of [`crate::fast`], a model shared with
-//! the learner behind a mutex (colocated and synchronous), or a mock in tests.
+//! `rlpo_model::CausalLm` directly, the decode paths of [`crate::fast`] (LibTorch, any device) and
+//! [`crate::cpu_decoder`] (host kernels), a model shared with the learner behind a mutex (colocated
+//! and synchronous), or a mock in tests.
 //!
-//! Shapes: `prefill(ids [B, T] left-padded, mask [B, T]) -> logits [B, V]`,
-//! `step(ids [B]) -> logits [B, V]`, both appending to a [`KvCache`] of `B` rows.
+//! Shapes: `prefill(ids [B, T] left-padded, mask [B, T]) -> logits [B, V]` plus a cache of B rows,
+//! `step(ids [B]) -> logits [B, V]` appending one slot. A cache is a LibTorch [`KvCache`] or a
+//! [`HostCache`]; the engine only gathers its rows ([`DecodeCache::select_rows`]).
 
 use crate::error::{Error, Result};
+use crate::host_cache::HostCache;
 use rlpo_model::{CausalLm, KvCache};
 use std::sync::{Arc, Mutex};
 use tch::{Device, Tensor};
+
+/// The KV cache of a rollout, in the representation of the model that produced it.
+#[derive(Debug)]
+pub enum DecodeCache {
+    /// LibTorch tensors (CPU or GPU).
+    Torch(KvCache),
+    /// Host memory (the CPU decoder).
+    Host(HostCache),
+}
+
+impl DecodeCache {
+    /// Keep (or repeat) rows `rows` of the batch (fan-out, compaction).
+    pub fn select_rows(&self, rows: &[i64]) -> DecodeCache {
+        match self {
+            DecodeCache::Torch(c) => {
+                DecodeCache::Torch(c.select_rows(&Tensor::from_slice(rows).to_device(c.valid.device())))
+            }
+            DecodeCache::Host(c) => DecodeCache::Host(c.select_rows(rows)),
+        }
+    }
+
+    /// Rows B.
+    pub fn batch(&self) -> usize {
+        match self {
+            DecodeCache::Torch(c) => c.batch() as usize,
+            DecodeCache::Host(c) => c.batch,
+        }
+    }
+
+    /// The LibTorch cache (panics on a host cache: a model was handed another model's cache).
+    pub fn torch(&mut self) -> &mut KvCache {
+        match self {
+            DecodeCache::Torch(c) => c,
+            DecodeCache::Host(_) => panic!("a LibTorch decode path was given a host KV cache"),
+        }
+    }
+}
+
+/// Next-token logits `[B, V]` of a prefill or step.
+#[derive(Debug)]
+pub enum Logits {
+    /// A tensor (any dtype, any device).
+    Tensor(Tensor),
+    /// Host f32, row-major `[rows, vocab]`.
+    Host {
+        /// The values.
+        data: Vec<f32>,
+        /// B.
+        rows: usize,
+        /// V.
+        vocab: usize,
+    },
+}
+
+impl Logits {
+    /// As a tensor `[B, V]` (host logits become a CPU f32 tensor).
+    pub fn into_tensor(self) -> Tensor {
+        match self {
+            Logits::Tensor(t) => t,
+            Logits::Host { data, rows, vocab } => Tensor::from_slice(&data).view([rows as i64, vocab as i64]),
+        }
+    }
+}
 
 /// A causal LM the rollout engine can decode with.
 pub trait RolloutModel {
@@ -18,12 +84,11 @@ pub trait RolloutModel {
     fn max_positions(&self) -> i64;
     /// Device the inputs must live on.
     fn device(&self) -> Device;
-    /// A fresh cache for `batch` rows and `capacity` slots.
-    fn new_cache(&self, batch: i64, capacity: i64) -> KvCache;
-    /// Run left-padded prompts through the cache; next-token logits `[B, V]`.
-    fn prefill(&self, ids: &Tensor, mask: &Tensor, cache: &mut KvCache) -> Tensor;
+    /// Run left-padded prompts `ids [B, T]` / `mask [B, T]` through a fresh cache of `capacity`
+    /// slots; returns the next-token logits `[B, V]` and the cache.
+    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> (Logits, DecodeCache);
     /// One decode step for tokens `ids [B]`; next-token logits `[B, V]`.
-    fn step(&self, ids: &Tensor, cache: &mut KvCache) -> Tensor;
+    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits;
     /// Copy new weights (HF names) into the model. Every name must exist with the same shape.
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()>;
     /// The weights were changed in place by someone else (the colocated learner): rebuild anything
@@ -51,6 +116,18 @@ pub fn copy_weights(model: &CausalLm, weights: &[(String, Tensor)]) -> Result<()
     })
 }
 
+/// `CausalLm::prefill` into a fresh LibTorch cache.
+pub fn torch_prefill(model: &CausalLm, ids: &Tensor, mask: &Tensor, capacity: i64) -> (Logits, KvCache) {
+    let mut cache = model.new_cache(ids.size()[0], capacity);
+    let logits = tch::no_grad(|| model.prefill(ids, mask, &mut cache));
+    (Logits::Tensor(logits), cache)
+}
+
+/// Host ids `[B]` as an i64 tensor on `device`.
+pub fn ids_tensor(ids: &[i64], device: Device) -> Tensor {
+    Tensor::from_slice(ids).to_device(device)
+}
+
 impl RolloutModel for CausalLm {
     fn vocab_size(&self) -> i64 {
         self.config.vocab_size
@@ -61,14 +138,13 @@ impl RolloutModel for CausalLm {
     fn device(&self) -> Device {
         CausalLm::device(self)
     }
-    fn new_cache(&self, batch: i64, capacity: i64) -> KvCache {
-        CausalLm::new_cache(self, batch, capacity)
+    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> (Logits, DecodeCache) {
+        let (logits, cache) = torch_prefill(self, ids, mask, capacity);
+        (logits, DecodeCache::Torch(cache))
     }
-    fn prefill(&self, ids: &Tensor, mask: &Tensor, cache: &mut KvCache) -> Tensor {
-        CausalLm::prefill(self, ids, mask, cache)
-    }
-    fn step(&self, ids: &Tensor, cache: &mut KvCache) -> Tensor {
-        CausalLm::step(self, ids, cache)
+    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits {
+        let ids = ids_tensor(ids, CausalLm::device(self));
+        Logits::Tensor(tch::no_grad(|| CausalLm::step(self, &ids, cache.torch())))
     }
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()> {
         copy_weights(self, weights)
@@ -89,13 +165,10 @@ impl<M: RolloutModel> RolloutModel for Arc<Mutex<M>> {
     fn device(&self) -> Device {
         lock(self).device()
     }
-    fn new_cache(&self, batch: i64, capacity: i64) -> KvCache {
-        lock(self).new_cache(batch, capacity)
+    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> (Logits, DecodeCache) {
+        lock(self).prefill(ids, mask, capacity)
     }
-    fn prefill(&self, ids: &Tensor, mask: &Tensor, cache: &mut KvCache) -> Tensor {
-        lock(self).prefill(ids, mask, cache)
-    }
-    fn step(&self, ids: &Tensor, cache: &mut KvCache) -> Tensor {
+    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits {
         lock(self).step(ids, cache)
     }
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()> {
@@ -120,13 +193,10 @@ impl<M: RolloutModel + ?Sized> RolloutModel for Box<M> {
     fn device(&self) -> Device {
         (**self).device()
     }
-    fn new_cache(&self, batch: i64, capacity: i64) -> KvCache {
-        (**self).new_cache(batch, capacity)
+    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> (Logits, DecodeCache) {
+        (**self).prefill(ids, mask, capacity)
     }
-    fn prefill(&self, ids: &Tensor, mask: &Tensor, cache: &mut KvCache) -> Tensor {
-        (**self).prefill(ids, mask, cache)
-    }
-    fn step(&self, ids: &Tensor, cache: &mut KvCache) -> Tensor {
+    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits {
         (**self).step(ids, cache)
     }
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()> {

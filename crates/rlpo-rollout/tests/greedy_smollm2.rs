@@ -1,10 +1,10 @@
 //! Greedy decoding of the 3 SmolLM2 fixture prompts, run as one left-padded batch, reproduces
 //! transformers' `generate(do_sample=False)` 32-token output (fixture `smollm2_reference.json`,
-//! written by scripts/setup.sh from transformers), with both decode paths.
+//! written by scripts/setup.sh from transformers), with all three decode paths.
 
 mod common;
 use common::*;
-use rlpo_rollout::{Engine, FastDecoder, GenerateRequest, RolloutModel, SamplingParams};
+use rlpo_rollout::{CpuDecoder, Engine, FastDecoder, GenerateRequest, RolloutModel, SamplingParams};
 
 fn greedy_batch<M: RolloutModel>(model: &M, prompts: &[Vec<i64>]) -> Vec<Vec<i64>> {
     // The reference was generated with eos_token_id=None, so no early stop on either side.
@@ -25,4 +25,6 @@ fn smollm2_greedy_batch_matches_transformers() {
     assert_eq!(greedy_batch(&model, &prompts), want, "CausalLm::step path");
     let fast = FastDecoder::new(model).unwrap();
     assert_eq!(greedy_batch(&fast, &prompts), want, "FastDecoder path");
+    let cpu = CpuDecoder::new(fast.into_model()).unwrap();
+    assert_eq!(greedy_batch(&cpu, &prompts), want, "CpuDecoder path");
 }

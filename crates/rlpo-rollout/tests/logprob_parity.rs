@@ -2,12 +2,12 @@
 //! values (`log_softmax(model.forward(prompt + response, mask) / T_base)` gathered) within 1e-4,
 //! fp32 on CPU, for batches with left padding (prompts of different lengths), G rows per prompt,
 //! rows that finish early (per-row budgets, a stop token) and batch compaction; tiny fixture
-//! models and SmolLM2, both decode paths.
+//! models and SmolLM2, all three decode paths.
 
 mod common;
 use common::*;
 use rlpo_model::CausalLm;
-use rlpo_rollout::{Completion, Engine, FastDecoder, FinishReason, GenerateRequest, RolloutModel, RolloutSeed, SamplingParams};
+use rlpo_rollout::{Completion, CpuDecoder, Engine, FastDecoder, FinishReason, GenerateRequest, RolloutModel, RolloutSeed, SamplingParams};
 
 const TOL: f32 = 1e-4;
 
@@ -40,13 +40,12 @@ fn tiny_models_rollout_logprobs_equal_learner_logprobs() {
         // Row budgets between 3 and 20 tokens: most rows finish before the longest.
         let budgets: Vec<usize> = (0..prompts.len() * g).map(|n| 3 + (n * 7) % 18).collect();
         let params = SamplingParams { group_size: g, max_new_tokens: 20, temperature: 0.7, compact_fraction: 0.0, ..Default::default() };
-        for fast in [false, true] {
-            println!("{name}, fast = {fast}");
-            let rows = if fast {
-                let f = FastDecoder::new(tiny(name)).unwrap();
-                check_parity(&f, &model, &prompts, params.clone(), budgets.clone())
-            } else {
-                check_parity(&model, &model, &prompts, params.clone(), budgets.clone())
+        for path in ["CausalLm", "FastDecoder", "CpuDecoder"] {
+            println!("{name}, {path}");
+            let rows = match path {
+                "FastDecoder" => check_parity(&FastDecoder::new(tiny(name)).unwrap(), &model, &prompts, params.clone(), budgets.clone()),
+                "CpuDecoder" => check_parity(&CpuDecoder::new(tiny(name)).unwrap(), &model, &prompts, params.clone(), budgets.clone()),
+                _ => check_parity(&model, &model, &prompts, params.clone(), budgets.clone()),
             };
             for (n, c) in rows.iter().enumerate() {
                 assert_eq!(c.len(), budgets[n].min(20), "row {n} length");
@@ -90,7 +89,8 @@ fn smollm2_rollout_logprobs_equal_learner_logprobs() {
     let params = SamplingParams { group_size: g, max_new_tokens: 24, temperature: 1.0, compact_fraction: 0.3, ..Default::default() };
     let eos = rlpo_model::TextTokenizer::from_dir(&smollm2_dir()).unwrap().eos_ids;
     let fast = FastDecoder::new(load(&smollm2_dir())).unwrap();
-    for decoder in [&fast as &dyn RolloutModel, &model as &dyn RolloutModel] {
+    let cpu = CpuDecoder::new(load(&smollm2_dir())).unwrap();
+    for decoder in [&cpu as &dyn RolloutModel, &fast as &dyn RolloutModel, &model as &dyn RolloutModel] {
         let mut req = GenerateRequest::new(prompts.clone(), params.clone());
         req.seed = RolloutSeed::new(3, 1);
         req.budgets = Some(budgets.clone());

@@ -4,9 +4,10 @@
 
 mod common;
 use common::*;
-use rlpo_model::{CausalLm, KvCache};
+use rlpo_model::CausalLm;
 use rlpo_rollout::{
-    Engine, Error, FastDecoder, GenerateRequest, RolloutModel, RolloutPool, RolloutSeed, SamplingParams, WeightUpdate,
+    CpuDecoder, DecodeCache, Engine, Error, FastDecoder, GenerateRequest, Logits, RolloutModel, RolloutPool, RolloutSeed, SamplingParams,
+    WeightUpdate,
 };
 use std::sync::{Arc, Mutex};
 use tch::{Device, Tensor};
@@ -40,7 +41,16 @@ fn two_workers_match_a_single_engine_and_tag_versions() {
         let model = tiny("tiny-qwen2");
         let reqs = requests(model.config.vocab_size, 6);
         let want: Vec<_> = reqs.iter().map(|r| Engine::new(vec![2]).generate(&model, r).unwrap()).collect();
-        let mut pool = RolloutPool::spawn(2, 1, |_| Ok((FastDecoder::new(tiny("tiny-qwen2"))?, Engine::new(vec![2])))).unwrap();
+        // One worker per decode path; both must give the single engine's tokens.
+        let mut pool = RolloutPool::spawn(2, 1, |w| {
+            let m: Box<dyn RolloutModel> = if w == 0 {
+                Box::new(FastDecoder::new(tiny("tiny-qwen2"))?)
+            } else {
+                Box::new(CpuDecoder::new(tiny("tiny-qwen2"))?)
+            };
+            Ok((m, Engine::new(vec![2])))
+        })
+        .unwrap();
         assert_eq!(pool.workers(), 2);
         let got = pool.generate_all(reqs.clone()).unwrap();
         for (g, w) in got.iter().zip(&want) {
@@ -92,17 +102,14 @@ impl RolloutModel for Faulty {
     fn device(&self) -> Device {
         Device::Cpu
     }
-    fn new_cache(&self, b: i64, c: i64) -> KvCache {
-        self.0.new_cache(b, c)
-    }
-    fn prefill(&self, ids: &Tensor, mask: &Tensor, cache: &mut KvCache) -> Tensor {
+    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> (Logits, DecodeCache) {
         if ids.eq(7).any().int64_value(&[]) != 0 {
             panic!("injected fault");
         }
-        self.0.prefill(ids, mask, cache)
+        RolloutModel::prefill(&self.0, ids, mask, capacity)
     }
-    fn step(&self, ids: &Tensor, cache: &mut KvCache) -> Tensor {
-        self.0.step(ids, cache)
+    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits {
+        RolloutModel::step(&self.0, ids, cache)
     }
     fn load_weights(&mut self, w: &[(String, Tensor)]) -> rlpo_rollout::Result<()> {
         self.0.load_weights(w)
