@@ -121,7 +121,11 @@ impl CausalLm {
         let mut h = Tensor::embedding(&self.embed_tokens, ids, -1, false, false);
         for layer in &self.layers {
             let a = layer.self_attn.forward(&layer.input_layernorm.forward(&h), &cos, &sin, &attn_mask);
-            h += a;
+            // Not `h += a`: an in-place add would overwrite a tensor autograd saved for backward.
+            #[allow(clippy::assign_op_pattern)]
+            {
+                h = h + a;
+            }
             h = &h + layer.mlp.forward(&layer.post_attention_layernorm.forward(&h));
         }
         self.norm.forward(&h)
@@ -158,7 +162,11 @@ impl CausalLm {
         let mut h = Tensor::embedding(&self.embed_tokens, ids, -1, false, false);
         for (i, layer) in self.layers.iter().enumerate() {
             let a = layer.self_attn.forward_cached(&layer.input_layernorm.forward(&h), &cos, &sin, &attn_mask, cache, i);
-            h += a;
+            // Not `h += a`: an in-place add would overwrite a tensor autograd saved for backward.
+            #[allow(clippy::assign_op_pattern)]
+            {
+                h = h + a;
+            }
             h = &h + layer.mlp.forward(&layer.post_attention_layernorm.forward(&h));
         }
         cache.len = total;

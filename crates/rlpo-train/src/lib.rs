@@ -10,6 +10,7 @@
 
 pub mod batch;
 pub mod check;
+pub mod checkpoint;
 pub mod error;
 pub mod learner;
 pub mod metrics;

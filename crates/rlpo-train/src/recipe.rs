@@ -160,11 +160,18 @@ pub struct CheckpointConfig {
     pub root: PathBuf,
     /// Write the final policy as an HF directory `<run>/final`. Default true.
     pub save_final: bool,
+    /// Save a full checkpoint every this many steps (and always at the end and on Ctrl-C); 0 =
+    /// only at the end. Default 10.
+    pub save_every: u64,
+    /// Keep the newest N checkpoints. Default 2.
+    pub keep_last: usize,
+    /// Also keep every checkpoint whose step is a multiple of this; 0 = off. Default 0.
+    pub keep_every: u64,
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        CheckpointConfig { root: "checkpoints".into(), save_final: true }
+        CheckpointConfig { root: "checkpoints".into(), save_final: true, save_every: 10, keep_last: 2, keep_every: 0 }
     }
 }
 

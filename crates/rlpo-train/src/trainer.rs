@@ -6,6 +6,7 @@
 //! (no weight copy), so `trainer.max_staleness = 0` is the only mode it runs.
 
 use crate::batch::LearnerBatch;
+use crate::checkpoint;
 use crate::error::{invalid, io, Result, TrainError};
 use crate::learner::{Learner, UpdateReport};
 use crate::metrics::{ConsoleSink, JsonlSink, MetricSink, StepMetrics, TensorBoardSink};
@@ -338,21 +339,65 @@ impl Trainer {
         Ok(())
     }
 
-    /// Run until `trainer.total_steps` or a stop request; saves the final model when configured.
-    pub fn run(&mut self) -> Result<()> {
+    /// Run until `trainer.total_steps` or a stop request. Saves a checkpoint every
+    /// `checkpoint.save_every` steps, at the end and when stopped, and the final model when
+    /// configured. Returns whether the run reached its last step.
+    pub fn run(&mut self) -> Result<bool> {
+        let every = self.recipe.checkpoint.save_every;
+        let mut saved_at = None;
         while self.state.step < self.recipe.trainer.total_steps {
             if self.stop.load(Ordering::SeqCst) {
-                eprintln!("stop requested: finishing after step {}", self.state.step);
                 break;
             }
             self.step()?;
+            if every > 0 && self.state.step % every == 0 {
+                checkpoint::save(self)?;
+                saved_at = Some(self.state.step);
+            }
+        }
+        if saved_at != Some(self.state.step) && self.state.step > 0 {
+            checkpoint::save(self)?;
         }
         for s in &mut self.sinks {
             s.finish()?;
         }
-        if self.recipe.checkpoint.save_final {
+        let done = self.state.step >= self.recipe.trainer.total_steps;
+        if done && self.recipe.checkpoint.save_final {
             let out = self.run_dir.join("final");
             self.learner.model.save(&out, None)?;
+        }
+        Ok(done)
+    }
+
+    /// Resume from a checkpoint directory (verified; the recipe must match, see
+    /// [`checkpoint::load`]).
+    pub fn resume_from(&mut self, dir: &std::path::Path) -> Result<()> {
+        checkpoint::load(self, dir)
+    }
+
+    /// The reward counters so far.
+    pub fn rewards_metrics(&self) -> rlpo_reward::metrics::RewardMetrics {
+        self.rewards.metrics()
+    }
+
+    /// Where the dataset continues.
+    pub fn data_cursor(&self) -> rlpo_data::DataCursor {
+        self.dataset.cursor()
+    }
+
+    /// Restore the non-tensor state of a checkpoint.
+    pub fn restore_state(&mut self, st: &checkpoint::TrainerState) -> Result<()> {
+        self.dataset.restore(&st.data_cursor)?;
+        self.state = rlpo_algo::AlgoState { total_steps: self.recipe.trainer.total_steps, ..st.algo };
+        self.version = st.version;
+        self.learner.nonfinite_in_a_row = st.nonfinite_in_a_row;
+        let c = self.rewards.counters();
+        let [samples, errors, timeouts, restarts] = st.reward_counters;
+        c.add_samples(samples);
+        c.add_errors(errors);
+        c.add_timeouts(timeouts);
+        for _ in 0..restarts {
+            c.add_restart();
         }
         Ok(())
     }

@@ -2,7 +2,7 @@
 //! when none is given). Ctrl-C stops after the current step and still writes the final model.
 
 use anyhow::Result;
-use rlpo_train::{Recipe, Trainer};
+use rlpo_train::{checkpoint, Recipe, Trainer};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
@@ -14,6 +14,10 @@ pub struct Args {
     /// Override a recipe value, e.g. `--set optim.lr=2e-5` (repeatable).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     set: Vec<String>,
+    /// `auto`: continue from the newest verified checkpoint of this run, if any; `never`: start
+    /// fresh (fails if the run directory already has checkpoints); or a checkpoint directory.
+    #[arg(long, default_value = "auto")]
+    resume: String,
 }
 
 /// Load, train, report where the outputs are.
@@ -21,7 +25,37 @@ pub fn run(args: Args) -> Result<()> {
     let recipe = Recipe::load(args.recipe.as_deref(), &args.set)?;
     let name = args.recipe.as_ref().map_or("embedded quickstart".to_string(), |p| p.display().to_string());
     eprintln!("rlpo train: {name} -> {}", recipe.run_dir().display());
+    let run_dir = recipe.run_dir();
     let mut trainer = Trainer::new(recipe)?;
+    let existing = checkpoint::list(&checkpoint::checkpoints_dir(&run_dir));
+    match args.resume.as_str() {
+        "never" => anyhow::ensure!(
+            existing.is_empty(),
+            "{} already has checkpoints; use --resume auto to continue it, or choose another run.name",
+            run_dir.display()
+        ),
+        "auto" => {
+            if let Some(dir) = checkpoint::newest_verified(&run_dir) {
+                trainer.resume_from(&dir)?;
+                eprintln!("resumed from {} (step {})", dir.display(), trainer.state.step);
+            } else if !existing.is_empty() {
+                anyhow::bail!("{} has checkpoints but none verifies; use --resume PATH or --resume never with a new run.name", run_dir.display());
+            }
+        }
+        path => {
+            let dir = PathBuf::from(path);
+            trainer.resume_from(&dir)?;
+            eprintln!("resumed from {} (step {})", dir.display(), trainer.state.step);
+        }
+    }
+    if trainer.state.step >= trainer.recipe.trainer.total_steps {
+        eprintln!(
+            "run {} is already complete at step {}: nothing to train (raise --set trainer.total_steps=N to continue, or use another run.name)",
+            run_dir.display(),
+            trainer.state.step
+        );
+        return Ok(());
+    }
     let stop = trainer.stop.clone();
     ctrlc::set_handler(move || {
         if stop.swap(true, Ordering::SeqCst) {
@@ -31,7 +65,14 @@ pub fn run(args: Args) -> Result<()> {
         }
         eprintln!("interrupt: finishing the current step (press Ctrl-C again to exit at once)");
     })?;
-    trainer.run()?;
+    let done = trainer.run()?;
+    if !done {
+        eprintln!(
+            "stopped at step {}; a checkpoint was saved. Resume with: rlpo train {} (--resume auto is the default)",
+            trainer.state.step,
+            args.recipe.as_ref().map_or(String::new(), |p| p.display().to_string())
+        );
+    }
     let last: Vec<f64> = trainer.history.iter().rev().take(5).filter_map(|m| m.get("reward/mean")).collect();
     if !last.is_empty() {
         eprintln!("mean reward of the last {} step(s): {:.3}", last.len(), last.iter().sum::<f64>() / last.len() as f64);
