@@ -40,6 +40,48 @@ pub struct UpdateReport {
     pub entropy: Option<f64>,
 }
 
+/// What [`Learner::update`] trains on: the step's batch, its plan, and the behaviour and
+/// reference log-probs `[N, T]`.
+#[derive(Debug)]
+pub struct UpdateInputs<'a> {
+    /// The recipe.
+    pub recipe: &'a Recipe,
+    /// The step's rows.
+    pub batch: &'a LearnerBatch,
+    /// Advantages, masks and clip widths of the step.
+    pub plan: &'a StepPlan,
+    /// Behaviour-policy log-probs.
+    pub old_logp: &'a Tensor,
+    /// Reference-policy log-probs (KL), if any.
+    pub ref_logp: Option<&'a Tensor>,
+}
+
+/// Detached loss values of one micro-batch (already divided by the step normaliser, so they add
+/// up to the optimizer step's value).
+#[derive(Debug, Default, Clone, Copy)]
+struct LossSums {
+    pg: f64,
+    kl: f64,
+    clip_frac: f64,
+}
+
+impl std::ops::AddAssign for LossSums {
+    fn add_assign(&mut self, o: LossSums) {
+        self.pg += o.pg;
+        self.kl += o.kl;
+        self.clip_frac += o.clip_frac;
+    }
+}
+
+/// Sums for the metrics of the first pass over the data (before any update of this step).
+#[derive(Debug, Default)]
+struct FirstPass {
+    gap_sum: f64,
+    gap_tokens: f64,
+    ent_sum: f64,
+    ent_tokens: f64,
+}
+
 /// The trained policy and its optimizer.
 #[derive(Debug)]
 pub struct Learner {
@@ -107,19 +149,67 @@ impl Learner {
     }
 
     /// Run every optimizer step of one training step. `old_logp [N, T]` is the behaviour policy's.
-    #[allow(clippy::too_many_arguments)]
-    pub fn update(
-        &mut self,
-        recipe: &Recipe,
-        batch: &LearnerBatch,
-        plan: &StepPlan,
-        old_logp: &Tensor,
-        ref_logp: Option<&Tensor>,
-        opt_step_total: u64,
-    ) -> Result<UpdateReport> {
-        let n = batch.rows();
+    pub fn update(&mut self, ctx: &UpdateInputs, opt_step_total: u64) -> Result<UpdateReport> {
+        let recipe = ctx.recipe;
+        let n = ctx.batch.rows();
         let mini = recipe.mini_batch_rows() as i64;
         let micro = recipe.micro_batch_rows() as i64;
+        let row_keep: Vec<bool> =
+            Vec::try_from(&ctx.plan.loss_mask.sum_dim_intlist(-1, false, Kind::Float).gt(0.0).to_device(tch::Device::Cpu))?;
+        let mut rep = UpdateReport::default();
+        let mut first = FirstPass::default();
+        let mut applied = 0.0;
+        for epoch in 0..recipe.trainer.ppo_epochs {
+            for m0 in (0..n).step_by(mini as usize) {
+                // The last mini-batch may be short: a DAPO step with `on_exhausted =
+                // "train_available"` trains on fewer than B groups.
+                let m_len = mini.min(n - m0);
+                let norm = ctx.plan.normaliser(m0, m_len);
+                if norm.is_empty() {
+                    rep.skipped_empty += 1;
+                    continue;
+                }
+                self.opt.zero_grad();
+                let mut sums = LossSums::default();
+                for u0 in (m0..m0 + m_len).step_by(micro as usize) {
+                    let u_len = micro.min(m0 + m_len - u0);
+                    let kept: Vec<i64> = (u0..u0 + u_len).filter(|&i| row_keep[i as usize]).collect();
+                    if !kept.is_empty() {
+                        let fp = (epoch == 0).then_some(&mut first);
+                        sums += self.micro_batch_backward(ctx, u0, u_len, &kept, &norm, fp)?;
+                    }
+                }
+                if self.apply_optimizer_step(recipe, &sums, opt_step_total, &mut rep) {
+                    applied += 1.0;
+                }
+            }
+        }
+        if applied > 0.0 {
+            rep.grad_norm /= applied;
+            rep.pg_loss /= applied;
+            rep.clip_frac /= applied;
+            if let Some(k) = rep.kl.as_mut() {
+                *k /= applied;
+            }
+        }
+        rep.logprob_gap = (first.gap_tokens > 0.0).then(|| first.gap_sum / first.gap_tokens);
+        rep.entropy = (first.ent_tokens > 0.0).then(|| first.ent_sum / first.ent_tokens);
+        Ok(rep)
+    }
+
+    /// Forward the `kept` rows of micro-batch `u0..u0+micro`, compute its loss with the optimizer
+    /// step's normaliser and back-propagate it. Rows outside `kept` get the old log-prob (ratio 1)
+    /// and carry zero loss weight, so they are never run through the model.
+    fn micro_batch_backward(
+        &self,
+        ctx: &UpdateInputs,
+        u0: i64,
+        micro: i64,
+        kept: &[i64],
+        norm: &rlpo_algo::LossNormaliser,
+        first_pass: Option<&mut FirstPass>,
+    ) -> Result<LossSums> {
+        let (recipe, batch) = (ctx.recipe, ctx.batch);
         let need_entropy = matches!(&recipe.algorithm.hapo, Some(h) if h.stats_scope == rlpo_algo::config::HapoStatsScope::MicroBatch);
         // The current policy's entropy costs a second pass over V per position: only when HAPO
         // needs it (micro-batch statistics) or the recipe asks for the metric.
@@ -128,96 +218,62 @@ impl Learner {
             chunk_positions: recipe.trainer.logit_chunk_positions,
             with_entropy: need_entropy || recipe.metrics.actor_entropy,
         };
-        let row_keep: Vec<bool> = Vec::try_from(&plan.loss_mask.sum_dim_intlist(-1, false, Kind::Float).gt(0.0).to_device(tch::Device::Cpu))?;
-        let mut rep = UpdateReport::default();
-        let (mut ent_sum, mut ent_tokens, mut gap_sum, mut gap_tokens) = (0.0, 0.0, 0.0, 0.0);
-        let mut steps_seen = 0.0;
-        for epoch in 0..recipe.trainer.ppo_epochs {
-            let mut m0 = 0;
-            while m0 < n {
-                let norm = plan.normaliser(m0, mini);
-                if norm.is_empty() {
-                    rep.skipped_empty += 1;
-                    m0 += mini;
-                    continue;
-                }
-                self.opt.zero_grad();
-                let (mut pg, mut kl, mut cf) = (0.0, 0.0, 0.0);
-                let mut u0 = m0;
-                while u0 < m0 + mini {
-                    let kept: Vec<i64> = (u0..u0 + micro).filter(|&i| row_keep[i as usize]).collect();
-                    if !kept.is_empty() {
-                        let (out, t_k) = Self::forward_rows(&self.model, batch, &kept, &opts)?;
-                        let dev = batch.ids.device();
-                        let index = Tensor::from_slice(&kept).to_device(dev);
-                        let t = batch.response_width();
-                        let old_k = old_logp.index_select(0, &index);
-                        let logp_k = out.logp.pad([0, t - t_k], "constant", 0.0);
-                        // Rows outside `kept` get the old log-prob: ratio 1 and zero loss weight.
-                        let local = &index - u0;
-                        let logp = old_logp.narrow(0, u0, micro).detach().index_copy(0, &local, &logp_k);
-                        let mb_full = plan.micro_batch(u0, micro);
-                        let lm_k = mb_full.loss_mask.index_select(0, &local);
-                        if epoch == 0 {
-                            let lp = logp_k.detach();
-                            gap_sum += ((&lp - &old_k).abs() * &lm_k).sum(Kind::Double).double_value(&[]);
-                            gap_tokens += lm_k.sum(Kind::Double).double_value(&[]);
-                            if let Some(e) = &out.entropy {
-                                let e = e.pad([0, t - t_k], "constant", 0.0);
-                                ent_sum += (e * &lm_k).sum(Kind::Double).double_value(&[]);
-                                ent_tokens += lm_k.sum(Kind::Double).double_value(&[]);
-                            }
-                        }
-                        let entropy = if need_entropy {
-                            let e = out.entropy.as_ref().expect("requested").pad([0, t - t_k], "constant", 0.0);
-                            Some(batch.rollout_entropy.narrow(0, u0, micro).index_copy(0, &local, &e))
-                        } else {
-                            None
-                        };
-                        let old = old_logp.narrow(0, u0, micro);
-                        let rl = ref_logp.map(|r| r.narrow(0, u0, micro));
-                        let inputs = compose::PolicyInputs { logp: &logp, old_logp: &old, ref_logp: rl.as_ref(), entropy: entropy.as_ref() };
-                        let loss = compose::policy_loss(&recipe.algorithm, &recipe.loss, &mb_full, &inputs, &norm)?;
-                        loss.loss.backward();
-                        pg += loss.pg_loss.double_value(&[]);
-                        kl += loss.kl.as_ref().map_or(0.0, |k| k.double_value(&[]));
-                        cf += loss.clip_frac.double_value(&[]);
-                    }
-                    u0 += micro;
-                }
-                let gn = self.opt.grad_norm();
-                if !gn.is_finite() || !pg.is_finite() {
-                    rep.skipped_nonfinite += 1;
-                    self.nonfinite_in_a_row += 1;
-                    self.opt.zero_grad();
-                } else {
-                    self.nonfinite_in_a_row = 0;
-                    self.opt.clip_grad(gn, recipe.optim.grad_clip);
-                    let lr = learning_rate(&recipe.optim, self.opt.step, opt_step_total);
-                    self.opt.step(lr);
-                    rep.lr = lr;
-                    rep.applied += 1;
-                    rep.grad_norm += gn;
-                    rep.pg_loss += pg;
-                    rep.clip_frac += cf;
-                    if recipe.loss.kl_coef > 0.0 {
-                        *rep.kl.get_or_insert(0.0) += kl;
-                    }
-                    steps_seen += 1.0;
-                }
-                m0 += mini;
+        let (out, t_k) = Self::forward_rows(&self.model, batch, kept, &opts)?;
+        let t = batch.response_width();
+        let index = Tensor::from_slice(kept).to_device(batch.ids.device());
+        let local = &index - u0;
+        let logp_k = out.logp.pad([0, t - t_k], "constant", 0.0);
+        let old = ctx.old_logp.narrow(0, u0, micro);
+        let logp = old.detach().index_copy(0, &local, &logp_k);
+        let mb = ctx.plan.micro_batch(u0, micro);
+        let entropy_k = out.entropy.as_ref().map(|e| e.pad([0, t - t_k], "constant", 0.0));
+        if let Some(fp) = first_pass {
+            let lm_k = mb.loss_mask.index_select(0, &local);
+            let old_k = ctx.old_logp.index_select(0, &index);
+            fp.gap_sum += ((logp_k.detach() - old_k).abs() * &lm_k).sum(Kind::Double).double_value(&[]);
+            fp.gap_tokens += lm_k.sum(Kind::Double).double_value(&[]);
+            if let Some(e) = &entropy_k {
+                fp.ent_sum += (e * &lm_k).sum(Kind::Double).double_value(&[]);
+                fp.ent_tokens += lm_k.sum(Kind::Double).double_value(&[]);
             }
         }
-        if steps_seen > 0.0 {
-            rep.grad_norm /= steps_seen;
-            rep.pg_loss /= steps_seen;
-            rep.clip_frac /= steps_seen;
-            if let Some(k) = rep.kl.as_mut() {
-                *k /= steps_seen;
-            }
+        let entropy = match (&entropy_k, need_entropy) {
+            (Some(e), true) => Some(batch.rollout_entropy.narrow(0, u0, micro).index_copy(0, &local, e)),
+            _ => None,
+        };
+        let rl = ctx.ref_logp.map(|r| r.narrow(0, u0, micro));
+        let inputs = compose::PolicyInputs { logp: &logp, old_logp: &old, ref_logp: rl.as_ref(), entropy: entropy.as_ref() };
+        let loss = compose::policy_loss(&recipe.algorithm, &recipe.loss, &mb, &inputs, norm)?;
+        loss.loss.backward();
+        Ok(LossSums {
+            pg: loss.pg_loss.double_value(&[]),
+            kl: loss.kl.as_ref().map_or(0.0, |k| k.double_value(&[])),
+            clip_frac: loss.clip_frac.double_value(&[]),
+        })
+    }
+
+    /// Clip and apply the accumulated gradients, or skip a non-finite step. Returns whether the
+    /// step was applied.
+    fn apply_optimizer_step(&mut self, recipe: &Recipe, sums: &LossSums, total: u64, rep: &mut UpdateReport) -> bool {
+        let gn = self.opt.grad_norm();
+        if !gn.is_finite() || !sums.pg.is_finite() {
+            rep.skipped_nonfinite += 1;
+            self.nonfinite_in_a_row += 1;
+            self.opt.zero_grad();
+            return false;
         }
-        rep.logprob_gap = (gap_tokens > 0.0).then(|| gap_sum / gap_tokens);
-        rep.entropy = (ent_tokens > 0.0).then(|| ent_sum / ent_tokens);
-        Ok(rep)
+        self.nonfinite_in_a_row = 0;
+        self.opt.clip_grad(gn, recipe.optim.grad_clip);
+        let lr = learning_rate(&recipe.optim, self.opt.step, total);
+        self.opt.step(lr);
+        rep.lr = lr;
+        rep.applied += 1;
+        rep.grad_norm += gn;
+        rep.pg_loss += sums.pg;
+        rep.clip_frac += sums.clip_frac;
+        if recipe.loss.kl_coef > 0.0 {
+            *rep.kl.get_or_insert(0.0) += sums.kl;
+        }
+        true
     }
 }

@@ -8,7 +8,7 @@
 use crate::batch::LearnerBatch;
 use crate::checkpoint;
 use crate::error::{invalid, io, Result, TrainError};
-use crate::learner::{Learner, UpdateReport};
+use crate::learner::{Learner, UpdateInputs, UpdateReport};
 use crate::metrics::{ConsoleSink, JsonlSink, MetricSink, StepMetrics, TensorBoardSink};
 use crate::prompts::{self, PromptBatch};
 use crate::recipe::{OldLogprobs, Recipe};
@@ -302,7 +302,8 @@ impl Trainer {
         // Stage 7: update.
         let t0 = Instant::now();
         let total_opt_steps = r.trainer.total_steps * r.optimizer_steps_per_step() as u64;
-        let report = self.learner.update(&r, &batch, &plan, &old_logp, ref_logp.as_ref(), total_opt_steps)?;
+        let inputs = UpdateInputs { recipe: &r, batch: &batch, plan: &plan, old_logp: &old_logp, ref_logp: ref_logp.as_ref() };
+        let report = self.learner.update(&inputs, total_opt_steps)?;
         m.set("timing/update_s", t0.elapsed().as_secs_f64());
         if self.learner.nonfinite_in_a_row >= r.trainer.max_nonfinite_in_a_row {
             return Err(TrainError::Aborted(format!(

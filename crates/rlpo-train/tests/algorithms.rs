@@ -1,0 +1,414 @@
+//! Three training steps of each algorithm recipe (GRPO, Dr. GRPO, DAPO, D³S, HAPO, RMT) on the
+//! tiny random-init `tiny-qwen2` fixture, through the public API (`Recipe::from_toml` →
+//! `Trainer::new` → `step()` ×3). A random model does not solve arithmetic, so the reward is
+//! "the response contains a digit" (±1, true for about half of the random responses): groups
+//! have non-zero variance and the policy gradient is not zero.
+//!
+//! Each test checks that losses are finite, that the weights moved, and that the step's
+//! metrics agree with the recipe: advantages recomputed from the logged rewards, the D³S
+//! schedule and budgets, the DAPO filter/refill invariants, HAPO's statistics.
+
+mod common;
+
+use common::*;
+use rlpo_train::metrics::StepMetrics;
+use rlpo_train::Trainer;
+
+/// Build a trainer for `body` in a fresh temp dir (returned so it outlives the trainer).
+fn trainer(name: &str, body: &str) -> (Trainer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = recipe_text(&fixture("tiny-qwen2"), dir.path(), name, body);
+    let t = Trainer::new(parse(&text)).unwrap_or_else(|e| panic!("{name}: Trainer::new failed: {e}"));
+    (t, dir)
+}
+
+/// Run `n` steps; check the checks every algorithm shares; return the metrics.
+fn run_steps(t: &mut Trainer, n: usize) -> Vec<StepMetrics> {
+    let before = snapshot(t);
+    let mut out = Vec::new();
+    for i in 0..n {
+        let m = t.step().unwrap_or_else(|e| panic!("{}: step {} failed: {e}", t.recipe.run.name, i + 1));
+        assert_eq!(m.step, i as u64 + 1);
+        if m.get("select/skipped_step").is_none() {
+            let pg = scalar(&m, "actor/pg_loss");
+            assert!(pg.is_finite(), "step {}: actor/pg_loss = {pg}", m.step);
+            assert!(scalar(&m, "actor/grad_norm").is_finite());
+            assert_eq!(scalar(&m, "optim/skipped_nonfinite"), 0.0);
+            for v in hist(&m, "advantage/values") {
+                assert!(v.is_finite(), "step {}: non-finite advantage {v}", m.step);
+            }
+        }
+        out.push(m);
+    }
+    assert_eq!(t.state.step, n as u64);
+    let applied: f64 = out.iter().filter_map(|m| m.get("optim/applied_steps")).sum();
+    assert!(applied >= 1.0, "{}: no optimizer step was applied in {n} steps", t.recipe.run.name);
+    assert_eq!(t.version, applied as u64, "policy version counts applied optimizer steps");
+    let moved = max_change(&before, t);
+    assert!(moved > 1e-6, "{}: weights did not change (max |Δ| = {moved})", t.recipe.run.name);
+    out
+}
+
+/// Without D³S or filters every valid token of every row enters the loss.
+fn assert_keeps_everything(m: &StepMetrics) {
+    let rows = (B * G) as f64;
+    assert_eq!(scalar(m, "select/rows"), rows);
+    assert_eq!(scalar(m, "select/kept_rows"), rows, "step {}: rows were dropped", m.step);
+    assert_eq!(scalar(m, "select/kept_tokens"), scalar(m, "select/valid_tokens"));
+    assert_eq!(scalar(m, "select/kept_token_frac"), 1.0);
+    assert_eq!(scalar(m, "filter/gen_batches"), 1.0);
+    assert_eq!(scalar(m, "filter/dropped_groups"), 0.0);
+    let lens = hist(m, "response/lengths");
+    assert_eq!(lens.iter().sum::<f64>(), scalar(m, "select/valid_tokens"));
+    assert!(lens.iter().all(|&l| (1.0..=MAX_NEW as f64).contains(&l)), "lengths {lens:?}");
+    assert!(m.get("select/d3s_samples_per_group").is_none());
+}
+
+#[test]
+fn grpo_three_steps() {
+    let body = format!(
+        "{ROLLOUT}{TRAINER}{REWARD_DIGIT}
+[algorithm]
+advantage = \"grpo\"
+[loss]
+base = \"grpo\"
+agg = \"token_mean\"
+"
+    );
+    let (mut t, _dir) = trainer("grpo", &body);
+    let ms = run_steps(&mut t, 3);
+    let mut signal = false;
+    for m in &ms {
+        assert_keeps_everything(m);
+        let r = hist(m, "reward/values");
+        assert_eq!(r.len(), B * G);
+        assert!(r.iter().all(|&v| v == 1.0 || v == -1.0), "{r:?}");
+        // The advantages are GRPO's on the logged rewards (unbiased std, eps 1e-6).
+        assert_close(hist(m, "advantage/values"), &group_advantages(r, G, true, 1e-6), 1e-4, "grpo advantages");
+        signal |= hist(m, "advantage/values").iter().any(|a| a.abs() > 0.1);
+        // Colocated, on-policy: the learner reproduces the rollout's log-probs.
+        let gap = scalar(m, "actor/rollout_logprob_gap");
+        assert!(gap < 1e-3, "step {}: learner vs rollout logprob gap {gap}", m.step);
+    }
+    assert!(signal, "the digit reward gave no group with variance in 3 steps");
+}
+
+#[test]
+fn dr_grpo_three_steps() {
+    let body = format!(
+        "{ROLLOUT}{TRAINER}{REWARD_DIGIT}
+[algorithm]
+advantage = \"dr_grpo\"
+[loss]
+agg = \"constant_norm\"
+norm_len = 8
+"
+    );
+    let (mut t, _dir) = trainer("dr_grpo", &body);
+    for m in run_steps(&mut t, 3) {
+        assert_keeps_everything(&m);
+        // Dr. GRPO: r − mean, no std scaling.
+        let r = hist(&m, "reward/values");
+        assert_close(hist(&m, "advantage/values"), &group_advantages(r, G, false, 0.0), 1e-5, "dr_grpo advantages");
+    }
+}
+
+/// DAPO: ±1 correctness (here "has a digit 0-2", about 24 % of random responses, so that a
+/// third of the groups are all-wrong and the filter has work), overlong shaping with
+/// `L_max = max_new_tokens = 8`, `L_cache = 4`, clip-higher 0.28, dynamic sampling.
+const DAPO: &str = r#"
+[reward]
+on_error = "abort"
+[[reward.fns]]
+kind = "format"
+name = "correct"
+pattern = '[0-2]'
+matched = 1.0
+unmatched = -1.0
+
+[algorithm]
+advantage = "grpo"
+[algorithm.dapo.overlong]
+cache_len = 4
+penalty_factor = 1.0
+[algorithm.dapo.filter_groups]
+metric = "acc"
+max_num_gen_batches = 10
+on_exhausted = "error"
+
+[loss]
+clip_low = 0.2
+clip_high = 0.28
+agg = "token_mean"
+"#;
+
+fn overlong_penalty(len: f64) -> f64 {
+    // L_max = 8, L_cache = 4, factor 1: clamp(((8 − 4) − len) / 4, −1, 0).
+    ((4.0 - len) / 4.0).clamp(-1.0, 0.0)
+}
+
+#[test]
+fn dapo_three_steps_with_filter_and_refill() {
+    let body = format!("{ROLLOUT}{TRAINER}{DAPO}");
+    let (mut t, _dir) = trainer("dapo", &body);
+    assert_eq!(t.recipe.loss.clip_widths(), (0.2, 0.28));
+    let ms = run_steps(&mut t, 3);
+    let mut total_batches = 0.0;
+    for m in &ms {
+        let k = scalar(m, "filter/gen_batches");
+        let dropped = scalar(m, "filter/dropped_groups");
+        total_batches += k;
+        assert!(k >= 1.0 && k <= 10.0, "gen_batches {k}");
+        // The refill succeeded: exactly prompts_per_step groups train, surplus discarded.
+        assert_eq!(scalar(m, "select/rows"), (B * G) as f64, "step {}", m.step);
+        // Every batch has B groups; generation continues while fewer than B were kept, so
+        // (k − 2)·B + 1 <= dropped <= (k − 1)·B for k >= 2, and nothing is dropped for k = 1.
+        let b = B as f64;
+        if k == 1.0 {
+            assert_eq!(dropped, 0.0, "step {}", m.step);
+        } else {
+            assert!(dropped >= (k - 2.0) * b + 1.0 && dropped <= (k - 1.0) * b, "step {}: {dropped} dropped in {k} batches", m.step);
+        }
+        // Kept groups are the ones whose correctness varies.
+        let r = hist(m, "reward/values");
+        for (gi, grp) in r.chunks(G).enumerate() {
+            assert!(grp.contains(&1.0) && grp.contains(&-1.0), "step {}: group {gi} has constant acc: {grp:?}", m.step);
+        }
+        // Overlong shaping: the advantages are GRPO's on score + penalty(length).
+        let lens = hist(m, "response/lengths");
+        let shaped: Vec<f64> = r.iter().zip(lens).map(|(s, l)| s + overlong_penalty(*l)).collect();
+        let shaped_mean = shaped.iter().sum::<f64>() / shaped.len() as f64;
+        assert!((scalar(m, "reward/shaped_mean") - shaped_mean).abs() < 1e-5, "step {}: shaped mean", m.step);
+        assert!(scalar(m, "reward/shaped_mean") < scalar(m, "reward/mean"), "responses of 8 tokens are penalised");
+        assert_close(hist(m, "advantage/values"), &group_advantages(&shaped, G, true, 1e-6), 1e-4, "dapo advantages");
+        // No D³S: every valid token of the kept rows is in the loss.
+        assert_eq!(scalar(m, "select/kept_tokens"), scalar(m, "select/valid_tokens"));
+    }
+    // With this seed and reward the filter drops groups, so the refill path ran (a third of
+    // random groups are all-wrong; 3 steps without a single drop would be a 1-in-10 seed).
+    assert!(total_batches > 3.0, "no refill happened in 3 steps ({total_batches} generation batches)");
+}
+
+/// A reward that is -1 for everything: every group is constant and is filtered out.
+const ALL_WRONG: &str = r#"
+[reward]
+[[reward.fns]]
+kind = "format"
+pattern = '.'
+matched = -1.0
+unmatched = -1.0
+"#;
+
+#[test]
+fn dapo_filter_exhausted_skips_or_errors_as_configured() {
+    // on_exhausted = "train_available" with nothing kept: the step is skipped, not trained.
+    let body = format!(
+        "{ROLLOUT}{TRAINER}{ALL_WRONG}
+[algorithm.dapo.filter_groups]
+max_num_gen_batches = 2
+on_exhausted = \"train_available\"
+"
+    );
+    let (mut t, _dir) = trainer("dapo_skip", &body);
+    let before = snapshot(&t);
+    let m = t.step().expect("train_available skips an empty step");
+    assert_eq!(scalar(&m, "select/skipped_step"), 1.0);
+    // Both generation batches ran: more tokens than one batch can hold (B·G·max_new_tokens).
+    let tokens = scalar(&m, "perf/rollout_tokens");
+    assert!(tokens > (B * G * MAX_NEW) as f64 && tokens <= (2 * B * G * MAX_NEW) as f64, "{tokens} rollout tokens");
+    // The filter counters of a skipped step (not logged by the trainer yet: see the report).
+    if let Some(k) = m.get("filter/gen_batches") {
+        assert_eq!(k, 2.0);
+        assert_eq!(scalar(&m, "filter/dropped_groups"), 2.0 * B as f64);
+    }
+    assert!(m.get("actor/pg_loss").is_none(), "a skipped step has no update");
+    assert_eq!(max_change(&before, &t), 0.0, "a skipped step must not touch the weights");
+    assert_eq!((t.state.step, t.version), (1, 0));
+
+    // on_exhausted = "error" (verl's default): the step fails and says why.
+    let body = body.replace("train_available", "error");
+    let (mut t, _dir) = trainer("dapo_error", &body);
+    let err = t.step().expect_err("filter exhausted must stop the run").to_string();
+    assert!(err.contains("max_num_gen_batches") && err.contains("0 of 2 groups"), "{err}");
+}
+
+/// `on_exhausted = "train_available"` with some groups kept trains on fewer than
+/// `prompts_per_step` groups (B·G rows are not all there).
+#[test]
+fn dapo_train_available_partial_batch() {
+    let body = format!("{ROLLOUT}{TRAINER}{DAPO}")
+        .replace("max_num_gen_batches = 10", "max_num_gen_batches = 1")
+        .replace("on_exhausted = \"error\"", "on_exhausted = \"train_available\"");
+    let (mut t, _dir) = trainer("dapo_partial", &body);
+    let mut partial = false;
+    for _ in 0..6 {
+        let m = t.step().unwrap_or_else(|e| panic!("step {} failed: {e}", t.state.step + 1));
+        let rows = m.get("select/rows").unwrap_or(0.0);
+        assert!(rows <= (B * G) as f64 && rows as usize % G == 0);
+        if rows > 0.0 && rows < (B * G) as f64 {
+            partial = true;
+            assert!(scalar(&m, "actor/pg_loss").is_finite());
+        }
+    }
+    assert!(partial, "no partial batch in 6 steps: pick another seed");
+}
+
+#[test]
+fn d3s_three_steps_respects_its_schedule() {
+    // N_s: 2 -> 4 rows per group (G = 4), K: 0.3 -> 0.9 over 3 steps, at progress
+    // p = (step − 1)/3: N_s = round(2 + 2p) = 2, 3, 3 and K = 0.3 + 0.6p = 0.3, 0.5, 0.7.
+    let body = format!(
+        "{ROLLOUT}{TRAINER}{REWARD_DIGIT}
+[algorithm]
+advantage = \"grpo\"
+[algorithm.d3s]
+level = \"cross_group\"
+samples_init = 2
+samples_final = 4
+token_keep_init = 0.3
+token_keep_final = 0.9
+[loss]
+clip_high = 0.28
+"
+    );
+    let (mut t, _dir) = trainer("d3s", &body);
+    let expect = [(2.0, 0.3), (3.0, 0.5), (3.0, 0.7)];
+    for (m, (n_s, k)) in run_steps(&mut t, 3).iter().zip(expect) {
+        assert_eq!(scalar(m, "select/d3s_samples_per_group"), n_s, "step {}", m.step);
+        assert!((scalar(m, "select/d3s_token_keep") - k).abs() < 1e-9, "step {}", m.step);
+        let kept_rows = scalar(m, "select/kept_rows");
+        assert!(kept_rows >= 1.0 && kept_rows <= B as f64 * n_s, "step {}: {kept_rows} rows kept, budget {}", m.step, B as f64 * n_s);
+        // Top ceil(K·M) tokens of the kept rows' M <= valid tokens.
+        let (kept, valid) = (scalar(m, "select/kept_tokens"), scalar(m, "select/valid_tokens"));
+        assert!(kept >= 1.0 && kept <= (k * valid).ceil(), "step {}: {kept} of {valid} tokens kept at K = {k}", m.step);
+        let frac = scalar(m, "select/kept_token_frac");
+        assert!((frac - kept / valid).abs() < 1e-9 && frac <= k + 1.0 / valid, "step {}: kept_token_frac {frac}", m.step);
+        assert!(kept < valid, "D³S must drop tokens below N_s = G and K = 1");
+        // Advantages are still computed on the full groups (before selection).
+        assert_close(hist(m, "advantage/values"), &group_advantages(hist(m, "reward/values"), G, true, 1e-6), 1e-4, "d3s advantages");
+    }
+}
+
+/// HAPO as recommended on top of DAPO-style clipping, with the rollout's adaptive temperature.
+const HAPO: &str = r#"
+[rollout.adaptive_temperature]
+tau = 0.05
+
+[algorithm]
+advantage = "hapo"
+[algorithm.hapo]
+quantile = 0.8
+tau = 0.05
+alpha = 1.0
+beta = 1.0
+fallback_threshold = 5.0
+
+[loss]
+clip_low = 0.2
+clip_high = 0.28
+dual_clip = 10.0
+"#;
+
+fn check_hapo(t: &mut Trainer) {
+    assert!(t.state.hapo_stats.is_none());
+    for m in run_steps(t, 3) {
+        let s = t.state.hapo_stats.unwrap_or_else(|| panic!("step {}: no HAPO statistics for the next rollout", m.step));
+        for (name, v) in [("q", s.q), ("s", s.s), ("inv_h_pos", s.inv_h_pos), ("scale_neg", s.scale_neg)] {
+            assert!(v.is_finite(), "step {}: HAPO statistic {name} = {v}", m.step);
+        }
+        let fb = scalar(&m, "select/hapo_fallback_groups");
+        assert!((0.0..=B as f64).contains(&fb), "fallback groups {fb}");
+        // HAPO selects no rows or tokens.
+        assert_eq!(scalar(&m, "select/kept_tokens"), scalar(&m, "select/valid_tokens"));
+    }
+}
+
+#[test]
+fn hapo_three_steps() {
+    let body = format!("{ROLLOUT}{TRAINER}{REWARD_DIGIT}{HAPO}");
+    let (mut t, _dir) = trainer("hapo", &body);
+    assert_eq!(t.recipe.rollout.adaptive_temperature.map(|a| a.tau), Some(0.05));
+    check_hapo(&mut t);
+}
+
+#[test]
+fn hapo_released_code_behaviour_with_micro_batches() {
+    // code_compat + per-micro-batch statistics (the current policy's entropies in the update),
+    // with gradient accumulation over two micro-batches of 4 rows.
+    let body = format!("{ROLLOUT}{TRAINER}micro_batch_rows = 4\n{REWARD_DIGIT}{HAPO}").replace(
+        "fallback_threshold = 5.0",
+        "fallback_threshold = 5.0\ncode_compat = true\nstats_scope = \"micro_batch\"\nfallback_check_padding = true",
+    );
+    let (mut t, _dir) = trainer("hapo_code", &body);
+    assert_eq!(t.recipe.micro_batch_rows(), 4);
+    check_hapo(&mut t);
+}
+
+/// RMT: the `[algorithm.rmt]` section with its budget and curriculum options loads and the
+/// trainer runs with it, on the built-in raw-text corpus (`source = "text"`) and RMT's composite
+/// reward shape `(1 − w)·task + w·r_len` with a fixed length budget.
+///
+/// What the trainer does with `[algorithm.rmt]` today: nothing beyond validating it (no
+/// per-row budgets for the rollout, no tier curriculum, no NTP loss, no `metadata.budget` for the
+/// `length` reward), so the `length` reward needs its own `budget`. The schedule values the
+/// trainer would use are checked through `AlgoState`.
+#[test]
+fn rmt_three_steps() {
+    let body = format!(
+        "{ROLLOUT}{TRAINER}
+[data]
+source = \"text\"
+path = \"builtin:tiny\"
+require_answer = false
+
+[reward]
+[[reward.fns]]
+kind = \"format\"
+name = \"digit\"
+pattern = '[0-9]'
+matched = 1.0
+unmatched = -1.0
+weight = 0.8
+[[reward.fns]]
+kind = \"length\"
+budget = 6
+r_max = 1.0
+weight = 0.2
+
+[algorithm]
+advantage = \"grpo\"
+[algorithm.rmt]
+budget_init = 8
+budget_min = 2
+budget_decay = 0.5
+r_max = 1.0
+length_weight = 0.2
+curriculum_start = 0.3
+curriculum_end = 0.7
+tiers_start = [0.6, 0.3, 0.1]
+tiers_end = [0.1, 0.3, 0.6]
+ntp_weight = 0.1
+ntp_norm = \"token_mean\"
+"
+    );
+    let (mut t, _dir) = trainer("rmt", &body);
+    let rmt = t.recipe.algorithm.rmt.clone().expect("[algorithm.rmt] loaded");
+    assert_eq!((rmt.budget_init, rmt.budget_min, rmt.budget_decay), (8, 2, 0.5));
+    assert_eq!(rmt.tiers_end, [0.1, 0.3, 0.6]);
+    let mut budgets = Vec::new();
+    for m in run_steps(&mut t, 3) {
+        budgets.push(rlpo_algo::AlgoState { step: m.step, ..t.state }.rmt_budget(&rmt));
+        // Composite reward: 0.8·(±1) + 0.2·r_len(ℓ, B = 6), both parts reported.
+        let r = hist(&m, "reward/values");
+        let lens = hist(&m, "response/lengths");
+        for (v, l) in r.iter().zip(lens) {
+            let r_len = if *l <= 6.0 { l / 6.0 } else if *l <= 12.0 { (12.0 - l) / 6.0 } else { 0.0 };
+            let task = (v - 0.2 * r_len) / 0.8;
+            assert!((task.abs() - 1.0).abs() < 1e-9, "reward {v} at length {l} is not 0.8·(±1) + 0.2·r_len");
+        }
+        assert!(m.get("reward/length_mean").is_some() && m.get("reward/digit_mean").is_some());
+        assert!(scalar(&m, "response/length_max") <= MAX_NEW as f64);
+    }
+    // B_t = max(2, floor(8·0.5^(t/3))) after steps 1, 2, 3.
+    assert_eq!(budgets, vec![6, 5, 4]);
+}
