@@ -158,7 +158,7 @@ fn dapo_three_steps_with_filter_and_refill() {
         let k = scalar(m, "filter/gen_batches");
         let dropped = scalar(m, "filter/dropped_groups");
         total_batches += k;
-        assert!(k >= 1.0 && k <= 10.0, "gen_batches {k}");
+        assert!((1.0..=10.0).contains(&k), "gen_batches {k}");
         // The refill succeeded: exactly prompts_per_step groups train, surplus discarded.
         assert_eq!(scalar(m, "select/rows"), (B * G) as f64, "step {}", m.step);
         // Every batch has B groups; generation continues while fewer than B were kept, so
@@ -244,7 +244,7 @@ fn dapo_train_available_partial_batch() {
     for _ in 0..6 {
         let m = t.step().unwrap_or_else(|e| panic!("step {} failed: {e}", t.state.step + 1));
         let rows = m.get("select/rows").unwrap_or(0.0);
-        assert!(rows <= (B * G) as f64 && rows as usize % G == 0);
+        assert!(rows <= (B * G) as f64 && (rows as usize).is_multiple_of(G));
         if rows > 0.0 && rows < (B * G) as f64 {
             partial = true;
             assert!(scalar(&m, "actor/pg_loss").is_finite());
