@@ -2,13 +2,13 @@
 //! benchmark prompts, then runs `--steps` decode steps of the chosen path with no sampling.
 //!
 //! `cargo run --release -p rlpo-rollout --example profile_decode -- --model DIR [--batch 16]
-//! [--dtype bf16] [--threads 2] [--steps 64] [--decoder cpu|fast|plain] [--matmuls]`
+//! [--dtype bf16] [--threads 2] [--steps 64] [--decoder cpu|fast|plain]`
 
 use rlpo_model::{CausalLm, LoadOptions, TextTokenizer};
 use rlpo_rollout::bench::bench_prompts;
 use rlpo_rollout::{CpuDecoder, FastDecoder, RolloutModel};
 use std::time::Instant;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,14 +30,6 @@ fn main() {
     }
     let ids = Tensor::from_slice(&ids).view([batch as i64, width as i64]);
     let mask = Tensor::from_slice(&mask).view([batch as i64, width as i64]);
-    if args.iter().any(|a| a == "--matmuls") {
-        let f = FastDecoder::new(model).unwrap();
-        for tr in [false, true] {
-            let (l, h) = f.time_matmuls(batch as i64, 20, tr);
-            println!("{kind:?} batch {batch} transposed={tr}: layer matmuls {:.2} ms, lm_head {:.2} ms", 1e3 * l, 1e3 * h);
-        }
-        return;
-    }
     let dec: Box<dyn RolloutModel> = match get("--decoder").as_deref() {
         Some("plain") => Box::new(model),
         Some("fast") => Box::new(FastDecoder::new(model).unwrap()),
@@ -56,5 +48,4 @@ fn main() {
             }
         }
     });
-    let _ = Kind::Float;
 }

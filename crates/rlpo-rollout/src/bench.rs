@@ -223,10 +223,12 @@ pub fn bench_rollout(opts: &BenchOptions) -> Result<BenchReport> {
         ..SamplingParams::default()
     };
     let workers = opts.workers.max(1);
-    if workers > 1 && !(prompts.len().is_multiple_of(workers)) {
+    if workers > 1 && !prompts.len().is_multiple_of(workers) {
         return Err(Error::Input(format!("{} prompts cannot be split over {workers} workers", prompts.len())));
     }
-    let mut run: Box<dyn FnMut(usize, u64) -> Result<(RolloutStats, Vec<usize>)>> = if workers == 1 {
+    // One timed generate of `n` tokens at step `step`: (stats of the slowest worker, row lengths).
+    type Run = Box<dyn FnMut(usize, u64) -> Result<(RolloutStats, Vec<usize>)>>;
+    let mut run: Run = if workers == 1 {
         let decoder: Box<dyn RolloutModel> = match opts.decoder {
             DecoderKind::Plain => Box::new(model),
             DecoderKind::Fast => Box::new(FastDecoder::new(model)?),

@@ -244,38 +244,3 @@ impl RolloutModel for FastDecoder {
         self.rebuild()
     }
 }
-
-#[doc(hidden)]
-impl FastDecoder {
-    /// Profiling aid: seconds per call of (all layers' projections, LM head) at batch `b`.
-    pub fn time_matmuls(&self, b: i64, iters: usize, transposed: bool) -> (f64, f64) {
-        tch::no_grad(|| {
-            let kind = self.embed.kind();
-            let d = self.embed.size()[1];
-            let x = Tensor::randn([b, d], (kind, Device::Cpu));
-            let a = Tensor::randn([b, self.heads * self.head_dim], (kind, Device::Cpu));
-            let act = Tensor::randn([b, self.intermediate], (kind, Device::Cpu));
-            let lin = |x: &Tensor, w: &Tensor| if transposed { w.matmul(&x.tr()) } else { x.linear::<&Tensor>(w, None) };
-            let run = || {
-                for l in &self.layers {
-                    let _ = lin(&x, &l.qkv_w);
-                    let _ = x.addmm(&a, &l.o_wt);
-                    let _ = lin(&x, &l.gate_up_w);
-                    let _ = x.addmm(&act, &l.down_wt);
-                }
-            };
-            run();
-            let t = std::time::Instant::now();
-            for _ in 0..iters {
-                run();
-            }
-            let layers = t.elapsed().as_secs_f64() / iters as f64;
-            let _ = lin(&x, &self.lm_head);
-            let t = std::time::Instant::now();
-            for _ in 0..iters {
-                let _ = lin(&x, &self.lm_head);
-            }
-            (layers, t.elapsed().as_secs_f64() / iters as f64)
-        })
-    }
-}

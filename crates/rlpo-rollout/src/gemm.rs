@@ -106,11 +106,24 @@ pub struct GemmScratch {
     parts: Vec<Vec<f32>>,
 }
 
-/// `out [M, N] = x [M, K] · Wᵀ` (`out` is resized). For bf16 weights x is rounded to bf16 first.
+/// `out [M, N] = x [M, K] · Wᵀ` (`out` is resized), column panels split over rayon's threads.
+/// For bf16 weights x is rounded to bf16 first.
 pub fn matmul(x: &[f32], m: usize, w: &PackedMatrix, out: &mut Vec<f32>, scratch: &mut GemmScratch) {
+    out.resize(m * w.n, 0.0);
+    matmul_into(x, m, w, out, scratch, rayon::current_num_threads());
+}
+
+/// `out [M, N] = x [M, K] · Wᵀ` on the calling thread (the CPU decoder splits rows, not columns,
+/// across threads, so each part runs its matmuls serially).
+pub fn matmul_serial(x: &[f32], m: usize, w: &PackedMatrix, out: &mut [f32], scratch: &mut GemmScratch) {
+    matmul_into(x, m, w, out, scratch, 1)
+}
+
+/// `out [M, N] = x [M, K] · Wᵀ` with the column panels split over `threads` rayon tasks.
+pub fn matmul_into(x: &[f32], m: usize, w: &PackedMatrix, out: &mut [f32], scratch: &mut GemmScratch, threads: usize) {
     let (n, k) = (w.n, w.k);
     assert_eq!(x.len(), m * k, "x is not [{m}, {k}]");
-    out.resize(m * n, 0.0);
+    assert_eq!(out.len(), m * n, "out is not [{m}, {n}]");
     if m == 0 {
         return;
     }
@@ -134,20 +147,30 @@ pub fn matmul(x: &[f32], m: usize, w: &PackedMatrix, out: &mut Vec<f32>, scratch
             }
         }
     }
+    let (xq, xt) = (&scratch.xq, &scratch.xt);
+    let run = |panels: Range<usize>, part: &mut [f32], cols: usize| match &w.data {
+        Packed::Bf16(d) => simd::dispatch_bf16_gemm(xq, m, kp, d, panels, part, cols),
+        Packed::F32(d) => simd::dispatch_f32_gemm(xt, m, k, d, panels, part, cols),
+    };
+    if threads <= 1 && n % LANES == 0 {
+        // One thread and no padding columns: write straight into `out`.
+        return run(0..w.panels, out, n);
+    }
     // Split the column panels into one contiguous range per thread.
-    let threads = rayon::current_num_threads().clamp(1, w.panels);
+    let threads = threads.clamp(1, w.panels);
     let per = w.panels.div_ceil(threads);
     scratch.parts.resize_with(threads, Vec::new);
-    let (xq, xt) = (&scratch.xq, &scratch.xt);
-    scratch.parts.par_iter_mut().enumerate().for_each(|(t, part)| {
+    let slab = |t: usize, part: &mut Vec<f32>| {
         let panels = (t * per).min(w.panels)..((t + 1) * per).min(w.panels);
         let cols = panels.len() * LANES;
         part.resize(m * cols, 0.0);
-        match &w.data {
-            Packed::Bf16(d) => simd::dispatch_bf16_gemm(xq, m, kp, d, panels, part, cols),
-            Packed::F32(d) => simd::dispatch_f32_gemm(xt, m, k, d, panels, part, cols),
-        }
-    });
+        run(panels, part, cols);
+    };
+    if threads == 1 {
+        slab(0, &mut scratch.parts[0]);
+    } else {
+        scratch.parts.par_iter_mut().enumerate().for_each(|(t, part)| slab(t, part));
+    }
     // Gather the column slabs into row-major `out` (dropping the padding columns past N).
     for (t, part) in scratch.parts.iter().enumerate() {
         let c0 = (t * per * LANES).min(n);
@@ -238,6 +261,9 @@ mod tests {
             let mut s = GemmScratch::default();
             matmul(&x, m, &PackedMatrix::new(&w, n, k, false), &mut out, &mut s);
             let want = reference(&x, m, &w, n, k);
+            let mut serial = vec![0f32; m * n];
+            matmul_serial(&x, m, &PackedMatrix::new(&w, n, k, false), &mut serial, &mut s);
+            assert_eq!(serial, out, "serial and parallel f32 ({m},{n},{k})");
             let err = out.iter().zip(&want).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
             // f32 accumulation over k terms of magnitude <= 1: error grows ~ k·eps.
             let tol = 2e-6 * k as f64;

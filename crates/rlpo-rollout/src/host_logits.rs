@@ -14,7 +14,7 @@ use tch::{Kind, Tensor};
 
 /// Rows × vocabulary at which sampling is spread over rayon's threads (smaller batches are
 /// cheaper serially than the fork/join).
-const PARALLEL_MIN_ELEMS: usize = 1 << 20;
+const PARALLEL_MIN_ELEMS: usize = 1 << 16;
 
 thread_local! {
     /// Per-thread scratch (weights row, candidates, and a widened bf16 row), reused across steps.

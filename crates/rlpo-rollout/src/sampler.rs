@@ -91,8 +91,15 @@ impl Sampler {
         }
     }
 
-    /// Sample one token from logits `z [V]` with uniform `u ∈ [0, 1)`.
+    /// Sample one token from logits `z [V]` with uniform `u ∈ [0, 1)` (vectorised for AVX-512
+    /// when the CPU has it).
     pub fn sample(&self, z: &[f32], u: f64, scratch: &mut Scratch) -> TokenSample {
+        crate::simd::dispatch_sample(self, z, u, scratch)
+    }
+
+    /// [`Sampler::sample`]'s body, inlined into the AVX-512 and portable wrappers of `simd`.
+    #[inline(always)]
+    pub(crate) fn sample_impl(&self, z: &[f32], u: f64, scratch: &mut Scratch) -> TokenSample {
         let v = z.len();
         scratch.e.resize(v, 0.0);
         let m = vecmath::max(z);

@@ -13,6 +13,7 @@
 //! The kernels prefetch their weight stream ahead of use (`_mm_prefetch`, which cannot fault).
 
 use crate::gemm::{self, row_tiles, LANES};
+use crate::host_cache::KvElem;
 use std::ops::Range;
 
 /// Whether this CPU has AVX-512F (f32 kernels), checked once.
@@ -72,7 +73,7 @@ pub(crate) fn dispatch_f32_gemm(x: &[f32], m: usize, k: usize, w: &[f32], panels
 
 /// Attention of one row (see `cpu_decoder::attention_row`), vectorised for AVX-512 when present.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn dispatch_attention_row(q: &[f32], keys: &[f32], values: &[f32], valid: &[bool], kv: usize, cap: usize, hd: usize, total: usize, out: &mut [f32]) {
+pub(crate) fn dispatch_attention_row<T: KvElem>(q: &[f32], keys: &[T], values: &[T], valid: &[bool], kv: usize, cap: usize, hd: usize, total: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if has_avx512f() {
         // SAFETY: the CPU supports AVX-512F (checked).
@@ -85,15 +86,32 @@ pub(crate) fn dispatch_attention_row(q: &[f32], keys: &[f32], values: &[f32], va
     crate::cpu_decoder::attention_row(q, keys, values, valid, kv, cap, hd, total, out)
 }
 
+/// One sampling decision (see `Sampler::sample`), compiled for AVX-512 when present.
+pub(crate) fn dispatch_sample(s: &crate::sampler::Sampler, z: &[f32], u: f64, scratch: &mut crate::sampler::Scratch) -> crate::sampler::TokenSample {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx512f() {
+        // SAFETY: the CPU supports AVX-512F (checked).
+        #[allow(unsafe_code)]
+        return unsafe { x86::sample_avx512(s, z, u, scratch) };
+    }
+    s.sample_impl(z, u, scratch)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::*;
     use std::arch::x86_64::*;
 
-    /// Cache lines of weights to prefetch ahead of the kernel (DRAM latency × per-thread rate).
-    const PREFETCH_LINES: usize = 48;
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+    pub(super) fn sample_avx512(s: &crate::sampler::Sampler, z: &[f32], u: f64, scratch: &mut crate::sampler::Scratch) -> crate::sampler::TokenSample {
+        s.sample_impl(z, u, scratch)
+    }
 
-    /// Prefetch the weight line `ahead` lines past `i` in `w` (no-op past the end).
+    /// Cache lines of weights to prefetch ahead of the kernel. Measured on the 2-core Zen 4 box:
+    /// 8 lines beat no prefetch by ~1.5x on cold weights; farther (24–192) was slower.
+    const PREFETCH_LINES: usize = 8;
+
+    /// Prefetch the weight line `PREFETCH_LINES` lines past element `i` of `w` (no-op past the end).
     #[inline(always)]
     fn prefetch<T>(w: &[T], i: usize) {
         let j = i + PREFETCH_LINES * 64 / std::mem::size_of::<T>();
@@ -133,6 +151,17 @@ mod x86 {
         bytemuck::cast(<[f32; LANES]>::try_from(&s[..LANES]).expect("16 lanes"))
     }
 
+    /// 16 cache elements widened to f32 (a plain load for f32, a zero-extend and shift for bf16).
+    #[inline(always)]
+    fn load16_kv<T: KvElem>(s: &[T]) -> __m512 {
+        let a: &[T; LANES] = s[..LANES].try_into().expect("16 lanes");
+        let mut o = [0f32; LANES];
+        for i in 0..LANES {
+            o[i] = a[i].to_f32();
+        }
+        bytemuck::cast(o)
+    }
+
     #[inline(always)]
     fn store16(d: &mut [f32], v: __m512) {
         d[..LANES].copy_from_slice(&bytemuck::cast::<__m512, [f32; LANES]>(v));
@@ -143,9 +172,9 @@ mod x86 {
     /// softmax, then `o += p[t]·V[t]` with hd/16 accumulators per head.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn attention_row_avx512(q: &[f32], keys: &[f32], values: &[f32], valid: &[bool], kv: usize, cap: usize, hd: usize, total: usize, out: &mut [f32]) {
+    pub(super) fn attention_row_avx512<T: KvElem>(q: &[f32], keys: &[T], values: &[T], valid: &[bool], kv: usize, cap: usize, hd: usize, total: usize, out: &mut [f32]) {
         const L: usize = LANES;
-        if hd % L != 0 || hd > 8 * L {
+        if !hd.is_multiple_of(L) || hd > 8 * L {
             return crate::cpu_decoder::attention_row(q, keys, values, valid, kv, cap, hd, total, out);
         }
         let g = q.len() / hd / kv;
@@ -166,7 +195,7 @@ mod x86 {
                     let mut a = [_mm512_setzero_ps(); 4];
                     for (e4, k4) in kb.chunks_exact(4 * L).enumerate() {
                         for c in 0..4 {
-                            a[c] = _mm512_fmadd_ps(_mm512_set1_ps(qg[e4 * 4 + c]), load16(&k4[c * L..]), a[c]);
+                            a[c] = _mm512_fmadd_ps(_mm512_set1_ps(qg[e4 * 4 + c]), load16_kv(&k4[c * L..]), a[c]);
                         }
                     }
                     let acc = _mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]));
@@ -199,7 +228,7 @@ mod x86 {
                     let p = _mm512_set1_ps(sc[t - b0 * L]);
                     let vt = &v[t * hd..(t + 1) * hd];
                     for c in 0..nv {
-                        acc[c] = _mm512_fmadd_ps(p, load16(&vt[c * L..]), acc[c]);
+                        acc[c] = _mm512_fmadd_ps(p, load16_kv(&vt[c * L..]), acc[c]);
                     }
                 }
                 let o = &mut out[(j * g + gi) * hd..(j * g + gi + 1) * hd];

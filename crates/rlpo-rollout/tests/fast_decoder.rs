@@ -61,3 +61,54 @@ fn fast_steps_match_full_forward_on_smollm2() {
     println!("SmolLM2: vs full forward: FastDecoder {d_fast:.2e}, CpuDecoder {d_cpu:.2e}");
     assert!(d_fast < 2e-4 && d_cpu < 2e-4, "{d_fast} / {d_cpu}");
 }
+
+#[test]
+fn cpu_decoder_column_split_matches_too() {
+    for name in ["tiny-qwen2", "tiny-qwen3"] {
+        let dir = fixtures().join(name);
+        let r: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("reference.safetensors")).unwrap().into_iter().collect();
+        let mut cpu = CpuDecoder::new(tiny(name)).unwrap();
+        cpu.set_parallelism(rlpo_rollout::Parallelism::Columns);
+        let d = check(&cpu, &tiny(name), &r["left_input_ids"], &r["left_attention_mask"], 12);
+        println!("{name}: CpuDecoder (column split) vs full forward {d:.2e}");
+        assert!(d < 2e-4, "{name}: {d}");
+    }
+}
+
+/// bf16 weights: the CPU decoder (f32 activations, bf16 matmul inputs) must be at least as close
+/// to the f32 model as LibTorch's own bf16 decode step is.
+#[test]
+fn cpu_decoder_in_bf16_is_as_close_to_f32_as_torch_bf16() {
+    for dir in [smollm2_dir(), fixtures().join("tiny-qwen2"), fixtures().join("tiny-qwen3")] {
+        bf16_closeness(&dir);
+    }
+}
+
+fn bf16_closeness(dir: &std::path::Path) {
+    let opts = rlpo_model::LoadOptions { device: tch::Device::Cpu, kind: Kind::BFloat16 };
+    let load16 = || CausalLm::load(dir, &opts).unwrap();
+    let f32_model = load(dir);
+    let vocab = f32_model.config.vocab_size;
+    let ids = Tensor::from_slice(&[0i64, 0, 0, 1, 50, 31, 30, 1, 96, 28, 4, 5, 6, 7, 0, 0, 0, 0, 0, 1, 90]).view([3, 7]);
+    let mask = ids.ne(0).to_kind(Kind::Int64);
+    let ids = ids.clamp_min(1);
+    let steps = 8;
+    let cont = Tensor::randint_low(3, vocab, [3, steps], (Kind::Int64, tch::Device::Cpu));
+    let want = tch::no_grad(|| f32_model.forward(&Tensor::cat(&[&ids, &cont], 1), &Tensor::cat(&[&mask, &cont.ones_like()], 1)))
+        .narrow(1, 7, steps)
+        .log_softmax(-1, Kind::Float);
+    let err = |dec: &dyn RolloutModel| {
+        let (_, mut cache) = dec.prefill(&ids, &mask, 7 + steps);
+        let mut worst = 0f64;
+        for s in 0..steps {
+            let feed: Vec<i64> = (0..3).map(|r| cont.int64_value(&[r, s])).collect();
+            let got = dec.step(&feed, &mut cache).into_tensor().to_kind(Kind::Float).log_softmax(-1, Kind::Float);
+            worst = worst.max((got - want.select(1, s)).abs().max().double_value(&[]));
+        }
+        worst
+    };
+    let e_cpu = err(&CpuDecoder::new(load16()).unwrap());
+    let e_torch = err(&FastDecoder::new(load16()).unwrap());
+    println!("bf16 {}, max |log-softmax - f32|: CpuDecoder {e_cpu:.4}, LibTorch bf16 {e_torch:.4}", dir.display());
+    assert!(e_cpu <= 1.2 * e_torch + 0.02, "{e_cpu} vs {e_torch}");
+}
