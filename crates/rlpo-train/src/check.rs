@@ -60,10 +60,12 @@ pub fn check(recipe: &Recipe) -> crate::Result<String> {
     out += &format!("reward         {} function(s), on_error = {}\n", r.reward.fns.len(), r.reward.on_error.as_str());
     if let Some(c) = &model_cfg {
         let p = c.num_parameters() as f64;
-        let bytes = match r.model.dtype.as_str() { "bf16" | "bfloat16" | "f16" | "float16" => 2.0, _ => 4.0 };
+        let kind = rlpo_model::parse_dtype(&r.model.dtype)?;
+        let bytes = kind.elt_size_in_bytes() as f64;
         let weights = p * bytes;
         let grads = p * bytes;
-        let adam = p * 8.0;
+        // fp32 moments, plus fp32 master weights when parameters are bf16/f16.
+        let adam = p * 8.0 + if bytes < 4.0 { p * 4.0 } else { 0.0 };
         let reference = if r.loss.kl_coef > 0.0 { weights } else { 0.0 };
         // Prompts are not known before loading the data: assume up to 256 tokens.
         let seq = 256.0 + r.rollout.max_new_tokens as f64;
@@ -75,7 +77,7 @@ pub fn check(recipe: &Recipe) -> crate::Result<String> {
         let act = r.micro_batch_rows() as f64 * seq * per_token + r.trainer.logit_chunk_positions as f64 * c.vocab_size as f64 * 4.0 * 2.0;
         let gib = |x: f64| x / (1u64 << 30) as f64;
         out += &format!(
-            "memory (est.)  weights {:.2} GiB, grads {:.2}, AdamW {:.2}, reference {:.2}, KV cache {:.2}, activations/micro-batch {:.2} -> {:.2} GiB per device\n",
+            "memory (est.)  weights {:.2} GiB, grads {:.2}, AdamW (+ fp32 masters) {:.2}, reference {:.2}, KV cache {:.2}, activations/micro-batch {:.2} -> {:.2} GiB per device\n",
             gib(weights), gib(grads), gib(adam), gib(reference), gib(kv), gib(act), gib(weights + grads + adam + reference + kv + act)
         );
     }

@@ -17,7 +17,8 @@ pub const QUICKSTART: &str = include_str!("../../../recipes/quickstart.toml");
 pub struct RunConfig {
     /// Run name; the run directory is `<checkpoint.root>/<name>`. Default "run".
     pub name: String,
-    /// Master seed: data order, rollout rows and torch all derive from it. Default 0.
+    /// Master seed of the rollout rows (with the step, prompt and sample index) and of torch.
+    /// The data order has its own `[data] seed`. Default 0.
     pub seed: u64,
     /// LibTorch intra-op threads for the learner; 0 = all cores. Default 0.
     pub threads: usize,
@@ -272,6 +273,22 @@ impl Recipe {
             return Err(invalid("model.path", "is required (an HF model directory)"));
         }
         rlpo_model::parse_dtype(&self.model.dtype).map_err(|e| invalid("model.dtype", e.to_string()))?;
+        let hapo_temp = self.algorithm.hapo.as_ref().filter(|h| h.adaptive_temperature);
+        match (&self.rollout.adaptive_temperature, hapo_temp) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "rollout.adaptive_temperature",
+                    "needs [algorithm.hapo] with adaptive_temperature = true (HAPO's entropy statistics drive it)",
+                ))
+            }
+            (Some(a), Some(h)) if (a.tau - h.tau).abs() > 1e-12 => {
+                return Err(invalid(
+                    "rollout.adaptive_temperature.tau",
+                    format!("{} differs from algorithm.hapo.tau = {} (set one; the trainer uses algorithm.hapo.tau)", a.tau, h.tau),
+                ))
+            }
+            _ => {}
+        }
         let t = &self.trainer;
         if g < 2 {
             return Err(invalid(

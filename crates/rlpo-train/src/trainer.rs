@@ -138,11 +138,19 @@ impl Trainer {
     /// Stage 1: G completions per prompt from the current policy.
     fn rollout(&mut self, prompts: &PromptBatch, gen_batch: usize) -> Result<(Vec<Group>, rlpo_rollout::RolloutStats)> {
         let r = &self.recipe;
-        let mut req = GenerateRequest::new(prompts.ids.clone(), r.rollout.clone());
+        let mut params = r.rollout.clone();
+        // HAPO owns the adaptive temperature: its τ (`algorithm.hapo.tau`) and its statistics.
+        if let Some(h) = r.algorithm.hapo.as_ref().filter(|h| h.adaptive_temperature) {
+            params.adaptive_temperature = Some(rlpo_rollout::AdaptiveTemperature { tau: h.tau });
+        }
+        let mut req = GenerateRequest::new(prompts.ids.clone(), params);
         // Distinct seeds for every generation batch of every step (refill batches included).
         req.seed = RolloutSeed::new(r.run.seed, self.state.step * 1000 + gen_batch as u64);
         req.policy_version = self.version;
-        req.entropy_stats = self.state.hapo_stats.map(|h| EntropyStats { q: h.q, s: h.s, inv_h_pos: h.inv_h_pos, scale_neg: h.scale_neg });
+        req.entropy_stats = self
+            .state
+            .rollout_temperature_stats(&r.algorithm)
+            .map(|h| EntropyStats { q: h.q, s: h.s, inv_h_pos: h.inv_h_pos, scale_neg: h.scale_neg });
         let out = self.engine.generate(&self.learner.model, &req)?;
         Ok((out.groups, out.stats))
     }
@@ -257,6 +265,8 @@ impl Trainer {
         if rollouts.groups.is_empty() {
             // Every group was filtered out and the recipe allows training on what is there: skip.
             m.set("select/skipped_step", 1.0);
+            m.set("filter/dropped_groups", rollouts.dropped_groups as f64);
+            m.set("filter/gen_batches", rollouts.gen_batches as f64);
             self.finish_step(&mut m, t_step, None)?;
             return Ok(m);
         }

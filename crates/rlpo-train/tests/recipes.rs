@@ -186,6 +186,9 @@ fn algorithm_values_are_checked_with_full_keys() {
     assert!(err.contains("algorithm.rmt.tiers_start"), "{err}");
     let err = load_err(&MINIMAL.replace("[optim]", "[rollout.adaptive_temperature]\ntau = 1.5\n\n[optim]"));
     assert!(err.contains("rollout.adaptive_temperature.tau"), "{err}");
+    // Adaptive temperature without HAPO has no statistics to follow: named, not ignored.
+    let err = load_err(&MINIMAL.replace("[optim]", "[rollout.adaptive_temperature]\ntau = 0.1\n\n[optim]"));
+    assert!(err.contains("rollout.adaptive_temperature") && err.contains("algorithm.hapo"), "{err}");
     let err = load_err(&MINIMAL.replace("lr = 1e-5", "lr = 0.0"));
     assert!(err.contains("optim.lr"), "{err}");
     let err = load_err(&format!("{MINIMAL}\n[data]\nsource = \"jsonl\"\n"));
@@ -199,7 +202,7 @@ fn set_overrides_apply_with_types() {
         "trainer.total_steps=7",
         "model.path=/models/qwen",
         "model.device=cuda:1",
-        "rollout.adaptive_temperature.tau=0.1",
+        "rollout.top_k=5",
         "algorithm.advantage=dr_grpo",
         "loss.clip_high=0.28",
         "metrics.console=false",
@@ -213,7 +216,7 @@ fn set_overrides_apply_with_types() {
     assert_eq!(r.trainer.total_steps, 7);
     assert_eq!(r.model.path, PathBuf::from("/models/qwen"));
     assert_eq!(r.model.device, "cuda:1");
-    assert_eq!(r.rollout.adaptive_temperature.map(|a| a.tau), Some(0.1));
+    assert_eq!(r.rollout.top_k, 5);
     assert_eq!(r.algorithm.advantage, rlpo_algo::config::AdvantageKind::DrGrpo);
     assert_eq!(r.loss.clip_high, Some(0.28));
     assert!(!r.metrics.console);
