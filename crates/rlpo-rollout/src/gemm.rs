@@ -279,6 +279,38 @@ mod tests {
     }
 
     #[test]
+    fn portable_kernels_agree_with_the_dispatched_ones() {
+        let (m, n, k) = (5usize, 32usize, 40usize);
+        let x = data(m * k, 3);
+        let w = data(n * k, 4);
+        for bf16 in [false, true] {
+            let p = PackedMatrix::new(&w, n, k, bf16);
+            let mut want = Vec::new();
+            matmul(&x, m, &p, &mut want, &mut GemmScratch::default());
+            let kp = k.div_ceil(2);
+            let mut got = vec![0f32; m * n];
+            match &p.data {
+                Packed::Bf16(d) => {
+                    let mut xq = vec![0u32; kp * m];
+                    for r in 0..m {
+                        for kk in 0..k {
+                            let bits = bf16_bits(x[r * k + kk]) as u32;
+                            xq[(kk / 2) * m + r] |= if kk % 2 == 0 { bits } else { bits << 16 };
+                        }
+                    }
+                    bf16_gemm_portable(&xq, m, kp, d, 0..p.panels, &mut got, n);
+                }
+                Packed::F32(d) => {
+                    let xt: Vec<f32> = (0..k * m).map(|i| x[(i % m) * k + i / m]).collect();
+                    f32_gemm_portable(&xt, m, k, d, 0..p.panels, &mut got, n);
+                }
+            }
+            let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            assert!(err < 1e-4, "bf16={bf16}: {err}");
+        }
+    }
+
+    #[test]
     fn bf16_rounding_is_nearest_even() {
         assert_eq!(bf16_bits(1.0), 0x3f80);
         // 1 + 2^-8 is halfway between bf16 1.0 and 1.0078125: ties to even (1.0).

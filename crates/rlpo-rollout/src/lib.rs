@@ -16,6 +16,7 @@
 pub mod adaptive_temperature;
 pub mod bench;
 pub mod cpu_decoder;
+pub mod cpu_kernels;
 pub mod engine;
 pub mod error;
 pub mod fast;

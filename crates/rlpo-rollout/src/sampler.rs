@@ -206,3 +206,22 @@ impl Sampler {
         cand.last().map_or(0, |&(_, i)| i as usize)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn portable_and_dispatched_sampling_agree() {
+        let z: Vec<f32> = (0..5000).map(|i| ((i * 7919 % 1000) as f32 / 100.0) - 5.0).collect();
+        for (top_k, top_p, min_p) in [(0, 1.0, 0.0), (40, 0.9, 0.05)] {
+            let s = Sampler { temperature: 0.8, top_k, top_p, min_p, greedy: false, adaptive: None };
+            for u in [0.0, 0.3, 0.77, 0.999] {
+                let a = s.sample(&z, u, &mut Scratch::default());
+                let b = s.sample_impl(&z, u, &mut Scratch::default());
+                assert_eq!(a.token, b.token);
+                assert!((a.logprob - b.logprob).abs() < 1e-5 && (a.entropy - b.entropy).abs() < 1e-5);
+            }
+        }
+    }
+}

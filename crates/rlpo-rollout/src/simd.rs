@@ -7,7 +7,7 @@
 //! - bf16 GEMM tile: 16 columns × R rows of f32 accumulators, `vdpbf16ps` with an embedded
 //!   broadcast of one x pair (32 multiply-adds per instruction);
 //! - f32 GEMM tile: the same with `vfmadd` and a broadcast x value;
-//! - attention is plain Rust (`cpu_decoder::attention_row`, `#[inline(always)]`) compiled inside
+//! - attention is plain Rust (`cpu_kernels::attention_row`, `#[inline(always)]`) compiled inside
 //!   an `avx512f` function, so LLVM vectorises it with 512-bit registers.
 //!
 //! The kernels prefetch their weight stream ahead of use (`_mm_prefetch`, which cannot fault).
@@ -71,7 +71,7 @@ pub(crate) fn dispatch_f32_gemm(x: &[f32], m: usize, k: usize, w: &[f32], panels
     gemm::f32_gemm_portable(x, m, k, w, panels, out, ldo)
 }
 
-/// Attention of one row (see `cpu_decoder::attention_row`), vectorised for AVX-512 when present.
+/// Attention of one row (see `cpu_kernels::attention_row`), vectorised for AVX-512 when present.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dispatch_attention_row<T: KvElem>(q: &[f32], keys: &[T], values: &[T], valid: &[bool], kv: usize, cap: usize, hd: usize, total: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
@@ -83,7 +83,7 @@ pub(crate) fn dispatch_attention_row<T: KvElem>(q: &[f32], keys: &[T], values: &
         };
         return;
     }
-    crate::cpu_decoder::attention_row(q, keys, values, valid, kv, cap, hd, total, out)
+    crate::cpu_kernels::attention_row(q, keys, values, valid, kv, cap, hd, total, out)
 }
 
 /// One sampling decision (see `Sampler::sample`), compiled for AVX-512 when present.
@@ -167,7 +167,7 @@ mod x86 {
         d[..LANES].copy_from_slice(&bytemuck::cast::<__m512, [f32; LANES]>(v));
     }
 
-    /// AVX-512 attention of one row; same contract as `cpu_decoder::attention_row` (whose
+    /// AVX-512 attention of one row; same contract as `cpu_kernels::attention_row` (whose
     /// portable loops it replaces): scores of 16 slots per register over hd (4 chains), masked
     /// softmax, then `o += p[t]·V[t]` with hd/16 accumulators per head.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
@@ -175,7 +175,7 @@ mod x86 {
     pub(super) fn attention_row_avx512<T: KvElem>(q: &[f32], keys: &[T], values: &[T], valid: &[bool], kv: usize, cap: usize, hd: usize, total: usize, out: &mut [f32]) {
         const L: usize = LANES;
         if !hd.is_multiple_of(L) || hd > 8 * L {
-            return crate::cpu_decoder::attention_row(q, keys, values, valid, kv, cap, hd, total, out);
+            return crate::cpu_kernels::attention_row(q, keys, values, valid, kv, cap, hd, total, out);
         }
         let g = q.len() / hd / kv;
         let scale = 1.0 / (hd as f32).sqrt();
