@@ -23,6 +23,9 @@ enum Command {
     /// Reward function tools.
     #[command(subcommand)]
     Reward(commands::reward::Command),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(commands::bench::Command),
 }
 
 fn main() {
@@ -32,6 +35,7 @@ fn main() {
         Command::Check(args) => commands::check::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Reward(cmd) => commands::reward::run(cmd),
+        Command::Bench(cmd) => commands::bench::run(cmd),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

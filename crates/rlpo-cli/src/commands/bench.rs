@@ -1,0 +1,62 @@
+//! `rlpo bench rollout --model DIR --batch B --new-tokens N`: rollout throughput against this
+//! machine's own ceilings (see `rlpo_rollout::bench`); `scripts/bench_hf_generate.py` is the
+//! transformers baseline it is compared with.
+
+use anyhow::Result;
+use rlpo_rollout::bench::{bench_rollout, BenchOptions, DecoderKind};
+use std::path::PathBuf;
+
+/// `rlpo bench ...`.
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Tokens/s, ms per decode step and fraction of the machine's ceiling for one rollout batch.
+    Rollout {
+        /// HF model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// Rows decoded together.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Tokens generated per row.
+        #[arg(long, default_value_t = 128)]
+        new_tokens: usize,
+        /// f32 or bf16.
+        #[arg(long, default_value = "f32")]
+        dtype: String,
+        /// Samples per prompt sharing one prefill (1 = distinct prompts).
+        #[arg(long, default_value_t = 1)]
+        group_size: usize,
+        /// LibTorch threads (0 = default).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Decode path: cpu (host kernels), fast (fused tch) or plain (CausalLm).
+        #[arg(long, default_value = "cpu")]
+        decoder: String,
+        /// Timed repetitions (best reported).
+        #[arg(long, default_value_t = 1)]
+        repeats: usize,
+    },
+}
+
+/// Dispatch.
+pub fn run(cmd: Command) -> Result<()> {
+    match cmd {
+        Command::Rollout { model, batch, new_tokens, dtype, group_size, threads, decoder, repeats } => {
+            let mut o = BenchOptions::new(model);
+            o.batch = batch;
+            o.new_tokens = new_tokens;
+            o.group_size = group_size;
+            o.threads = threads;
+            o.repeats = repeats;
+            o.dtype = rlpo_model::parse_dtype(&dtype)?;
+            o.decoder = match decoder.as_str() {
+                "cpu" => DecoderKind::Cpu,
+                "fast" => DecoderKind::Fast,
+                "plain" => DecoderKind::Plain,
+                other => anyhow::bail!("--decoder must be cpu, fast or plain, got {other}"),
+            };
+            println!("{}", bench_rollout(&o)?);
+            Ok(())
+        }
+    }
+}
