@@ -30,11 +30,13 @@ fn main() {
     }
     let ids = Tensor::from_slice(&ids).view([batch as i64, width as i64]);
     let mask = Tensor::from_slice(&mask).view([batch as i64, width as i64]);
+    let t_build = Instant::now();
     let dec: Box<dyn RolloutModel> = match get("--decoder").as_deref() {
         Some("plain") => Box::new(model),
         Some("fast") => Box::new(FastDecoder::new(model).unwrap()),
         _ => Box::new(CpuDecoder::new(model).unwrap()),
     };
+    println!("decoder built in {:.0} ms", 1e3 * t_build.elapsed().as_secs_f64());
     tch::no_grad(|| {
         for round in 0..2 {
             let (_, mut cache) = dec.prefill(&ids, &mask, (width + steps + 1) as i64);

@@ -141,7 +141,7 @@ impl CpuDecoder {
         let rope = Rope::new(c, Device::Cpu);
         let mut d = CpuDecoder {
             parallelism: Parallelism::Auto,
-            w: Weights { layers: Vec::new(), norm: Vec::new(), lm_head: PackedMatrix::new(&[], 0, 0, false), dims },
+            w: Weights { layers: Vec::new(), norm: Vec::new(), lm_head: PackedMatrix::new::<f32>(&[], 0, 0, false), dims },
             rope,
             dims,
             scratch: RefCell::new(Vec::new()),
@@ -172,11 +172,22 @@ impl CpuDecoder {
         };
         let opt = |n: &str, on: bool| -> Result<Option<Vec<f32>>> { if on { get(n).map(Some) } else { Ok(None) } };
         let pack = |names: &[String], k: usize| -> Result<PackedMatrix> {
-            let mut w = Vec::new();
-            for n in names {
-                w.extend(get(n)?);
+            let ts: Vec<Tensor> = names
+                .iter()
+                .map(|n| vars.get(n).map(Tensor::shallow_clone).ok_or_else(|| Error::Input(format!("model has no tensor {n}"))))
+                .collect::<Result<_>>()?;
+            let w = tch::no_grad(|| Tensor::cat(&ts, 0));
+            if bf16 {
+                // bf16 bit patterns straight from the tensor (tch names bf16 elements Kind::Half).
+                let w = w.f_to_kind(Kind::BFloat16)?.f_contiguous()?.f_view_dtype(Kind::Int16)?;
+                let numel = w.numel();
+                let mut bits = vec![0i16; numel];
+                w.f_copy_data(&mut bits, numel)?;
+                Ok(PackedMatrix::new(&bits, bits.len() / k, k, true))
+            } else {
+                let w = host(&w)?;
+                Ok(PackedMatrix::new(&w, w.len() / k, k, false))
             }
-            Ok(PackedMatrix::new(&w, w.len() / k, k, bf16))
         };
         let Dims { d, h, hd, inter, .. } = self.dims;
         let mut layers = Vec::with_capacity(c.num_hidden_layers as usize);

@@ -53,32 +53,70 @@ pub fn bf16_bits(x: f32) -> u16 {
     ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
 
+/// A source element for packing: f32 values, or bf16 bit patterns (as LibTorch hands them out,
+/// `i16`), which pack without a round trip through f32.
+pub trait PackSource: Copy + Send + Sync {
+    /// As bf16 bits (rounded to nearest even from f32).
+    fn bf16(self) -> u16;
+    /// As f32 (exact for bf16).
+    fn f32(self) -> f32;
+}
+
+impl PackSource for f32 {
+    fn bf16(self) -> u16 {
+        bf16_bits(self)
+    }
+    fn f32(self) -> f32 {
+        self
+    }
+}
+
+impl PackSource for i16 {
+    fn bf16(self) -> u16 {
+        self as u16
+    }
+    fn f32(self) -> f32 {
+        f32::from_bits((self as u16 as u32) << 16)
+    }
+}
+
 impl PackedMatrix {
-    /// Pack `w [N, K]` (row-major f32 values). `bf16 = true` stores bf16 (exact when the values
-    /// came from a bf16 tensor) and multiplies in bf16 with f32 accumulation.
-    pub fn new(w: &[f32], n: usize, k: usize, bf16: bool) -> Self {
+    /// Pack `w [N, K]` (row-major). `bf16 = true` stores bf16 (exact when the values came from a
+    /// bf16 tensor) and multiplies in bf16 with f32 accumulation.
+    pub fn new<S: PackSource>(w: &[S], n: usize, k: usize, bf16: bool) -> Self {
         assert_eq!(w.len(), n * k, "weight is not [{n}, {k}]");
         let panels = n.div_ceil(LANES);
+        // Panel by panel (in parallel), writing each panel sequentially while reading its 16
+        // source rows as 16 sequential streams.
+        let col = |p: usize, lane: usize| p * LANES + lane;
         let data = if bf16 {
             let kp = k.div_ceil(2);
             let mut d = vec![0u32; panels * kp * LANES];
-            for col in 0..n {
-                let (p, lane) = (col / LANES, col % LANES);
-                for kk in 0..k {
-                    let bits = bf16_bits(w[col * k + kk]) as u32;
-                    let slot = &mut d[(p * kp + kk / 2) * LANES + lane];
-                    *slot |= if kk % 2 == 0 { bits } else { bits << 16 };
+            d.par_chunks_mut((kp * LANES).max(1)).enumerate().for_each(|(p, panel)| {
+                for (q, slot) in panel.chunks_exact_mut(LANES).enumerate() {
+                    for (lane, v) in slot.iter_mut().enumerate() {
+                        let c = col(p, lane);
+                        if c < n {
+                            let lo = w[c * k + 2 * q].bf16() as u32;
+                            let hi = if 2 * q + 1 < k { w[c * k + 2 * q + 1].bf16() as u32 } else { 0 };
+                            *v = lo | (hi << 16);
+                        }
+                    }
                 }
-            }
+            });
             Packed::Bf16(d)
         } else {
             let mut d = vec![0f32; panels * k * LANES];
-            for col in 0..n {
-                let (p, lane) = (col / LANES, col % LANES);
-                for kk in 0..k {
-                    d[(p * k + kk) * LANES + lane] = w[col * k + kk];
+            d.par_chunks_mut((k * LANES).max(1)).enumerate().for_each(|(p, panel)| {
+                for (kk, slot) in panel.chunks_exact_mut(LANES).enumerate() {
+                    for (lane, v) in slot.iter_mut().enumerate() {
+                        let c = col(p, lane);
+                        if c < n {
+                            *v = w[c * k + kk].f32();
+                        }
+                    }
                 }
-            }
+            });
             Packed::F32(d)
         };
         PackedMatrix { n, k, panels, data }
