@@ -103,16 +103,33 @@ pub enum Parallelism {
     Columns,
 }
 
-/// A `CausalLm` plus host-side packed weights for fast CPU decode steps.
+/// Host-side packed copies of a `CausalLm`'s weights plus the step's buffers: everything a CPU
+/// decode step needs except the model itself (used for the prefill and the embedding lookup).
+/// Keep one next to a learner's model and [`HostWeights::repack`] it after each update; decode
+/// with [`HostWeights::bind`]. [`CpuDecoder`] bundles one with its own model.
 #[derive(Debug)]
-pub struct CpuDecoder {
+pub struct HostWeights {
     parallelism: Parallelism,
-    model: CausalLm,
     w: Weights,
     rope: Rope,
     dims: Dims,
     scratch: RefCell<Vec<Scratch>>,
     rope_table: RefCell<RopeTable>,
+}
+
+/// A `CausalLm` plus its [`HostWeights`]: the CPU decode path as one owned value.
+#[derive(Debug)]
+pub struct CpuDecoder {
+    model: CausalLm,
+    host: HostWeights,
+}
+
+/// A borrowed model with its packed weights, usable as a [`RolloutModel`] (for a learner's model
+/// that the rollout shares when colocated and synchronous).
+#[derive(Debug, Clone, Copy)]
+pub struct BoundCpuDecoder<'a> {
+    model: &'a CausalLm,
+    host: &'a HostWeights,
 }
 
 fn host(t: &Tensor) -> Result<Vec<f32>> {
@@ -125,6 +142,39 @@ fn host(t: &Tensor) -> Result<Vec<f32>> {
 impl CpuDecoder {
     /// Pack `model`'s weights (bf16 panels for bf16/f16 models, f32 otherwise). CPU models only.
     pub fn new(model: CausalLm) -> Result<Self> {
+        let host = HostWeights::pack(&model)?;
+        Ok(CpuDecoder { model, host })
+    }
+
+    /// Choose how steps use the threads (default: [`Parallelism::Auto`]).
+    pub fn set_parallelism(&mut self, p: Parallelism) {
+        self.host.set_parallelism(p);
+    }
+
+    /// The wrapped model.
+    pub fn model(&self) -> &CausalLm {
+        &self.model
+    }
+
+    /// Unwrap.
+    pub fn into_model(self) -> CausalLm {
+        self.model
+    }
+
+    /// The packed weights.
+    pub fn host_weights(&self) -> &HostWeights {
+        &self.host
+    }
+
+    /// Re-pack the weights from the model's current variables (after a weight update).
+    pub fn rebuild(&mut self) -> Result<()> {
+        self.host.repack(&self.model)
+    }
+}
+
+impl HostWeights {
+    /// Pack `model`'s weights (bf16 panels for bf16/f16 models, f32 otherwise). CPU models only.
+    pub fn pack(model: &CausalLm) -> Result<Self> {
         if model.device() != Device::Cpu {
             return Err(Error::Input("CpuDecoder needs a model on the CPU (use FastDecoder on GPUs)".into()));
         }
@@ -139,16 +189,15 @@ impl CpuDecoder {
             eps: c.rms_norm_eps as f32,
         };
         let rope = Rope::new(c, Device::Cpu);
-        let mut d = CpuDecoder {
+        let mut d = HostWeights {
             parallelism: Parallelism::Auto,
             w: Weights { layers: Vec::new(), norm: Vec::new(), lm_head: PackedMatrix::new::<f32>(&[], 0, 0, false), dims },
             rope,
             dims,
             scratch: RefCell::new(Vec::new()),
             rope_table: RefCell::new(RopeTable::default()),
-            model,
         };
-        d.rebuild()?;
+        d.repack(model)?;
         Ok(d)
     }
 
@@ -157,16 +206,21 @@ impl CpuDecoder {
         self.parallelism = p;
     }
 
-    /// The wrapped model.
-    pub fn model(&self) -> &CausalLm {
-        &self.model
+    /// Decode with `model` (the one these weights were packed from, or a copy with the same
+    /// weights): prefill through it, steps on the packed weights.
+    pub fn bind<'a>(&'a self, model: &'a CausalLm) -> BoundCpuDecoder<'a> {
+        BoundCpuDecoder { model, host: self }
     }
 
-    /// Re-pack the weights from the model's current variables (after a weight update).
-    pub fn rebuild(&mut self) -> Result<()> {
-        let vars = self.model.var_store().variables();
-        let c = &self.model.config;
-        let bf16 = matches!(self.model.kind(), Kind::BFloat16 | Kind::Half);
+    /// Re-pack from `model`'s current variables (after a weight update); `model` must have the
+    /// architecture these weights were packed for.
+    pub fn repack(&mut self, model: &CausalLm) -> Result<()> {
+        if model.device() != Device::Cpu {
+            return Err(Error::Input("CpuDecoder needs a model on the CPU (use FastDecoder on GPUs)".into()));
+        }
+        let vars = model.var_store().variables();
+        let c = &model.config;
+        let bf16 = matches!(model.kind(), Kind::BFloat16 | Kind::Half);
         let get = |n: &str| -> Result<Vec<f32>> {
             host(vars.get(n).ok_or_else(|| Error::Input(format!("model has no tensor {n}")))?)
         };
@@ -238,7 +292,7 @@ impl CpuDecoder {
     /// Splitting rows instead of matmul columns leaves one synchronisation per step instead of
     /// ~150; both parts stream the same layer's weights at about the same time, so the second
     /// read mostly hits the shared L3.
-    fn step_host(&self, ids: &[i64], cache: &mut HostCache) -> Result<Vec<f32>> {
+    fn step_host(&self, model: &CausalLm, ids: &[i64], cache: &mut HostCache) -> Result<Vec<f32>> {
         let Dims { d, vocab, hd, .. } = self.dims;
         let b = ids.len();
         let (slot, total, cap) = (cache.len, cache.len + 1, cache.capacity);
@@ -246,7 +300,9 @@ impl CpuDecoder {
             return Err(Error::Input(format!("KV cache overflow: {total} > capacity {cap}")));
         }
         // Embeddings come from the model's tensor (one small op per step).
-        let emb = tch::no_grad(|| self.model_embed().index_select(0, &Tensor::from_slice(ids)));
+        let embed = model.var_store().variables().get("model.embed_tokens.weight").map(Tensor::shallow_clone);
+        let embed = embed.ok_or_else(|| Error::Input("model has no tensor model.embed_tokens.weight".into()))?;
+        let emb = tch::no_grad(|| embed.index_select(0, &Tensor::from_slice(ids)));
         let x = host(&emb)?;
         let max_pos = cache.next_pos.iter().copied().max().unwrap_or(0).max(0) as usize;
         let mut rope = self.rope_table.borrow_mut();
@@ -305,10 +361,6 @@ impl CpuDecoder {
             *p += 1;
         }
         Ok(logits)
-    }
-
-    fn model_embed(&self) -> Tensor {
-        self.model.var_store().variables().get("model.embed_tokens.weight").expect("checked at build").shallow_clone()
     }
 }
 
@@ -399,6 +451,36 @@ fn key_index(t: usize, e: usize, hd: usize) -> usize {
     ((t / SLOT_BLOCK) * hd + e) * SLOT_BLOCK + t % SLOT_BLOCK
 }
 
+impl RolloutModel for BoundCpuDecoder<'_> {
+    fn vocab_size(&self) -> i64 {
+        self.model.config.vocab_size
+    }
+    fn max_positions(&self) -> i64 {
+        self.model.config.max_position_embeddings
+    }
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> (Logits, DecodeCache) {
+        let (logits, cache) = torch_prefill(self.model, ids, mask, capacity);
+        let bf16 = matches!(self.model.kind(), Kind::BFloat16 | Kind::Half);
+        let host = HostCache::from_torch(&cache, bf16).expect("copying the prefill cache to the host");
+        (logits, DecodeCache::Host(host))
+    }
+    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits {
+        let DecodeCache::Host(c) = cache else { panic!("CpuDecoder was given a LibTorch KV cache") };
+        let rows = ids.len();
+        let data = self.host.step_host(self.model, ids, c).unwrap_or_else(|e| panic!("CPU decode step: {e}"));
+        Logits::Host { data, rows, vocab: self.host.dims.vocab }
+    }
+    fn load_weights(&mut self, _weights: &[(String, Tensor)]) -> Result<()> {
+        Err(Error::Input("a bound CPU decoder borrows its model: update the model, then HostWeights::repack".into()))
+    }
+    fn weights_changed(&mut self) -> Result<()> {
+        Err(Error::Input("a bound CPU decoder borrows its weights: call HostWeights::repack".into()))
+    }
+}
+
 impl RolloutModel for CpuDecoder {
     fn vocab_size(&self) -> i64 {
         self.model.config.vocab_size
@@ -410,16 +492,10 @@ impl RolloutModel for CpuDecoder {
         Device::Cpu
     }
     fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> (Logits, DecodeCache) {
-        let (logits, cache) = torch_prefill(&self.model, ids, mask, capacity);
-        let bf16 = matches!(self.model.kind(), Kind::BFloat16 | Kind::Half);
-        let host = HostCache::from_torch(&cache, bf16).expect("copying the prefill cache to the host");
-        (logits, DecodeCache::Host(host))
+        self.host.bind(&self.model).prefill(ids, mask, capacity)
     }
     fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits {
-        let DecodeCache::Host(c) = cache else { panic!("CpuDecoder was given a LibTorch KV cache") };
-        let rows = ids.len();
-        let data = self.step_host(ids, c).unwrap_or_else(|e| panic!("CPU decode step: {e}"));
-        Logits::Host { data, rows, vocab: self.dims.vocab }
+        self.host.bind(&self.model).step(ids, cache)
     }
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()> {
         copy_weights(&self.model, weights)?;

@@ -36,7 +36,7 @@ pub mod worker;
 pub use adaptive_temperature::{token_temperature, AdaptiveTemperature, EntropyStats};
 pub use engine::{Engine, GenerateRequest};
 pub use error::{Error, Result};
-pub use cpu_decoder::{CpuDecoder, Parallelism};
+pub use cpu_decoder::{BoundCpuDecoder, CpuDecoder, HostWeights, Parallelism};
 pub use fast::FastDecoder;
 pub use host_cache::HostCache;
 pub use model::{DecodeCache, Logits, RolloutModel};

@@ -112,3 +112,25 @@ fn bf16_closeness(dir: &std::path::Path) {
     println!("bf16 {}, max |log-softmax - f32|: CpuDecoder {e_cpu:.4}, LibTorch bf16 {e_torch:.4}", dir.display());
     assert!(e_cpu <= 1.2 * e_torch + 0.02, "{e_cpu} vs {e_torch}");
 }
+
+/// `HostWeights` packed next to a learner's model, bound to it by reference; after the learner
+/// changes its weights in place, a repack makes the bound decoder follow.
+#[test]
+fn bound_host_weights_follow_the_borrowed_model_after_repack() {
+    let dir = fixtures().join("tiny-qwen2");
+    let r: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(dir.join("reference.safetensors")).unwrap().into_iter().collect();
+    let (ids, mask) = (&r["left_input_ids"], &r["left_attention_mask"]);
+    let model = tiny("tiny-qwen2");
+    let mut host = rlpo_rollout::HostWeights::pack(&model).unwrap();
+    assert!(check(&host.bind(&model), &model, ids, mask, 8) < 2e-4);
+    tch::no_grad(|| {
+        for (_, mut v) in model.var_store().variables() {
+            let _ = v.g_add_scalar_(0.01);
+        }
+    });
+    let stale = check(&host.bind(&model), &model, ids, mask, 8);
+    host.repack(&model).unwrap();
+    let fresh = check(&host.bind(&model), &model, ids, mask, 8);
+    println!("bound decoder after an in-place update: stale {stale:.2e}, repacked {fresh:.2e}");
+    assert!(stale > 1e-3 && fresh < 2e-4, "{stale} / {fresh}");
+}
