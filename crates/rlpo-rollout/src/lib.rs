@@ -9,7 +9,8 @@
 //! - [`RolloutSeed`] makes every row's randomness a function of (run seed, step, prompt, sample);
 //! - [`RolloutPool`] runs N engines on worker threads behind bounded channels, with versioned
 //!   weight updates and errors (including panics) reported to the caller;
-//! - [`CpuDecoder`] decodes on the host with packed weights and AVX-512 kernels (CPU rollouts);
+//! - [`CpuDecoder`] decodes on the host with packed weights and AVX-512 kernels (CPU rollouts;
+//!   [`HostWeights::bind`] does the same over a borrowed, e.g. the learner's, model);
 //!   [`FastDecoder`] is a leaner LibTorch decode step (any device); both wrap a `CausalLm`;
 //! - [`bench::bench_rollout`] measures tokens/s against the machine's own ceilings.
 
