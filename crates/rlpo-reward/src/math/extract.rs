@@ -29,7 +29,7 @@ pub fn last_boxed(text: &str) -> Option<&str> {
 }
 
 /// The text of `body` up to the `}` that closes an already-opened `{`, or `None` if unbalanced.
-fn balanced_prefix(body: &str) -> Option<&str> {
+pub(super) fn balanced_prefix(body: &str) -> Option<&str> {
     let mut depth = 1usize;
     for (i, b) in body.bytes().enumerate() {
         match b {

@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 
-use super::extract::NumberTokens;
+use super::extract::{balanced_prefix, NumberTokens};
 use crate::rational::Rational;
 
 /// A numeric answer.
@@ -119,7 +119,7 @@ fn unwrap_command(s: &str, cmd: &str) -> String {
             rest = after;
             continue;
         };
-        let Some(inner) = balanced(body) else {
+        let Some(inner) = balanced_prefix(body) else {
             out.push_str(rest);
             return out;
         };
@@ -131,24 +131,6 @@ fn unwrap_command(s: &str, cmd: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// Content up to the brace closing an opened `{`.
-fn balanced(body: &str) -> Option<&str> {
-    let mut depth = 1usize;
-    for (i, b) in body.bytes().enumerate() {
-        match b {
-            b'{' => depth += 1,
-            b'}' => {
-                depth -= 1;
-                if depth == 0 {
-                    return Some(&body[..i]);
-                }
-            }
-            _ => {}
-        }
-    }
-    None
 }
 
 fn normalise_text(s: &str) -> String {
