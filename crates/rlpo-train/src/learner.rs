@@ -51,9 +51,21 @@ pub struct UpdateInputs<'a> {
     /// Advantages, masks and clip widths of the step.
     pub plan: &'a StepPlan,
     /// Behaviour-policy log-probs.
-    pub old_logp: &'a Tensor,
+    pub old_logp: OldLogp<'a>,
     /// Reference-policy log-probs (KL), if any.
     pub ref_logp: Option<&'a Tensor>,
+}
+
+/// Where the behaviour policy's log-probs come from.
+#[derive(Debug, Clone, Copy)]
+pub enum OldLogp<'a> {
+    /// Given `[N, T]` (recomputed, or recorded by a rollout that ran the learner's kernels).
+    Given(&'a Tensor),
+    /// The learner's own log-probs, detached, from the same forward that computes the loss.
+    /// Exact (and free) when the step has a single optimizer step on on-policy data: the
+    /// weights have not moved since the rollout, so `π_old = π_θ` bit for bit and the ratio is
+    /// exactly 1, with no extra forward and no dependence on the rollout's kernels.
+    CurrentDetached,
 }
 
 /// Detached loss values of one micro-batch (already divided by the step normaliser, so they add
@@ -223,13 +235,18 @@ impl Learner {
         let index = Tensor::from_slice(kept).to_device(batch.ids.device());
         let local = &index - u0;
         let logp_k = out.logp.pad([0, t - t_k], "constant", 0.0);
-        let old = ctx.old_logp.narrow(0, u0, micro);
+        let old = match ctx.old_logp {
+            OldLogp::Given(o) => o.narrow(0, u0, micro),
+            // Rows outside `kept` carry no loss weight; the rollout's values only fill them.
+            OldLogp::CurrentDetached => batch.rollout_logp.narrow(0, u0, micro).index_copy(0, &local, &logp_k.detach()),
+        };
         let logp = old.detach().index_copy(0, &local, &logp_k);
         let mb = ctx.plan.micro_batch(u0, micro);
         let entropy_k = out.entropy.as_ref().map(|e| e.pad([0, t - t_k], "constant", 0.0));
         if let Some(fp) = first_pass {
             let lm_k = mb.loss_mask.index_select(0, &local);
-            let old_k = ctx.old_logp.index_select(0, &index);
+            // The gap is always against what the rollout recorded (its kernels, its weights).
+            let old_k = batch.rollout_logp.index_select(0, &index);
             fp.gap_sum += ((logp_k.detach() - old_k).abs() * &lm_k).sum(Kind::Double).double_value(&[]);
             fp.gap_tokens += lm_k.sum(Kind::Double).double_value(&[]);
             if let Some(e) = &entropy_k {

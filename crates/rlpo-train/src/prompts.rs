@@ -6,7 +6,7 @@ use rlpo_data::{Prompt, Sample};
 use rlpo_model::{ChatMessage, TextTokenizer};
 
 /// The prompts of one generation batch.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PromptBatch {
     /// The dataset rows.
     pub samples: Vec<Sample>,

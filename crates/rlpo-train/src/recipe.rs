@@ -43,11 +43,24 @@ pub struct ModelSection {
     pub dtype: String,
     /// Optional system message prepended to every chat prompt.
     pub system_prompt: Option<String>,
+    /// Device of the rollout when it differs from the learner's (`cuda:1`, `cpu`); unset = the
+    /// learner's. A separate device runs the rollout on worker threads with their own copy of
+    /// the weights, synced after every update.
+    pub rollout_device: Option<String>,
+    /// Parameter dtype of the rollout copy; unset = `dtype`.
+    pub rollout_dtype: Option<String>,
 }
 
 impl Default for ModelSection {
     fn default() -> Self {
-        ModelSection { path: PathBuf::new(), device: "cpu".into(), dtype: "f32".into(), system_prompt: None }
+        ModelSection {
+            path: PathBuf::new(),
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            system_prompt: None,
+            rollout_device: None,
+            rollout_dtype: None,
+        }
     }
 }
 
@@ -115,12 +128,17 @@ pub struct TrainerConfig {
     pub micro_batch_rows: usize,
     /// Passes over each step's data. Default 1.
     pub ppo_epochs: usize,
-    /// `0` = on-policy (rollout waits for the update). `>= 1`: the rollout of step t+1 may start
-    /// before step t's update, with ratios taken against the generating policy. Default 0.
+    /// `0` = on-policy (rollout waits for the update). `1`: the rollout of step t+1 runs on the
+    /// rollout workers while step t trains (data one step stale), with ratios taken against the
+    /// generating policy. Default 0.
     pub max_staleness: u64,
-    /// Old log-probs: `auto` reuses the rollout's (exact, recorded at the base temperature) when the
-    /// data is on-policy; `always` recomputes them with a no-grad forward. Default auto.
+    /// Old log-probs: `auto` takes them for free where that is exact (see [`OldLogprobs::Auto`]);
+    /// `always` recomputes them with a no-grad forward. Default auto.
     pub old_logprobs: OldLogprobs,
+    /// Decode path of the rollout: `auto` (host kernels on CPU, LibTorch on GPUs), `host`
+    /// (packed weights and Rust kernels, CPU only, ~2.7x faster decode there) or `torch`
+    /// (the learner's own `CausalLm`). Default auto.
+    pub rollout_decoder: RolloutDecoder,
     /// Stop after this many non-finite losses/gradients in a row (each one skips its update). Default 3.
     pub max_nonfinite_in_a_row: u32,
     /// Positions per chunk when projecting hidden states to the vocabulary (bounds memory). Default 1024.
@@ -131,10 +149,27 @@ pub struct TrainerConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OldLogprobs {
-    /// Rollout's recorded log-probs when on-policy, else recompute.
+    /// On-policy data with one optimizer step per training step: the learner's own log-probs,
+    /// detached (exact, no extra forward). On-policy with several optimizer steps: the rollout's
+    /// recorded log-probs when it ran the learner's kernels (`rollout_decoder = "torch"`), else
+    /// a recomputing forward. Stale data (`max_staleness >= 1`): the rollout's log-probs, i.e.
+    /// the ratio is taken against the policy that generated the data.
     Auto,
     /// Always recompute with the learner.
     Always,
+}
+
+/// Which kernels decode the rollout (`trainer.rollout_decoder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutDecoder {
+    /// `host` on CPU, `torch` elsewhere.
+    #[default]
+    Auto,
+    /// Packed host weights + Rust kernels (`rlpo_rollout::HostWeights`); CPU only.
+    Host,
+    /// The learner's `CausalLm` forward (LibTorch).
+    Torch,
 }
 
 impl Default for TrainerConfig {
@@ -147,6 +182,7 @@ impl Default for TrainerConfig {
             ppo_epochs: 1,
             max_staleness: 0,
             old_logprobs: OldLogprobs::Auto,
+            rollout_decoder: RolloutDecoder::Auto,
             max_nonfinite_in_a_row: 3,
             logit_chunk_positions: 1024,
         }
@@ -289,7 +325,16 @@ impl Recipe {
             }
             _ => {}
         }
+        if let Some(dt) = &self.model.rollout_dtype {
+            rlpo_model::parse_dtype(dt).map_err(|e| invalid("model.rollout_dtype", e.to_string()))?;
+        }
         let t = &self.trainer;
+        if t.max_staleness > 1 {
+            return Err(invalid(
+                "trainer.max_staleness",
+                format!("must be 0 (on-policy) or 1 (the next step's rollout overlaps this step's update), got {}", t.max_staleness),
+            ));
+        }
         if g < 2 {
             return Err(invalid(
                 "rollout.group_size",

@@ -2,13 +2,17 @@
 //! prompts → rollout → reward → filter/refill → old log-probs + entropy → advantages and
 //! selection (one `StepPlan`) → update → weight sync → metrics. Each stage is timed.
 //!
-//! This trainer is colocated and synchronous: the learner's model serves the rollout directly
-//! (no weight copy), so `trainer.max_staleness = 0` is the only mode it runs.
+//! Where the rollout runs is the [`RolloutBackend`]'s business: the learner's own model when
+//! colocated and synchronous (no weight copy), or worker threads synced by version. With
+//! `trainer.max_staleness = 1` the next step's rollout is submitted to the workers before this
+//! step's update, so generation and training overlap; the ratio is then taken against the
+//! generating policy (the rollout's log-probs).
 
 use crate::batch::LearnerBatch;
 use crate::checkpoint;
 use crate::error::{invalid, io, Result, TrainError};
-use crate::learner::{Learner, UpdateInputs, UpdateReport};
+use crate::learner::{Learner, OldLogp, UpdateInputs, UpdateReport};
+use crate::rollout_backend::RolloutBackend;
 use crate::metrics::{ConsoleSink, JsonlSink, MetricSink, StepMetrics, TensorBoardSink};
 use crate::prompts::{self, PromptBatch};
 use crate::recipe::{OldLogprobs, Recipe};
@@ -17,7 +21,8 @@ use rlpo_algo::{compose, AlgoState};
 use rlpo_data::Dataset;
 use rlpo_model::{parse_device, parse_dtype, CausalLm, LoadOptions, TextTokenizer};
 use rlpo_reward::{RewardInput, RewardOutput, RewardSet, ScoredBatch};
-use rlpo_rollout::{Engine, EntropyStats, GenerateRequest, Group, RolloutSeed};
+use rlpo_rollout::{Engine, EntropyStats, GenerateRequest, Group, RolloutBatch, RolloutSeed};
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -45,6 +50,21 @@ pub struct ScoredRollouts {
     pub dropped_groups: usize,
 }
 
+/// A rollout started ahead of its training step (`max_staleness >= 1`): submitted to the
+/// workers before the previous step's update, saved finished in checkpoints.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Prefetched {
+    /// 0-based index of the training step it feeds.
+    pub step: u64,
+    /// Its prompts.
+    pub prompts: PromptBatch,
+    /// The finished rollout (`None` while the job runs).
+    pub batch: Option<RolloutBatch>,
+    /// Worker job id while it runs.
+    #[serde(skip)]
+    pub job: Option<u64>,
+}
+
 /// The training loop and everything it owns.
 pub struct Trainer {
     /// The resolved recipe.
@@ -55,6 +75,9 @@ pub struct Trainer {
     /// Policy + optimizer.
     pub learner: Learner,
     engine: Engine,
+    backend: RolloutBackend,
+    /// The next step's rollout when it was started early (`max_staleness >= 1`).
+    pub prefetched: Option<Prefetched>,
     dataset: Dataset,
     rewards: RewardSet,
     /// Algorithm schedule state (step, progress, HAPO statistics).
@@ -74,9 +97,6 @@ impl Trainer {
         let mp = &recipe.model.path;
         if !mp.is_dir() {
             return Err(invalid("model.path", format!("{} is not a directory (an HF model directory is expected)", mp.display())));
-        }
-        if recipe.trainer.max_staleness > 0 {
-            return Err(invalid("trainer.max_staleness", "this build trains colocated and on-policy only; set 0"));
         }
         if recipe.run.threads > 0 {
             tch::set_num_threads(recipe.run.threads as i32);
@@ -111,6 +131,7 @@ impl Trainer {
         if recipe.metrics.console {
             sinks.push(Box::new(ConsoleSink::new(recipe.trainer.total_steps, 0)));
         }
+        let backend = RolloutBackend::new(&recipe, &model, &tokenizer)?;
         let learner = Learner::new(model, &recipe, reference);
         let state = AlgoState::new(recipe.trainer.total_steps);
         Ok(Trainer {
@@ -119,6 +140,8 @@ impl Trainer {
             tokenizer,
             learner,
             engine,
+            backend,
+            prefetched: None,
             dataset,
             rewards,
             state,
@@ -135,8 +158,9 @@ impl Trainer {
         prompts::build(&self.tokenizer, samples, self.recipe.model.system_prompt.as_deref())
     }
 
-    /// Stage 1: G completions per prompt from the current policy.
-    fn rollout(&mut self, prompts: &PromptBatch, gen_batch: usize) -> Result<(Vec<Group>, rlpo_rollout::RolloutStats)> {
+    /// The rollout request for `prompts` feeding training step `step` (0-based), generation
+    /// batch `gen_batch` of that step, under the current weights version.
+    fn request(&self, prompts: &PromptBatch, step: u64, gen_batch: usize) -> GenerateRequest {
         let r = &self.recipe;
         let mut params = r.rollout.clone();
         // HAPO owns the adaptive temperature: its τ (`algorithm.hapo.tau`) and its statistics.
@@ -145,14 +169,70 @@ impl Trainer {
         }
         let mut req = GenerateRequest::new(prompts.ids.clone(), params);
         // Distinct seeds for every generation batch of every step (refill batches included).
-        req.seed = RolloutSeed::new(r.run.seed, self.state.step * 1000 + gen_batch as u64);
+        req.seed = RolloutSeed::new(r.run.seed, step * 1000 + gen_batch as u64);
         req.policy_version = self.version;
         req.entropy_stats = self
             .state
             .rollout_temperature_stats(&r.algorithm)
             .map(|h| EntropyStats { q: h.q, s: h.s, inv_h_pos: h.inv_h_pos, scale_neg: h.scale_neg });
-        let out = self.engine.generate(&self.learner.model, &req)?;
-        Ok((out.groups, out.stats))
+        req
+    }
+
+    /// Stage 1: G completions per prompt from the current policy.
+    fn rollout(&mut self, prompts: &PromptBatch, gen_batch: usize) -> Result<RolloutBatch> {
+        self.backend.sync(&self.learner.model, self.version)?;
+        let req = self.request(prompts, self.state.step, gen_batch);
+        self.backend.generate(&mut self.engine, &self.learner.model, &req)
+    }
+
+    /// The first generation batch of this step: the prefetched one when there is one.
+    fn first_rollout(&mut self, b: usize) -> Result<(PromptBatch, RolloutBatch)> {
+        match self.prefetched.take() {
+            Some(p) if p.step == self.state.step => {
+                let batch = match (p.batch, p.job) {
+                    (Some(b), _) => b,
+                    (None, Some(id)) => self.backend.wait(id)?,
+                    (None, None) => return Err(TrainError::Aborted("internal: prefetched rollout without a job".into())),
+                };
+                Ok((p.prompts, batch))
+            }
+            Some(p) => Err(TrainError::Aborted(format!(
+                "internal: prefetched rollout for step {} found at step {}",
+                p.step + 1,
+                self.state.step + 1
+            ))),
+            None => {
+                let prompts = self.next_prompts(b)?;
+                let batch = self.rollout(&prompts, 0)?;
+                Ok((prompts, batch))
+            }
+        }
+    }
+
+    /// With `max_staleness >= 1`: start the next step's rollout on the workers with the current
+    /// weights, so it runs while this step trains.
+    fn prefetch_next(&mut self) -> Result<()> {
+        let next = self.state.step + 1;
+        if self.recipe.trainer.max_staleness == 0 || next >= self.recipe.trainer.total_steps || self.prefetched.is_some() {
+            return Ok(());
+        }
+        self.backend.sync(&self.learner.model, self.version)?;
+        let prompts = self.next_prompts(self.recipe.trainer.prompts_per_step)?;
+        let req = self.request(&prompts, next, 0);
+        let job = self.backend.submit(req)?;
+        self.prefetched = Some(Prefetched { step: next, prompts, batch: None, job: Some(job) });
+        Ok(())
+    }
+
+    /// Wait for a running prefetch (before a checkpoint, so it can be saved finished).
+    pub fn finish_prefetch(&mut self) -> Result<()> {
+        if let Some(p) = self.prefetched.as_mut() {
+            if let (None, Some(id)) = (&p.batch, p.job) {
+                p.batch = Some(self.backend.wait(id)?);
+                p.job = None;
+            }
+        }
+        Ok(())
     }
 
     /// Stage 2: decode and score every row.
@@ -188,11 +268,16 @@ impl Trainer {
         let mut dropped = 0;
         loop {
             let t0 = Instant::now();
-            let prompts = self.next_prompts(b)?;
-            add(timings, "timing/prompts_s", t0.elapsed().as_secs_f64());
-            let t0 = Instant::now();
-            let (groups, stats) = self.rollout(&prompts, gen_batches)?;
+            let (prompts, out) = if gen_batches == 0 {
+                self.first_rollout(b)?
+            } else {
+                let prompts = self.next_prompts(b)?;
+                let out = self.rollout(&prompts, gen_batches)?;
+                (prompts, out)
+            };
+            // With a prefetched batch this is the time spent waiting for it.
             add(timings, "timing/rollout_s", t0.elapsed().as_secs_f64());
+            let (groups, stats) = (out.groups, out.stats);
             add(timings, "perf/rollout_tokens", stats.tokens as f64);
             gen_batches += 1;
             let t0 = Instant::now();
@@ -262,6 +347,8 @@ impl Trainer {
         let mut m = StepMetrics { step: self.state.step + 1, ..Default::default() };
 
         let rollouts = self.collect(&mut m)?;
+        // max_staleness >= 1: the next step's rollout runs while this one trains.
+        self.prefetch_next()?;
         if rollouts.groups.is_empty() {
             // Every group was filtered out and the recipe allows training on what is there: skip.
             m.set("select/skipped_step", 1.0);
@@ -282,11 +369,19 @@ impl Trainer {
             .collect();
         let batch = LearnerBatch::new(&rows, self.tokenizer.pad_id, self.learner.model.device());
         let on_policy = batch.versions.iter().all(|&v| v == self.version);
-        let (old_logp, old_entropy) = if r.trainer.old_logprobs == OldLogprobs::Always || !on_policy {
-            Learner::score_all(&self.learner.model, &batch, &r)?
-        } else {
-            (batch.rollout_logp.shallow_clone(), batch.rollout_entropy.shallow_clone())
+        let recompute = match r.trainer.old_logprobs {
+            OldLogprobs::Always => true,
+            // Stale rows: the ratio is against the generating policy, whose log-probs only the
+            // rollout recorded. One on-policy update: the learner's detached log-probs are exact.
+            OldLogprobs::Auto => on_policy && r.optimizer_steps_per_step() > 1 && !self.backend.uses_learner_kernels(),
         };
+        let recomputed = if recompute { Some(Learner::score_all(&self.learner.model, &batch, &r)?) } else { None };
+        let (old_logp, old_entropy) = match &recomputed {
+            Some((lp, ent)) => (OldLogp::Given(lp), ent.shallow_clone()),
+            None if on_policy && r.optimizer_steps_per_step() == 1 => (OldLogp::CurrentDetached, batch.rollout_entropy.shallow_clone()),
+            None => (OldLogp::Given(&batch.rollout_logp), batch.rollout_entropy.shallow_clone()),
+        };
+        m.set("train/staleness", batch.versions.iter().map(|&v| self.version - v).max().unwrap_or(0) as f64);
         let ref_logp = match &self.learner.reference {
             Some(rm) => Some(Learner::score_all(rm, &batch, &r)?.0),
             None => None,
@@ -312,7 +407,7 @@ impl Trainer {
         // Stage 7: update.
         let t0 = Instant::now();
         let total_opt_steps = r.trainer.total_steps * r.optimizer_steps_per_step() as u64;
-        let inputs = UpdateInputs { recipe: &r, batch: &batch, plan: &plan, old_logp: &old_logp, ref_logp: ref_logp.as_ref() };
+        let inputs = UpdateInputs { recipe: &r, batch: &batch, plan: &plan, old_logp, ref_logp: ref_logp.as_ref() };
         let report = self.learner.update(&inputs, total_opt_steps)?;
         m.set("timing/update_s", t0.elapsed().as_secs_f64());
         if self.learner.nonfinite_in_a_row >= r.trainer.max_nonfinite_in_a_row {
