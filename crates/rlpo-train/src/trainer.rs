@@ -52,7 +52,7 @@ pub struct ScoredRollouts {
 
 /// A rollout started ahead of its training step (`max_staleness >= 1`): submitted to the
 /// workers before the previous step's update, saved finished in checkpoints.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Prefetched {
     /// 0-based index of the training step it feeds.
     pub step: u64,
@@ -457,11 +457,13 @@ impl Trainer {
             }
             self.step()?;
             if every > 0 && self.state.step % every == 0 {
+                self.finish_prefetch()?;
                 checkpoint::save(self)?;
                 saved_at = Some(self.state.step);
             }
         }
         if saved_at != Some(self.state.step) && self.state.step > 0 {
+            self.finish_prefetch()?;
             checkpoint::save(self)?;
         }
         for s in &mut self.sinks {
@@ -496,6 +498,7 @@ impl Trainer {
         self.dataset.restore(&st.data_cursor)?;
         self.state = rlpo_algo::AlgoState { total_steps: self.recipe.trainer.total_steps, ..st.algo };
         self.version = st.version;
+        self.prefetched = st.prefetched.clone();
         self.learner.nonfinite_in_a_row = st.nonfinite_in_a_row;
         let c = self.rewards.counters();
         let [samples, errors, timeouts, restarts] = st.reward_counters;
