@@ -328,6 +328,26 @@ pub struct RmtConfig {
     pub ntp_weight: f64,
     /// NTP normalisation. Default `token_mean` (PROPOSAL).
     pub ntp_norm: NtpNorm,
+    /// Rollout length cap as a multiple of `B_t` (the triangular length reward is 0 beyond
+    /// `2·B_t`, so longer reasoning only costs time): each row stops at
+    /// `min(rollout.max_new_tokens, ⌈cap·B_t⌉ + answer_tokens)`. 0 = no cap. Default 2.0 (PROPOSAL).
+    pub rollout_cap: f64,
+    /// Tokens allowed after the think block for the answer (see `rollout_cap`). Default 16.
+    pub answer_tokens: u64,
+    /// Mid-training (`data.source = "text"`): the user message built for one RL position;
+    /// `{prefix}` is the document text before it, `{budget}` the budget `B_t`. On RL datasets,
+    /// `{budget}` inside a prompt is replaced by `B_t` too.
+    pub instruction: String,
+    /// Mid-training: the prefix shown is at most this many tokens (the end of the text before
+    /// the position). Default 256.
+    pub max_prefix_tokens: usize,
+    /// Mid-training: RL positions need at least this many tokens before them. Default 4.
+    pub min_prefix_tokens: usize,
+    /// Mid-training: documents are cut to this many tokens (entropy pass and NTP loss). Default 512.
+    pub max_doc_tokens: usize,
+    /// RL datasets: metadata key of a reference solution; rows that have one add the NTP loss on
+    /// the solution tokens (teacher-forced after the prompt). Default `solution`.
+    pub solution_field: String,
 }
 
 impl Default for RmtConfig {
@@ -344,6 +364,13 @@ impl Default for RmtConfig {
             tiers_end: [0.1, 0.3, 0.6],
             ntp_weight: 0.1,
             ntp_norm: NtpNorm::TokenMean,
+            rollout_cap: 2.0,
+            answer_tokens: 16,
+            instruction: "{prefix}\n\nThink about how this text continues inside <think></think> in about {budget} tokens, then give only the next word.".into(),
+            max_prefix_tokens: 256,
+            min_prefix_tokens: 4,
+            max_doc_tokens: 512,
+            solution_field: "solution".into(),
         }
     }
 }

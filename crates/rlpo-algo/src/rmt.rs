@@ -28,7 +28,8 @@ impl Tier {
     /// All tiers in distribution order (easy, medium, hard).
     pub const ALL: [Tier; 3] = [Tier::Easy, Tier::Medium, Tier::Hard];
 
-    fn index(self) -> usize {
+    /// Position in (easy, medium, hard).
+    pub fn index(self) -> usize {
         self as usize
     }
 }

@@ -200,6 +200,24 @@ impl HapoConfig {
 impl RmtConfig {
     /// Checks `[algorithm.rmt]`.
     pub fn validate(&self) -> Result<()> {
+        if !(self.rollout_cap >= 0.0 && self.rollout_cap.is_finite()) {
+            return Err(config_err("algorithm.rmt.rollout_cap", format!("must be >= 0 (0 = no cap), got {}", self.rollout_cap)));
+        }
+        if !self.instruction.contains("{prefix}") {
+            return Err(config_err("algorithm.rmt.instruction", "must contain {prefix} (where the document text goes)"));
+        }
+        if self.min_prefix_tokens < 1 || self.max_prefix_tokens < self.min_prefix_tokens {
+            return Err(config_err(
+                "algorithm.rmt.max_prefix_tokens",
+                format!("need 1 <= min_prefix_tokens ({}) <= max_prefix_tokens ({})", self.min_prefix_tokens, self.max_prefix_tokens),
+            ));
+        }
+        if self.max_doc_tokens <= self.min_prefix_tokens {
+            return Err(config_err(
+                "algorithm.rmt.max_doc_tokens",
+                format!("must be > min_prefix_tokens = {}, got {}", self.min_prefix_tokens, self.max_doc_tokens),
+            ));
+        }
         if self.budget_min < 1 {
             return Err(config_err(
                 "algorithm.rmt.budget_min",

@@ -45,6 +45,9 @@ pub struct TrainerState {
     /// must train on exactly these rows to match an uninterrupted one.
     #[serde(default)]
     pub prefetched: Option<crate::trainer::Prefetched>,
+    /// RMT's curriculum sampler over difficulty tiers (RL datasets with difficulties).
+    #[serde(default)]
+    pub rmt_sampler: Option<rlpo_data::TierSamplerState>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -123,6 +126,7 @@ pub fn save(t: &Trainer) -> Result<PathBuf> {
             }
             p => p.clone(),
         },
+        rmt_sampler: t.rmt.as_ref().and_then(|r| r.sampler_state()),
     };
     let state_path = tmp.join("trainer_state.json");
     let text = serde_json::to_string_pretty(&state).map_err(|e| TrainError::Aborted(e.to_string()))?;

@@ -10,6 +10,7 @@ use crate::batch::LearnerBatch;
 use crate::error::Result;
 use crate::optim::{learning_rate, AdamW};
 use crate::recipe::Recipe;
+use crate::rmt::NtpSeq;
 use rlpo_algo::logprob::{token_logprobs_with, LogProbOptions, TokenLogProbs};
 use rlpo_algo::{compose, StepPlan};
 use rlpo_model::CausalLm;
@@ -38,6 +39,8 @@ pub struct UpdateReport {
     pub logprob_gap: Option<f64>,
     /// Mean current-policy entropy over loss tokens.
     pub entropy: Option<f64>,
+    /// Mean weighted RMT NTP loss (`λ·L_NTP`) over optimizer steps, when RMT had NTP tokens.
+    pub ntp_loss: Option<f64>,
 }
 
 /// What [`Learner::update`] trains on: the step's batch, its plan, and the behaviour and
@@ -54,6 +57,8 @@ pub struct UpdateInputs<'a> {
     pub old_logp: OldLogp<'a>,
     /// Reference-policy log-probs (KL), if any.
     pub ref_logp: Option<&'a Tensor>,
+    /// RMT: the NTP sequence of each group (prompt), if any; empty when RMT is off.
+    pub ntp: &'a [Option<NtpSeq>],
 }
 
 /// Where the behaviour policy's log-probs come from.
@@ -75,6 +80,7 @@ struct LossSums {
     pg: f64,
     kl: f64,
     clip_frac: f64,
+    ntp: f64,
 }
 
 impl std::ops::AddAssign for LossSums {
@@ -82,6 +88,7 @@ impl std::ops::AddAssign for LossSums {
         self.pg += o.pg;
         self.kl += o.kl;
         self.clip_frac += o.clip_frac;
+        self.ntp += o.ntp;
     }
 }
 
@@ -191,6 +198,7 @@ impl Learner {
                         sums += self.micro_batch_backward(ctx, u0, u_len, &kept, &norm, fp)?;
                     }
                 }
+                sums += self.ntp_backward(ctx, m0, m_len)?;
                 if self.apply_optimizer_step(recipe, &sums, opt_step_total, &mut rep) {
                     applied += 1.0;
                 }
@@ -201,6 +209,9 @@ impl Learner {
             rep.pg_loss /= applied;
             rep.clip_frac /= applied;
             if let Some(k) = rep.kl.as_mut() {
+                *k /= applied;
+            }
+            if let Some(k) = rep.ntp_loss.as_mut() {
                 *k /= applied;
             }
         }
@@ -266,14 +277,58 @@ impl Learner {
             pg: loss.pg_loss.double_value(&[]),
             kl: loss.kl.as_ref().map_or(0.0, |k| k.double_value(&[])),
             clip_frac: loss.clip_frac.double_value(&[]),
+            ntp: 0.0,
         })
+    }
+
+    /// RMT: add `λ·L_NTP` of the NTP sequences of the groups in rows `m0..m0+m_len` to this
+    /// optimizer step's gradient, normalised over the step's NTP tokens (`ntp_norm`). Sequences
+    /// are right-padded `[k, S]` and run `micro_batch_rows` at a time.
+    fn ntp_backward(&self, ctx: &UpdateInputs, m0: i64, m_len: i64) -> Result<LossSums> {
+        let Some(cfg) = ctx.recipe.algorithm.rmt.as_ref() else { return Ok(LossSums::default()) };
+        let g = ctx.recipe.rollout.group_size as i64;
+        let (first, last) = ((m0 / g) as usize, ((m0 + m_len + g - 1) / g) as usize);
+        let seqs: Vec<&NtpSeq> = ctx.ntp.get(first..last.min(ctx.ntp.len())).unwrap_or(&[]).iter().flatten().collect();
+        let step_tokens: f64 = seqs.iter().map(|q| q.tokens()).sum();
+        if step_tokens == 0.0 {
+            return Ok(LossSums::default());
+        }
+        let device = self.model.device();
+        let micro = ctx.recipe.micro_batch_rows().max(1);
+        let opts = LogProbOptions { temperature: 1.0, chunk_positions: ctx.recipe.trainer.logit_chunk_positions, with_entropy: false };
+        let mut total = 0.0;
+        for chunk in seqs.chunks(micro) {
+            let k = chunk.len();
+            let s = chunk.iter().map(|q| q.ids.len()).max().unwrap_or(2).max(2);
+            let mut ids = vec![0i64; k * s];
+            let mut attn = vec![0i64; k * s];
+            let mut mask = vec![0f32; k * (s - 1)];
+            for (r, q) in chunk.iter().enumerate() {
+                ids[r * s..r * s + q.ids.len()].copy_from_slice(&q.ids);
+                attn[r * s..r * s + q.ids.len()].fill(1);
+                mask[r * (s - 1)..r * (s - 1) + q.mask.len()].copy_from_slice(&q.mask);
+            }
+            let (k, s) = (k as i64, s as i64);
+            let ids = Tensor::from_slice(&ids).view([k, s]).to_device(device);
+            let attn = Tensor::from_slice(&attn).view([k, s]).to_device(device);
+            let mask = Tensor::from_slice(&mask).view([k, s - 1]).to_device(device);
+            let hidden = self.model.hidden_states(&ids, &attn).narrow(1, 0, s - 1);
+            let d = hidden.size()[2];
+            let flat = hidden.reshape([-1, d]);
+            let targets = ids.narrow(1, 1, s - 1);
+            let out = token_logprobs_with(k, s - 1, &targets, &opts, |a, l| Ok(self.model.logits(&flat.narrow(0, a, l))))?;
+            let loss = rlpo_algo::rmt::ntp_loss(&out.logp, &mask, cfg.ntp_weight, cfg.ntp_norm, step_tokens);
+            loss.backward();
+            total += loss.double_value(&[]);
+        }
+        Ok(LossSums { ntp: total, ..Default::default() })
     }
 
     /// Clip and apply the accumulated gradients, or skip a non-finite step. Returns whether the
     /// step was applied.
     fn apply_optimizer_step(&mut self, recipe: &Recipe, sums: &LossSums, total: u64, rep: &mut UpdateReport) -> bool {
         let gn = self.opt.grad_norm();
-        if !gn.is_finite() || !sums.pg.is_finite() {
+        if !gn.is_finite() || !sums.pg.is_finite() || !sums.ntp.is_finite() {
             rep.skipped_nonfinite += 1;
             self.nonfinite_in_a_row += 1;
             self.opt.zero_grad();
@@ -288,6 +343,9 @@ impl Learner {
         rep.grad_norm += gn;
         rep.pg_loss += sums.pg;
         rep.clip_frac += sums.clip_frac;
+        if recipe.algorithm.rmt.is_some() && sums.ntp != 0.0 {
+            *rep.ntp_loss.get_or_insert(0.0) += sums.ntp;
+        }
         if recipe.loss.kl_coef > 0.0 {
             *rep.kl.get_or_insert(0.0) += sums.kl;
         }

@@ -18,6 +18,7 @@ pub mod optim;
 pub mod overrides;
 pub mod prompts;
 pub mod recipe;
+pub mod rmt;
 pub mod rollout_backend;
 pub mod step_metrics;
 pub mod trainer;

@@ -14,6 +14,9 @@ pub struct PromptBatch {
     pub ids: Vec<Vec<i64>>,
     /// The prompt text the model saw (for reward functions and logs).
     pub texts: Vec<String>,
+    /// RMT: the teacher-forced NTP sequence of each prompt, if it has one.
+    #[serde(default)]
+    pub ntp: Vec<Option<crate::rmt::NtpSeq>>,
 }
 
 /// Render and tokenize `samples`.
@@ -37,7 +40,8 @@ pub fn build(tok: &TextTokenizer, samples: Vec<Sample>, system_prompt: Option<&s
         ids.push(tok.encode(&text, false)?);
         texts.push(text);
     }
-    Ok(PromptBatch { samples, ids, texts })
+    let ntp = vec![None; samples.len()];
+    Ok(PromptBatch { samples, ids, texts, ntp })
 }
 
 impl PromptBatch {
@@ -46,6 +50,7 @@ impl PromptBatch {
         self.samples.extend(other.samples);
         self.ids.extend(other.ids);
         self.texts.extend(other.texts);
+        self.ntp.extend(other.ntp);
     }
 
     /// Keep only the prompts whose `keep` flag is set.
@@ -57,6 +62,7 @@ impl PromptBatch {
         filter(&mut self.samples, keep);
         filter(&mut self.ids, keep);
         filter(&mut self.texts, keep);
+        filter(&mut self.ntp, keep);
     }
 
     /// Number of prompts.

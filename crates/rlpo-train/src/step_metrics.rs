@@ -116,4 +116,7 @@ pub fn fill_update(m: &mut StepMetrics, rep: &UpdateReport) {
     if let Some(e) = rep.entropy {
         m.set("actor/entropy", e);
     }
+    if let Some(n) = rep.ntp_loss {
+        m.set("actor/ntp_loss", n);
+    }
 }

@@ -12,6 +12,7 @@ use crate::batch::LearnerBatch;
 use crate::checkpoint;
 use crate::error::{invalid, io, Result, TrainError};
 use crate::learner::{Learner, OldLogp, UpdateInputs, UpdateReport};
+use crate::rmt::{self, RmtPrompts};
 use crate::rollout_backend::RolloutBackend;
 use crate::metrics::{ConsoleSink, JsonlSink, MetricSink, StepMetrics, TensorBoardSink};
 use crate::prompts::{self, PromptBatch};
@@ -79,6 +80,8 @@ pub struct Trainer {
     /// The next step's rollout when it was started early (`max_staleness >= 1`).
     pub prefetched: Option<Prefetched>,
     dataset: Dataset,
+    /// RMT's prompts, budgets and curriculum (when `[algorithm.rmt]` is on).
+    pub rmt: Option<RmtPrompts>,
     rewards: RewardSet,
     /// Algorithm schedule state (step, progress, HAPO statistics).
     pub state: AlgoState,
@@ -116,6 +119,7 @@ impl Trainer {
         };
         let dataset = Dataset::from_config(&recipe.data, &std::env::current_dir().map_err(|e| io(".", e))?)?;
         let rewards = rlpo_reward::build(&recipe.reward)?;
+        let rmt = RmtPrompts::new(recipe.algorithm.rmt.as_ref(), &dataset, recipe.data.source, recipe.trainer.total_steps, recipe.run.seed)?;
         let engine = Engine::with_tokenizer(tokenizer.clone());
         let run_dir = recipe.run_dir();
         std::fs::create_dir_all(&run_dir).map_err(|e| io(&run_dir, e))?;
@@ -143,6 +147,7 @@ impl Trainer {
             backend,
             prefetched: None,
             dataset,
+            rmt,
             rewards,
             state,
             sinks,
@@ -153,9 +158,20 @@ impl Trainer {
     }
 
     /// Stage 0: the next `n` prompts, tokenized.
-    fn next_prompts(&mut self, n: usize) -> Result<PromptBatch> {
-        let samples = self.dataset.next_batch(n);
-        prompts::build(&self.tokenizer, samples, self.recipe.model.system_prompt.as_deref())
+    /// RMT draws them by its curriculum and turns them into budgeted RL prompts (with NTP
+    /// sequences) for training step `step` (0-based).
+    fn next_prompts(&mut self, n: usize, step: u64) -> Result<PromptBatch> {
+        let system = self.recipe.model.system_prompt.clone();
+        let Some(rmt) = self.rmt.as_mut() else {
+            let samples = self.dataset.next_batch(n);
+            return prompts::build(&self.tokenizer, samples, system.as_deref());
+        };
+        let drawn = rmt.draw(&mut self.dataset, n, step)?;
+        let (samples, ntp) = rmt.prepare(drawn, step, &self.tokenizer, &self.learner.model)?;
+        let mut batch = prompts::build(&self.tokenizer, samples, system.as_deref())?;
+        batch.ntp = ntp;
+        rmt.attach_solutions(&mut batch, &self.tokenizer)?;
+        Ok(batch)
     }
 
     /// The rollout request for `prompts` feeding training step `step` (0-based), generation
@@ -171,6 +187,9 @@ impl Trainer {
         // Distinct seeds for every generation batch of every step (refill batches included).
         req.seed = RolloutSeed::new(r.run.seed, step * 1000 + gen_batch as u64);
         req.policy_version = self.version;
+        if let Some(cap) = self.rmt.as_ref().and_then(|m| m.row_cap(step, r.rollout.max_new_tokens)) {
+            req.budgets = Some(vec![cap; prompts.len() * r.rollout.group_size]);
+        }
         req.entropy_stats = self
             .state
             .rollout_temperature_stats(&r.algorithm)
@@ -202,7 +221,7 @@ impl Trainer {
                 self.state.step + 1
             ))),
             None => {
-                let prompts = self.next_prompts(b)?;
+                let prompts = self.next_prompts(b, self.state.step)?;
                 let batch = self.rollout(&prompts, 0)?;
                 Ok((prompts, batch))
             }
@@ -217,7 +236,7 @@ impl Trainer {
             return Ok(());
         }
         self.backend.sync(&self.learner.model, self.version)?;
-        let prompts = self.next_prompts(self.recipe.trainer.prompts_per_step)?;
+        let prompts = self.next_prompts(self.recipe.trainer.prompts_per_step, next)?;
         let req = self.request(&prompts, next, 0);
         let job = self.backend.submit(req)?;
         self.prefetched = Some(Prefetched { step: next, prompts, batch: None, job: Some(job) });
@@ -245,11 +264,17 @@ impl Trainer {
             for c in &g.completions {
                 let text = self.tokenizer.decode(&c.tokens, true)?;
                 responses.push(text.clone());
+                let mut metadata = s.metadata.clone();
+                if self.rmt.is_some() {
+                    // RMT's length reward measures the think block only.
+                    let n = rmt::think_len(&text, &self.tokenizer)?;
+                    rmt::set_meta(&mut metadata, "think_len", serde_json::Value::from(n as u64));
+                }
                 inputs.push(RewardInput {
                     prompt: prompts.texts[i].clone(),
                     response: text,
                     ground_truth: s.answer.clone(),
-                    metadata: s.metadata.clone(),
+                    metadata,
                     response_len: c.tokens.len(),
                     max_len,
                 });
@@ -271,7 +296,7 @@ impl Trainer {
             let (prompts, out) = if gen_batches == 0 {
                 self.first_rollout(b)?
             } else {
-                let prompts = self.next_prompts(b)?;
+                let prompts = self.next_prompts(b, self.state.step)?;
                 let out = self.rollout(&prompts, gen_batches)?;
                 (prompts, out)
             };
@@ -407,7 +432,14 @@ impl Trainer {
         // Stage 7: update.
         let t0 = Instant::now();
         let total_opt_steps = r.trainer.total_steps * r.optimizer_steps_per_step() as u64;
-        let inputs = UpdateInputs { recipe: &r, batch: &batch, plan: &plan, old_logp, ref_logp: ref_logp.as_ref() };
+        let inputs = UpdateInputs { recipe: &r, batch: &batch, plan: &plan, old_logp, ref_logp: ref_logp.as_ref(), ntp: &rollouts.prompts.ntp };
+        if let Some(rm) = &self.rmt {
+            m.set("rmt/budget", rm.budget(self.state.step) as f64);
+            let p = rm.tier_probs(self.state.step);
+            m.set("rmt/p_easy", p[0]);
+            m.set("rmt/p_hard", p[2]);
+            m.set("rmt/ntp_seqs", rollouts.prompts.ntp.iter().flatten().count() as f64);
+        }
         let report = self.learner.update(&inputs, total_opt_steps)?;
         m.set("timing/update_s", t0.elapsed().as_secs_f64());
         if self.learner.nonfinite_in_a_row >= r.trainer.max_nonfinite_in_a_row {
@@ -499,6 +531,9 @@ impl Trainer {
         self.state = rlpo_algo::AlgoState { total_steps: self.recipe.trainer.total_steps, ..st.algo };
         self.version = st.version;
         self.prefetched = st.prefetched.clone();
+        if let Some(rm) = self.rmt.as_mut() {
+            rm.restore(st.rmt_sampler.as_ref())?;
+        }
         self.learner.nonfinite_in_a_row = st.nonfinite_in_a_row;
         let c = self.rewards.counters();
         let [samples, errors, timeouts, restarts] = st.reward_counters;
@@ -547,7 +582,7 @@ impl ScoredRollouts {
         let taken = std::mem::replace(
             self,
             ScoredRollouts {
-                prompts: PromptBatch { samples: vec![], ids: vec![], texts: vec![] },
+                prompts: PromptBatch { samples: vec![], ids: vec![], texts: vec![], ntp: vec![] },
                 groups: vec![],
                 scores: vec![],
                 acc: vec![],

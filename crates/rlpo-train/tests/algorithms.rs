@@ -344,14 +344,11 @@ fn hapo_released_code_behaviour_with_micro_batches() {
     check_hapo(&mut t);
 }
 
-/// RMT: the `[algorithm.rmt]` section with its budget and curriculum options loads and the
-/// trainer runs with it, on the built-in raw-text corpus (`source = "text"`) and RMT's composite
-/// reward shape `(1 − w)·task + w·r_len` with a fixed length budget.
-///
-/// What the trainer does with `[algorithm.rmt]` today: nothing beyond validating it (no
-/// per-row budgets for the rollout, no tier curriculum, no NTP loss, no `metadata.budget` for the
-/// `length` reward), so the `length` reward needs its own `budget`. The schedule values the
-/// trainer would use are checked through `AlgoState`.
+/// RMT mid-training on the built-in raw-text corpus (`source = "text"`): each prompt is one RL
+/// position of a document chosen by the entropy curriculum, the rollout is capped at
+/// `⌈rollout_cap·B_t⌉ + answer_tokens`, the `length` reward reads `B_t` from the sample metadata
+/// (no fixed budget in the recipe: a missing budget would abort the run), and the NTP loss on the
+/// documents' other positions enters the update.
 #[test]
 fn rmt_three_steps() {
     let body = format!(
@@ -362,16 +359,12 @@ path = \"builtin:tiny\"
 require_answer = false
 
 [reward]
+on_error = \"abort\"
 [[reward.fns]]
-kind = \"format\"
-name = \"digit\"
-pattern = '[0-9]'
-matched = 1.0
-unmatched = -1.0
+kind = \"match\"
 weight = 0.8
 [[reward.fns]]
 kind = \"length\"
-budget = 6
 r_max = 1.0
 weight = 0.2
 
@@ -381,34 +374,70 @@ advantage = \"grpo\"
 budget_init = 8
 budget_min = 2
 budget_decay = 0.5
-r_max = 1.0
-length_weight = 0.2
+rollout_cap = 0.5
+answer_tokens = 0
 curriculum_start = 0.3
 curriculum_end = 0.7
 tiers_start = [0.6, 0.3, 0.1]
 tiers_end = [0.1, 0.3, 0.6]
 ntp_weight = 0.1
 ntp_norm = \"token_mean\"
+max_prefix_tokens = 16
 "
     );
     let (mut t, _dir) = trainer("rmt", &body);
-    let rmt = t.recipe.algorithm.rmt.clone().expect("[algorithm.rmt] loaded");
-    assert_eq!((rmt.budget_init, rmt.budget_min, rmt.budget_decay), (8, 2, 0.5));
-    assert_eq!(rmt.tiers_end, [0.1, 0.3, 0.6]);
-    let mut budgets = Vec::new();
-    for m in run_steps(&mut t, 3) {
-        budgets.push(rlpo_algo::AlgoState { step: m.step, ..t.state }.rmt_budget(&rmt));
-        // Composite reward: 0.8·(±1) + 0.2·r_len(ℓ, B = 6), both parts reported.
-        let r = hist(&m, "reward/values");
-        let lens = hist(&m, "response/lengths");
-        for (v, l) in r.iter().zip(lens) {
-            let r_len = if *l <= 6.0 { l / 6.0 } else if *l <= 12.0 { (12.0 - l) / 6.0 } else { 0.0 };
-            let task = (v - 0.2 * r_len) / 0.8;
-            assert!((task.abs() - 1.0).abs() < 1e-9, "reward {v} at length {l} is not 0.8·(±1) + 0.2·r_len");
-        }
-        assert!(m.get("reward/length_mean").is_some() && m.get("reward/digit_mean").is_some());
-        assert!(scalar(&m, "response/length_max") <= MAX_NEW as f64);
+    let vocab = t.learner.model.config.vocab_size as f64;
+    let before = snapshot(&t);
+    let ms = run_steps(&mut t, 3);
+    // B_t = max(2, floor(8·0.5^(t/3))) at t = 0, 1, 2; rows capped at ceil(0.5·B_t).
+    let budgets: Vec<f64> = ms.iter().map(|m| scalar(m, "rmt/budget")).collect();
+    assert_eq!(budgets, [8.0, 6.0, 5.0]);
+    for (i, (m, cap)) in ms.iter().zip([4.0, 3.0, 3.0]).enumerate() {
+        assert!(scalar(m, "response/length_max") <= cap, "step {}: rows not capped at {cap}", m.step);
+        assert_eq!(scalar(m, "reward/errors"), 0.0);
+        assert!(m.get("reward/length_mean").is_some() && m.get("reward/match_mean").is_some());
+        // p_easy moves from 0.6 to 0.1 between t/T = 0.3 and 0.7 (spec §5.3.6).
+        let u = ((i as f64 / 3.0 - 0.3) / 0.4).clamp(0.0, 1.0);
+        assert!((scalar(m, "rmt/p_easy") - (0.6 - 0.5 * u)).abs() < 1e-12);
+        // One NTP document per prompt; λ·mean NLL of a random model is near λ·ln V.
+        assert_eq!(scalar(m, "rmt/ntp_seqs"), B as f64);
+        let ntp = scalar(m, "actor/ntp_loss") / 0.1;
+        assert!(ntp > 0.5 * vocab.ln() && ntp < 2.0 * vocab.ln(), "NTP loss {ntp} far from ln V = {}", vocab.ln());
     }
-    // B_t = max(2, floor(8·0.5^(t/3))) after steps 1, 2, 3.
-    assert_eq!(budgets, vec![6, 5, 4]);
+    assert!(max_change(&before, &t) > 0.0);
+}
+
+/// The NTP term moves the weights on its own: with every RL advantage zero (constant reward),
+/// a step with `ntp_weight > 0` changes the weights and one with `ntp_weight = 0` does not.
+#[test]
+fn rmt_ntp_loss_alone_trains() {
+    let body = |w: f64| {
+        format!(
+            "{ROLLOUT}{TRAINER}
+[data]
+source = \"text\"
+path = \"builtin:tiny\"
+require_answer = false
+[reward]
+[[reward.fns]]
+kind = \"format\"
+pattern = '.*'
+matched = 1.0
+unmatched = 1.0
+[algorithm]
+advantage = \"grpo\"
+[algorithm.rmt]
+budget_init = 8
+ntp_weight = {w}
+"
+        )
+    };
+    let (mut on, _d1) = trainer("rmt_ntp_on", &body(0.5));
+    let (mut off, _d2) = trainer("rmt_ntp_off", &body(0.0));
+    let (b_on, b_off) = (snapshot(&on), snapshot(&off));
+    on.step().unwrap();
+    off.step().unwrap();
+    assert!(scalar(&on.history[0], "actor/ntp_loss") > 0.0);
+    assert!(max_change(&b_on, &on) > 0.0, "NTP loss did not move the weights");
+    assert_eq!(max_change(&b_off, &off), 0.0, "zero advantages and λ = 0 must not move the weights");
 }

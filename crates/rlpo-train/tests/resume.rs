@@ -134,6 +134,25 @@ clip_high = 0.28
     );
 }
 
+/// RMT mid-training (budgets, entropy curriculum over document positions, NTP loss).
+#[test]
+fn rmt_mid_training_resume_is_bit_exact() {
+    check_resume(
+        r#"
+[data]
+source = "text"
+path = "builtin:tiny"
+require_answer = false
+[algorithm.rmt]
+budget_init = 8
+budget_min = 2
+rollout_cap = 0.5
+answer_tokens = 2
+ntp_weight = 0.1
+"#,
+    );
+}
+
 /// `max_staleness = 1`: step t+1's rollout runs on a worker thread during step t's update, with
 /// the weights of before that update. The checkpoint holds the finished prefetched rollout, so
 /// the resumed run trains on the same rows.
