@@ -26,6 +26,10 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(commands::bench::Command),
+    /// Write a checkpoint's policy as an HF model directory (verified first).
+    Export(commands::export::Args),
+    /// Show a checkpoint's step, recipe, metrics and sizes, and verify its manifest.
+    Inspect(commands::inspect::Args),
 }
 
 fn main() {
@@ -36,6 +40,8 @@ fn main() {
         Command::Generate(args) => commands::generate::run(args),
         Command::Reward(cmd) => commands::reward::run(cmd),
         Command::Bench(cmd) => commands::bench::run(cmd),
+        Command::Export(args) => commands::export::run(args),
+        Command::Inspect(args) => commands::inspect::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -6,12 +6,16 @@
 //!   filter/refill → old log-probs → plan → update → metrics);
 //! - [`Learner`] and [`optim::AdamW`]: chunked log-probs, micro-batched updates normalised per
 //!   optimizer step, gradient clipping, AdamW with inspectable state;
-//! - [`metrics`]: TensorBoard event files, JSONL, console progress.
+//! - [`metrics`]: TensorBoard event files, JSONL, console progress;
+//! - [`checkpoint`], [`export`], [`inspect`]: atomic verified checkpoints and resume, HF export,
+//!   checkpoint reports.
 
 pub mod batch;
 pub mod check;
 pub mod checkpoint;
 pub mod error;
+pub mod export;
+pub mod inspect;
 pub mod learner;
 pub mod metrics;
 pub mod optim;

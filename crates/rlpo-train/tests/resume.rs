@@ -1,7 +1,8 @@
 //! Bit-exact resume on CPU: 6 steps in one go versus 3 steps, checkpoint, a fresh process-like
 //! trainer resumed from it, 3 more steps — identical final weights (bitwise) and identical
-//! non-timing metrics for steps 4-6, for GRPO and for DAPO + D³S. Also: a checkpoint with one
-//! flipped byte is detected and skipped, and a changed recipe is refused with the key named.
+//! non-timing metrics for steps 4-6, for GRPO, for DAPO + D³S and for HAPO (adaptive temperature,
+//! token-level advantages). Also: a checkpoint with one flipped byte is detected and skipped, and
+//! a changed recipe is refused with the key named.
 
 use rlpo_train::metrics::StepMetrics;
 use rlpo_train::{checkpoint, Recipe, Trainer};
@@ -174,6 +175,39 @@ fn async_max_staleness_one_resume_is_bit_exact() {
     assert_eq!(fresh.history[2].get("train/staleness"), Some(0.0));
     assert_eq!(comparable(&stale.history[0]), comparable(&fresh.history[0]), "step 1 is on-policy in both");
     assert_ne!(stale.history[2].get("actor/pg_loss"), fresh.history[2].get("actor/pg_loss"));
+}
+
+/// HAPO with its adaptive rollout temperature and token-level advantages: the entropy statistics
+/// that drive the next rollout's temperature travel in the checkpoint.
+#[test]
+fn hapo_resume_is_bit_exact() {
+    let hapo = r#"
+[algorithm]
+advantage = "hapo"
+[algorithm.hapo]
+adaptive_temperature = true
+quantile = 0.8
+tau = 0.05
+alpha = 1.0
+beta = 1.0
+fallback_threshold = 5.0
+[loss]
+clip_low = 0.2
+clip_high = 0.28
+dual_clip = 10.0
+"#;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut t = Trainer::new(recipe(tmp.path(), "hapo-probe", hapo)).unwrap();
+    assert!(t.recipe.algorithm.hapo.as_ref().is_some_and(|h| h.adaptive_temperature));
+    t.step().unwrap();
+    let stats = t.state.hapo_stats.expect("HAPO statistics after a step");
+    let ckpt = checkpoint::save(&t).unwrap();
+    let mut back = Trainer::new(recipe(tmp.path(), "hapo-probe", hapo)).unwrap();
+    assert!(back.state.hapo_stats.is_none());
+    back.resume_from(&ckpt).unwrap();
+    let got = back.state.hapo_stats.expect("HAPO statistics restored");
+    assert_eq!((got.q, got.s, got.inv_h_pos, got.scale_neg), (stats.q, stats.s, stats.inv_h_pos, stats.scale_neg));
+    check_resume(hapo);
 }
 
 #[test]

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 /// `rlpo bench ...`.
 #[derive(clap::Subcommand)]
 pub enum Command {
+    /// Seconds and MB/s to save and load+verify a full training checkpoint, bytes per part.
+    Checkpoint(super::bench_checkpoint::Args),
     /// Tokens/s, ms per decode step and fraction of the machine's ceiling for one rollout batch.
     Rollout {
         /// HF model directory.
@@ -41,6 +43,7 @@ pub enum Command {
 /// Dispatch.
 pub fn run(cmd: Command) -> Result<()> {
     match cmd {
+        Command::Checkpoint(args) => super::bench_checkpoint::run(args),
         Command::Rollout { model, batch, new_tokens, dtype, group_size, threads, decoder, repeats } => {
             let mut o = BenchOptions::new(model);
             o.batch = batch;

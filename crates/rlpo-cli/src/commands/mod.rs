@@ -1,7 +1,10 @@
 //! One module per subcommand; each parses its arguments and calls the libraries.
 
 pub mod bench;
+pub mod bench_checkpoint;
 pub mod check;
+pub mod export;
 pub mod generate;
+pub mod inspect;
 pub mod reward;
 pub mod train;

@@ -1,5 +1,7 @@
 //! `rlpo train [RECIPE] [--set section.key=value ...]`: run a recipe (the embedded CPU quickstart
-//! when none is given). Ctrl-C stops after the current step and still writes the final model.
+//! when none is given). The first Ctrl-C (SIGINT/SIGTERM) stops after the current step, saves a
+//! checkpoint and prints how to resume (exit 0); a second one exits at once (code 130), leaving
+//! the last complete checkpoint as it was.
 
 use anyhow::Result;
 use rlpo_train::{checkpoint, Recipe, Trainer};
@@ -37,7 +39,7 @@ pub fn run(args: Args) -> Result<()> {
         "auto" => {
             if let Some(dir) = checkpoint::newest_verified(&run_dir) {
                 trainer.resume_from(&dir)?;
-                eprintln!("resumed from {} (step {})", dir.display(), trainer.state.step);
+                resumed(&trainer, &dir)?;
             } else if !existing.is_empty() {
                 anyhow::bail!("{} has checkpoints but none verifies; use --resume PATH or --resume never with a new run.name", run_dir.display());
             }
@@ -45,7 +47,7 @@ pub fn run(args: Args) -> Result<()> {
         path => {
             let dir = PathBuf::from(path);
             trainer.resume_from(&dir)?;
-            eprintln!("resumed from {} (step {})", dir.display(), trainer.state.step);
+            resumed(&trainer, &dir)?;
         }
     }
     if trainer.state.step >= trainer.recipe.trainer.total_steps {
@@ -67,10 +69,13 @@ pub fn run(args: Args) -> Result<()> {
     })?;
     let done = trainer.run()?;
     if !done {
+        let saved = checkpoint::list(&checkpoint::checkpoints_dir(&run_dir)).into_iter().next().map(|(_, d)| d.display().to_string());
         eprintln!(
-            "stopped at step {}; a checkpoint was saved. Resume with: rlpo train {} (--resume auto is the default)",
+            "stopped at step {} of {}; checkpoint saved: {}\nresume with: {} (--resume auto is the default)",
             trainer.state.step,
-            args.recipe.as_ref().map_or(String::new(), |p| p.display().to_string())
+            trainer.recipe.trainer.total_steps,
+            saved.as_deref().unwrap_or("(none)"),
+            resume_command(&args)
         );
     }
     let last: Vec<f64> = trainer.history.iter().rev().take(5).filter_map(|m| m.get("reward/mean")).collect();
@@ -79,4 +84,34 @@ pub fn run(args: Args) -> Result<()> {
     }
     eprintln!("run directory: {} (metrics.jsonl, tensorboard/, final/)", trainer.run_dir.display());
     Ok(())
+}
+
+/// Report a resume and drop `metrics.jsonl` lines of steps after the checkpoint (they belong to
+/// the interrupted attempt and are logged again).
+fn resumed(trainer: &Trainer, dir: &std::path::Path) -> Result<()> {
+    eprintln!("resumed from {} (step {})", dir.display(), trainer.state.step);
+    let dropped = checkpoint::trim_metrics_log(&trainer.run_dir, trainer.state.step)?;
+    if dropped > 0 {
+        eprintln!("metrics.jsonl: dropped {dropped} line(s) of steps after {} from the interrupted attempt", trainer.state.step);
+    }
+    Ok(())
+}
+
+/// The command line that continues this run.
+fn resume_command(args: &Args) -> String {
+    let quote = |s: &str| {
+        if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c)) {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        }
+    };
+    let mut parts = vec!["rlpo train".to_string()];
+    if let Some(p) = &args.recipe {
+        parts.push(quote(&p.display().to_string()));
+    }
+    for s in &args.set {
+        parts.push(format!("--set {}", quote(s)));
+    }
+    parts.join(" ")
 }
