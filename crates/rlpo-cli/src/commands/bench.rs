@@ -11,6 +11,9 @@ use std::path::PathBuf;
 pub enum Command {
     /// Seconds and MB/s to save and load+verify a full training checkpoint, bytes per part.
     Checkpoint(super::bench_checkpoint::Args),
+    /// Seconds per GRPO training step on a real model, per stage (TRL side by side:
+    /// scripts/trl_bench_step.py).
+    Step(super::bench_step::Args),
     /// Tokens/s, ms per decode step and fraction of the machine's ceiling for one rollout batch.
     Rollout {
         /// HF model directory.
@@ -44,6 +47,7 @@ pub enum Command {
 pub fn run(cmd: Command) -> Result<()> {
     match cmd {
         Command::Checkpoint(args) => super::bench_checkpoint::run(args),
+        Command::Step(args) => super::bench_step::run(args),
         Command::Rollout { model, batch, new_tokens, dtype, group_size, threads, decoder, repeats } => {
             let mut o = BenchOptions::new(model);
             o.batch = batch;

@@ -1,0 +1,154 @@
+//! `rlpo bench step`: seconds per GRPO training step on a real model, split by stage, with the
+//! settings of TRL's side-by-side script (`scripts/trl_bench_step.py`): B prompts x G responses
+//! of the built-in single-digit arithmetic task, at most N new tokens, T = 1, lr 1e-5, no KL,
+//! token-mean clipped surrogate, one optimizer step per training step.
+//!
+//! One warm-up step is run and not counted (first-touch allocations, packing), then `--steps`
+//! timed steps; the report gives per-stage means and the generated tokens, because step time
+//! depends on how long the sampled responses are.
+
+use anyhow::Result;
+use rlpo_train::{Recipe, Trainer};
+use std::path::{Path, PathBuf};
+
+/// Arguments of `rlpo bench step`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// HF model directory.
+    #[arg(long, default_value = ".cache/models/SmolLM2-135M-Instruct")]
+    model: PathBuf,
+    /// Parameter dtype: f32, or bf16 (bf16 parameters and matmuls, fp32 master weights).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
+    /// Prompts per step.
+    #[arg(long, default_value_t = 4)]
+    prompts: usize,
+    /// Responses per prompt.
+    #[arg(long, default_value_t = 4)]
+    group_size: usize,
+    /// Maximum new tokens per response.
+    #[arg(long, default_value_t = 64)]
+    new_tokens: usize,
+    /// Timed steps (after one warm-up step).
+    #[arg(long, default_value_t = 3)]
+    steps: u64,
+    /// LibTorch threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Rollout decode path: auto, host or torch.
+    #[arg(long, default_value = "auto")]
+    decoder: String,
+    /// Write the per-step metrics here as JSON lines (besides the printed table).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn recipe_text(a: &Args, root: &Path) -> String {
+    format!(
+        r#"
+[run]
+name = "bench-step"
+seed = 0
+threads = {threads}
+[model]
+path = "{model}"
+dtype = "{dtype}"
+[data]
+source = "synthetic"
+[data.synthetic]
+task = "arithmetic"
+min_digits = 1
+max_digits = 1
+min_operators = 1
+max_operators = 1
+operators = ["+", "-", "*"]
+prompt_template = "What is {{expression}}? Answer with just the number."
+[rollout]
+group_size = {g}
+max_new_tokens = {n}
+temperature = 1.0
+[reward]
+[[reward.fns]]
+kind = "math"
+extract = "last_number"
+[algorithm]
+advantage = "grpo"
+[loss]
+clip_low = 0.2
+clip_high = 0.28
+agg = "token_mean"
+[optim]
+lr = 1e-5
+weight_decay = 0.0
+grad_clip = 1.0
+[trainer]
+total_steps = {total}
+prompts_per_step = {b}
+rollout_decoder = "{decoder}"
+[checkpoint]
+root = "{root}"
+save_every = 0
+save_final = false
+[metrics]
+console = false
+tensorboard = false
+jsonl = false
+"#,
+        threads = a.threads,
+        model = a.model.display(),
+        dtype = a.dtype,
+        g = a.group_size,
+        n = a.new_tokens,
+        total = a.steps + 1,
+        b = a.prompts,
+        decoder = a.decoder,
+        root = root.display(),
+    )
+}
+
+/// Stages reported, in step order.
+const STAGES: [&str; 6] = ["rollout", "reward", "old_logprob", "plan", "update", "step"];
+
+/// Run the benchmark and print the table.
+pub fn run(a: Args) -> Result<()> {
+    anyhow::ensure!(a.model.join("config.json").exists(), "--model {}: no config.json (an HF model directory is expected)", a.model.display());
+    // The run directory only receives the resolved recipe; keep it out of the user's tree.
+    let root = std::env::temp_dir().join(format!("rlpo-bench-step-{}", std::process::id()));
+    let recipe = Recipe::from_toml(&recipe_text(&a, &root), Path::new("<bench step>"), &[])?;
+    let mut trainer = Trainer::new(recipe)?;
+    eprintln!("warm-up step ...");
+    trainer.step()?;
+    let mut rows = Vec::new();
+    for i in 0..a.steps {
+        let m = trainer.step()?;
+        eprintln!("step {}/{}: {:.2} s", i + 1, a.steps, m.get("timing/step_s").unwrap_or(f64::NAN));
+        rows.push(m);
+    }
+    let mean = |k: &str| rows.iter().filter_map(|m| m.get(k)).sum::<f64>() / rows.len().max(1) as f64;
+    println!(
+        "rlpo bench step: {} ({}), {} prompts x G = {}, <= {} new tokens, T = 1, {} timed step(s) after 1 warm-up",
+        a.model.display(),
+        a.dtype,
+        a.prompts,
+        a.group_size,
+        a.new_tokens,
+        a.steps
+    );
+    println!("{:<14} {:>10}", "stage", "mean s");
+    for s in STAGES {
+        println!("{:<14} {:>10.3}", s, mean(&format!("timing/{s}_s")));
+    }
+    println!("{:<14} {:>10.1}", "gen tokens", mean("perf/rollout_tokens"));
+    println!("{:<14} {:>10.1}", "tokens/s gen", mean("perf/rollout_tokens_per_s"));
+    println!("{:<14} {:>10.3}", "reward mean", mean("reward/mean"));
+    let _ = std::fs::remove_dir_all(&root);
+    if let Some(out) = &a.out {
+        let mut text = String::new();
+        for m in &rows {
+            text.push_str(&serde_json::to_string(&serde_json::json!({"step": m.step, "metrics": m.scalars}))?);
+            text.push('\n');
+        }
+        std::fs::write(out, text).map_err(|e| anyhow::anyhow!("{}: {e}", out.display()))?;
+    }
+    Ok(())
+}
