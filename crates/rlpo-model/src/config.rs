@@ -190,12 +190,24 @@ impl ModelConfig {
         })
     }
 
-    /// Parameter count (embeddings counted once when tied).
+    /// Parameter count, exactly the elements of the model's tensors: projections, their biases
+    /// (q/k/v for Qwen2 or `attention_bias`, o for `attention_bias`, MLP for `mlp_bias`), Qwen3's
+    /// q/k norms, the layer norms, and the embeddings (counted once when tied).
     pub fn num_parameters(&self) -> i64 {
         let (d, f, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
         let (h, kv, hd) = (self.num_attention_heads, self.num_key_value_heads, self.head_dim);
-        let attn = d * h * hd + 2 * d * kv * hd + h * hd * d;
-        let layer = attn + 3 * d * f + 2 * d;
+        let mut attn = d * h * hd + 2 * d * kv * hd + h * hd * d;
+        if self.qkv_bias {
+            attn += h * hd + 2 * kv * hd;
+        }
+        if self.o_bias {
+            attn += d;
+        }
+        if self.qk_norm {
+            attn += 2 * hd;
+        }
+        let mlp = 3 * d * f + if self.mlp_bias { 2 * f + d } else { 0 };
+        let layer = attn + mlp + 2 * d;
         v * d * if self.tie_word_embeddings { 1 } else { 2 } + self.num_hidden_layers * layer + d
     }
 }

@@ -1,5 +1,6 @@
 //! From the `[reward]` recipe section to a ready [`RewardSet`]: validates every value, compiles
 //! patterns, starts external plugins. Errors name the recipe key (`reward.fns[2].cache_len`).
+//! [`validate`] runs the same checks without starting any plugin process (for `rlpo check`).
 
 use std::time::Duration;
 
@@ -17,6 +18,26 @@ use crate::types::RewardFn;
 /// Builds the reward set of a recipe. External plugins are started here, so a wrong command fails
 /// at load time.
 pub fn build(cfg: &RewardConfig) -> Result<RewardSet> {
+    build_with(cfg, true)
+}
+
+/// Every check of [`build`] (values, names, regexes, plugin options) without starting external
+/// plugins: their programs are neither run nor looked up, since `rlpo check` may run on another
+/// machine than the training. Errors name the recipe key, as [`build`]'s do.
+pub fn validate(cfg: &RewardConfig) -> Result<()> {
+    build_with(cfg, false).map(|_| ())
+}
+
+/// Stands in for an external plugin in [`validate`]; never asked to score.
+struct NotStarted;
+
+impl RewardFn for NotStarted {
+    fn score(&self, batch: &[crate::types::RewardInput]) -> Vec<crate::types::RewardOutput> {
+        batch.iter().map(|_| crate::types::RewardOutput::error("external plugin not started (validation only)")).collect()
+    }
+}
+
+fn build_with(cfg: &RewardConfig, start_plugins: bool) -> Result<RewardSet> {
     if cfg.fns.is_empty() {
         return Err(RewardError::config("reward.fns", "is empty; add at least one [[reward.fns]] entry"));
     }
@@ -36,7 +57,7 @@ pub fn build(cfg: &RewardConfig) -> Result<RewardSet> {
                 format!("{name:?} is already used by another entry; set a distinct `name`"),
             ));
         }
-        let f = build_one(fc, name, &key, &set)?;
+        let f = build_one(fc, name, &key, &set, start_plugins)?;
         set.add(name, weight, f)?;
     }
     Ok(set)
@@ -50,7 +71,7 @@ fn finite(key: &str, field: &str, x: f64) -> Result<f64> {
     }
 }
 
-fn build_one(fc: &FnConfig, name: &str, key: &str, set: &RewardSet) -> Result<Box<dyn RewardFn>> {
+fn build_one(fc: &FnConfig, name: &str, key: &str, set: &RewardSet, start_plugins: bool) -> Result<Box<dyn RewardFn>> {
     Ok(match fc {
         FnConfig::Math(c) => {
             let incorrect = finite(key, "incorrect", c.incorrect)?;
@@ -128,6 +149,9 @@ fn build_one(fc: &FnConfig, name: &str, key: &str, set: &RewardSet) -> Result<Bo
             if let Some(b) = c.backoff_s {
                 opts.backoff = seconds(key, "backoff_s", b, true)?;
             }
+            if !start_plugins {
+                return Ok(Box::new(NotStarted));
+            }
             Box::new(ExternalReward::start(opts, set.log().clone(), set.counters().clone())?)
         }
     })
@@ -140,4 +164,38 @@ fn seconds(key: &str, field: &str, s: f64, zero_ok: bool) -> Result<Duration> {
         return Err(RewardError::config(format!("{key}.{field}"), format!("must be {range} seconds, got {s}")));
     }
     Ok(Duration::from_secs_f64(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_reward_config;
+    use std::path::Path;
+
+    fn cfg(fns: &str) -> RewardConfig {
+        parse_reward_config(&format!("[reward]\n{fns}"), Path::new("r.toml")).expect("parses")
+    }
+
+    #[test]
+    fn validate_names_the_key_of_a_bad_value() {
+        let bad_regex = cfg("[[reward.fns]]\nkind = \"math\"\n[[reward.fns]]\nkind = \"format\"\npattern = \"(<think>\"\n");
+        let msg = validate(&bad_regex).expect_err("bad regex").to_string();
+        assert!(msg.contains("reward.fns[1].pattern") && msg.contains("regex"), "{msg}");
+        let bad_plugin = cfg("[[reward.fns]]\nkind = \"external\"\ncommand = [\"python3\", \"x.py\"]\nconcurrency = 0\n");
+        let msg = validate(&bad_plugin).expect_err("concurrency 0").to_string();
+        assert!(msg.contains("reward.fns[0].concurrency"), "{msg}");
+        let empty_cmd = cfg("[[reward.fns]]\nkind = \"external\"\ncommand = []\n");
+        assert!(validate(&empty_cmd).expect_err("empty").to_string().contains("reward.fns[0].command"));
+        let dup = cfg("[[reward.fns]]\nkind = \"math\"\n[[reward.fns]]\nkind = \"math\"\n");
+        assert!(validate(&dup).expect_err("duplicate").to_string().contains("reward.fns[1].name"));
+        assert!(validate(&cfg("fns = []\n")).expect_err("empty").to_string().contains("reward.fns"));
+    }
+
+    #[test]
+    fn validate_does_not_start_plugins() {
+        // A program that does not exist: building starts it and fails, validating does not.
+        let c = cfg("[[reward.fns]]\nkind = \"external\"\nname = \"p\"\ncommand = [\"/nonexistent/rlpo-plugin\"]\n[[reward.fns]]\nkind = \"math\"\n");
+        validate(&c).expect("valid config; the plugin is not started");
+        assert!(build(&c).is_err(), "build starts the plugin, which cannot run");
+    }
 }

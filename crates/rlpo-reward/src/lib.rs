@@ -9,7 +9,8 @@
 //!   lines, with timeouts, a concurrency limit, restarts with back-off and stderr capture.
 //! - [`RewardSet`]: weighted combination with separate parts, the `on_error` policy
 //!   ([`OnError`]: abort / zero / drop_group) and failure counters ([`metrics`]).
-//! - [`config`] + [`build`]: the recipe's `[reward]` section; [`reward_test_table`]: the library
+//! - [`config`] + [`build`]: the recipe's `[reward]` section ([`validate`]: the same checks without
+//!   starting plugins); [`reward_test_table`]: the library
 //!   side of `rlpo reward test`.
 //!
 //! A failed reward never becomes a silent value: its value is `NaN` and its status says why,
@@ -47,7 +48,7 @@ mod set;
 mod table;
 mod types;
 
-pub use builder::build;
+pub use builder::{build, validate};
 pub use config::{FnConfig, OnError, RewardConfig};
 pub use error::{RewardError, Result};
 pub use log::RewardLog;

@@ -1,10 +1,42 @@
-//! `rlpo check RECIPE`: everything that can be checked without running, and the plan of a step.
+//! `rlpo check RECIPE`: everything that can be checked without running — the recipe, the
+//! `[reward]` section (built without starting plugins), the model config, the data's prompt
+//! lengths — and the plan of a step: batches and the memory plan per device ([`memory`]).
+//!
+//! With a memory budget (`--gpu-mem`, or 80 GiB by default on a `cuda` device) a plan whose peak
+//! does not fit is refused with its biggest item named. A CUDA device that is not visible on this
+//! machine is only a warning: recipes are often checked on another machine than the GPU one.
 
+pub mod memory;
+#[cfg(test)]
+mod memory_tests;
+
+use crate::error::{invalid, Result};
 use crate::recipe::Recipe;
-use rlpo_model::ModelConfig;
+use memory::{MemoryPlan, StepShape, GIB};
+use rlpo_model::{ModelConfig, TextTokenizer};
 
-/// A human-readable report; `Err` carries the first blocking problem.
-pub fn check(recipe: &Recipe) -> crate::Result<String> {
+/// Budget assumed for a `cuda` device when none is given.
+pub const DEFAULT_GPU_BYTES: f64 = 80.0 * GIB;
+/// Prompt length assumed when the data or the tokenizer is not available here.
+pub const PROMPT_LEN_ESTIMATE: usize = 256;
+/// Rows of the data whose prompts are tokenized to measure the prompt length.
+pub const PROMPT_SAMPLE_ROWS: usize = 512;
+
+/// Options of [`check_with`].
+#[derive(Debug, Clone, Default)]
+pub struct CheckOptions {
+    /// Memory per device in bytes (`--gpu-mem`); `None` = 80 GiB on CUDA, no limit on CPU.
+    pub gpu_mem: Option<f64>,
+}
+
+/// [`check_with`] with default options.
+pub fn check(recipe: &Recipe) -> Result<String> {
+    check_with(recipe, &CheckOptions::default())
+}
+
+/// A human-readable report; `Err` carries the first blocking problem (a bad `[reward]` value, an
+/// unreadable model config or tokenizer, data that fails to load, a plan over the budget).
+pub fn check_with(recipe: &Recipe, opts: &CheckOptions) -> Result<String> {
     let mut out = String::new();
     let mut warn = Vec::new();
     let r = recipe;
@@ -12,12 +44,14 @@ pub fn check(recipe: &Recipe) -> crate::Result<String> {
     let b = r.trainer.prompts_per_step;
     let rows = b * g;
     out += &format!("run            {} (seed {}) -> {}\n", r.run.name, r.run.seed, r.run_dir().display());
+    rlpo_reward::validate(&r.reward)?;
     let model_cfg = if r.model.path.is_dir() {
         Some(ModelConfig::from_dir(&r.model.path)?)
     } else {
         warn.push(format!("model.path {} does not exist here (required to train)", r.model.path.display()));
         None
     };
+    let kind = rlpo_model::parse_dtype(&r.model.dtype).map_err(|e| invalid("model.dtype", e.to_string()))?;
     if let Some(c) = &model_cfg {
         out += &format!(
             "model          {} ({:?}, {:.1}M parameters, {} layers, vocab {}) on {} in {}\n",
@@ -30,13 +64,9 @@ pub fn check(recipe: &Recipe) -> crate::Result<String> {
             r.model.dtype
         );
     }
-    if r.model.device.starts_with("cuda") && tch::Cuda::device_count() == 0 {
+    let cuda = r.model.device.trim().to_ascii_lowercase().starts_with("cuda");
+    if cuda && tch::Cuda::device_count() == 0 {
         warn.push(format!("model.device = {} but no CUDA device is visible on this machine", r.model.device));
-    }
-    if let (Some(p), true) = (&r.data.path, !matches!(r.data.source, rlpo_data::SourceKind::Synthetic)) {
-        if !p.starts_with("builtin:") && !p.exists() {
-            warn.push(format!("data.path {} does not exist here", p.display()));
-        }
     }
     out += &format!("prompts/step   {b} x group_size {g} = {rows} rollouts, at most {} new tokens each\n", r.rollout.max_new_tokens);
     out += &format!(
@@ -57,34 +87,90 @@ pub fn check(recipe: &Recipe) -> crate::Result<String> {
         on(r.algorithm.dapo.filter_groups.is_some()),
         on(r.algorithm.dapo.overlong.is_some())
     );
-    out += &format!("reward         {} function(s), on_error = {}\n", r.reward.fns.len(), r.reward.on_error.as_str());
+    out += &format!("reward         {} function(s), on_error = {} (validated)\n", r.reward.fns.len(), r.reward.on_error.as_str());
+    let (prompt_len, prompt_src) = prompt_length(r, &mut warn)?;
+    out += &format!("prompt length  {prompt_len} tokens ({prompt_src})\n");
     if let Some(c) = &model_cfg {
-        let p = c.num_parameters() as f64;
-        let kind = rlpo_model::parse_dtype(&r.model.dtype)?;
-        let bytes = kind.elt_size_in_bytes() as f64;
-        let weights = p * bytes;
-        let grads = p * bytes;
-        // fp32 moments, plus fp32 master weights when parameters are bf16/f16.
-        let adam = p * 8.0 + if bytes < 4.0 { p * 4.0 } else { 0.0 };
-        let reference = if r.loss.kl_coef > 0.0 { weights } else { 0.0 };
-        // Prompts are not known before loading the data: assume up to 256 tokens.
-        let seq = 256.0 + r.rollout.max_new_tokens as f64;
-        let kv = 2.0 * (c.num_hidden_layers * c.num_key_value_heads * c.head_dim) as f64 * bytes * rows as f64 * seq;
-        // Saved activations per token and layer: ~10 hidden-sized tensors (norms, q/k/v/o,
-        // residuals) plus ~4 MLP-sized ones (gate, up, their product, silu), plus one fp32
-        // logits chunk for the vocabulary projection.
-        let per_token = c.num_hidden_layers as f64 * (10 * c.hidden_size + 4 * c.intermediate_size) as f64 * bytes;
-        let act = r.micro_batch_rows() as f64 * seq * per_token + r.trainer.logit_chunk_positions as f64 * c.vocab_size as f64 * 4.0 * 2.0;
-        let gib = |x: f64| x / (1u64 << 30) as f64;
-        out += &format!(
-            "memory (est.)  weights {:.2} GiB, grads {:.2}, AdamW (+ fp32 masters) {:.2}, reference {:.2}, KV cache {:.2}, activations/micro-batch {:.2} -> {:.2} GiB per device\n",
-            gib(weights), gib(grads), gib(adam), gib(reference), gib(kv), gib(act), gib(weights + grads + adam + reference + kv + act)
-        );
+        let shape = StepShape {
+            param_bytes: kind.elt_size_in_bytes(),
+            micro_rows: r.micro_batch_rows(),
+            rollout_rows: rows,
+            prompt_len,
+            max_new_tokens: r.rollout.max_new_tokens,
+            logit_chunk: r.trainer.logit_chunk_positions.max(1) as usize,
+            reference: r.loss.kl_coef > 0.0,
+            compact_fraction: r.rollout.compact_fraction,
+            cuda,
+        };
+        let plan = MemoryPlan::new(c, &shape);
+        out += &format!("memory plan    per device ({}; learner and rollout share it):\n", r.model.device);
+        out += &plan.render();
+        let (budget, whence) = match (opts.gpu_mem, cuda) {
+            (Some(m), _) => (Some(m), "--gpu-mem".to_string()),
+            (None, true) => (Some(DEFAULT_GPU_BYTES), "--gpu-mem not given: assuming an 80 GiB GPU".to_string()),
+            (None, false) => (None, String::new()),
+        };
+        if let Some(budget) = budget {
+            let peak = plan.peak();
+            if peak > budget {
+                let big = plan.biggest().expect("a plan has items");
+                return Err(invalid(
+                    big.knob,
+                    format!(
+                        "the memory plan does not fit: peak {:.2} GiB per device > budget {:.2} GiB ({whence}); biggest item: {} {:.2} GiB ({} phase; {} shrinks it)\n{}",
+                        peak / GIB,
+                        budget / GIB,
+                        big.name,
+                        big.bytes / GIB,
+                        big.phase.label(),
+                        big.knob,
+                        plan.render()
+                    ),
+                ));
+            }
+            out += &format!("  fits the {:.2} GiB budget ({whence}) with {:.2} GiB to spare\n", budget / GIB, (budget - peak) / GIB);
+        } else if let Some(total) = host_memory_bytes() {
+            if plan.peak() > total {
+                warn.push(format!("the plan's peak {:.2} GiB exceeds this machine's {:.2} GiB of RAM", plan.peak() / GIB, total / GIB));
+            }
+        }
     }
     for w in &warn {
         out += &format!("warning: {w}\n");
     }
     Ok(out)
+}
+
+/// The longest prompt, in tokens, of the first [`PROMPT_SAMPLE_ROWS`] rows of the data, rendered
+/// and tokenized exactly as the trainer does; [`PROMPT_LEN_ESTIMATE`] when the model directory or
+/// the data file is not here. Data that exists but fails to load is an error.
+fn prompt_length(r: &Recipe, warn: &mut Vec<String>) -> Result<(usize, String)> {
+    let estimate = |why: &str| (PROMPT_LEN_ESTIMATE, format!("estimate: {why}"));
+    if !r.model.path.is_dir() {
+        return Ok(estimate("no tokenizer here"));
+    }
+    if let (Some(p), false) = (&r.data.path, matches!(r.data.source, rlpo_data::SourceKind::Synthetic)) {
+        if !p.starts_with("builtin:") && !p.exists() {
+            warn.push(format!("data.path {} does not exist here", p.display()));
+            return Ok(estimate("data.path not here"));
+        }
+    }
+    let cwd = std::env::current_dir().map_err(|e| crate::error::io(".", e))?;
+    let data = rlpo_data::Dataset::from_config(&r.data, &cwd)?;
+    let tok = TextTokenizer::from_dir(&r.model.path)?;
+    let n = data.len().min(PROMPT_SAMPLE_ROWS);
+    let samples = data.samples()[..n].to_vec();
+    let batch = crate::prompts::build(&tok, samples, r.model.system_prompt.as_deref())?;
+    let max = batch.ids.iter().map(Vec::len).max().unwrap_or(0);
+    Ok((max.max(1), format!("longest of the first {n} prompts, chat template included")))
+}
+
+/// `MemTotal` of `/proc/meminfo`, if readable.
+fn host_memory_bytes() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024.0)
 }
 
 fn on(b: bool) -> &'static str {
