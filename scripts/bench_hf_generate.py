@@ -10,7 +10,9 @@ Same setup as the Rust benchmark (crates/rlpo-rollout/src/bench.rs):
   * sampling: do_sample, temperature 1, top_k 0 (off), top_p 1, no min_p, and min_new_tokens =
     max_new_tokens so that EOS cannot end a row early: every row produces exactly N tokens;
   * one warm-up call (8 tokens), then --repeats timed calls, the best reported (least disturbed by
-    other processes on a shared machine).
+    other processes on a shared machine);
+  * --device cuda[:N] runs on a GPU (timed between torch.cuda.synchronize calls), like
+    `rlpo bench rollout --device cuda:N`.
 
 With --compare-rlpo PATH (the `bench_rollout` example binary) the script alternates HF and rlpo
 runs back to back in this one process tree and prints their ratio, which is the number to quote.
@@ -53,7 +55,9 @@ def hf_bench(args):
         torch.set_num_threads(args.threads)
     dtype = {"f32": torch.float32, "fp32": torch.float32, "bf16": torch.bfloat16}[args.dtype]
     tok = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype).eval()
+    device = torch.device(args.device)
+    # Load, then convert: `.to(dtype)` means the same in every transformers version.
+    model = AutoModelForCausalLM.from_pretrained(args.model).to(device=device, dtype=dtype).eval()
     assert args.batch % args.group_size == 0, "batch must be a multiple of group size"
     n_prompts = args.batch // args.group_size
     prompts = []
@@ -67,6 +71,11 @@ def hf_bench(args):
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
     attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     def run(n):
         with torch.no_grad():
@@ -85,18 +94,21 @@ def hf_bench(args):
                 use_cache=True,
             )
         assert out.shape == (args.batch, width + n), out.shape
+        sync()
         return out
 
     torch.manual_seed(0)
     run(min(8, args.new_tokens))
     best = float("inf")
     for _ in range(max(1, args.repeats)):
+        sync()
         t = time.perf_counter()
         run(args.new_tokens)
         best = min(best, time.perf_counter() - t)
     return {
         "impl": "hf",
         "dtype": args.dtype,
+        "device": args.device,
         "batch": args.batch,
         "group_size": args.group_size,
         "new_tokens": args.new_tokens,
@@ -123,6 +135,7 @@ def main():
     p.add_argument("--dtype", default="f32", choices=["f32", "fp32", "bf16"])
     p.add_argument("--group-size", type=int, default=1)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--rounds", type=int, default=1, help="HF/rlpo alternations with --compare-rlpo")
     p.add_argument("--compare-rlpo", metavar="PATH", help="bench_rollout example binary to run back to back")

@@ -26,6 +26,9 @@ enum Command {
     /// Benchmarks.
     #[command(subcommand)]
     Bench(commands::bench::Command),
+    /// Probes for checking a build against an oracle (GPU bring-up).
+    #[command(subcommand, hide = true)]
+    Debug(commands::debug::Command),
     /// Write a checkpoint's policy as an HF model directory (verified first).
     Export(commands::export::Args),
     /// Show a checkpoint's step, recipe, metrics and sizes, and verify its manifest.
@@ -40,6 +43,7 @@ fn main() {
         Command::Generate(args) => commands::generate::run(args),
         Command::Reward(cmd) => commands::reward::run(cmd),
         Command::Bench(cmd) => commands::bench::run(cmd),
+        Command::Debug(cmd) => commands::debug::run(cmd),
         Command::Export(args) => commands::export::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
     };

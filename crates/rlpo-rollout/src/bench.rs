@@ -5,9 +5,14 @@
 //! - Prompts: [`BENCH_PROMPTS`] (the same list `scripts/bench_hf_generate.py` uses), chat-templated,
 //!   cycled to fill the batch; with `group_size = G`, `batch / G` prompts × G samples each.
 //! - Sampling: T = 1, no truncation, EOS ignored, so every row produces exactly `new_tokens`.
-//! - Ceilings: a 2048³ matmul in the model's dtype (FLOP/s) and a 256 MiB tensor copy (bytes/s).
+//! - Ceilings: a 2048³ matmul in the model's dtype (FLOP/s) and a 256 MiB tensor copy (bytes/s)
+//!   on the CPU; on a GPU an 8192³ matmul and a 1 GiB copy, timed between device synchronisations.
 //!   The floor of one decode step is `max(FLOPs / FLOP/s, bytes / bandwidth)` with FLOPs =
 //!   2 · matmul parameters · rows (+ attention) and bytes = matmul weights + KV cache read once.
+//! - Device: `BenchOptions::device` (`cuda:N` runs the `fast` or `plain` LibTorch paths on the GPU;
+//!   the `cpu` decoder is host-only). GPU kernels run asynchronously and the per-step logits copy
+//!   waits for them, so on a GPU the forward/sampling split of a step is indicative; tokens/s and
+//!   the total are exact.
 
 use crate::engine::{Engine, GenerateRequest};
 use crate::error::{Error, Result};
@@ -76,6 +81,8 @@ pub struct BenchOptions {
     /// Rollout workers sharing the batch (each gets `batch / workers` rows, its own model copy and
     /// `threads / workers` LibTorch threads); 1 = the engine on the calling thread.
     pub workers: usize,
+    /// Device the model runs on (`Device::Cpu` by default).
+    pub device: Device,
 }
 
 impl BenchOptions {
@@ -91,6 +98,7 @@ impl BenchOptions {
             decoder: DecoderKind::Cpu,
             repeats: 1,
             workers: 1,
+            device: Device::Cpu,
         }
     }
 }
@@ -137,8 +145,8 @@ impl std::fmt::Display for BenchReport {
         let o = &self.options;
         writeln!(
             f,
-            "rollout bench: {} | batch {} (G = {}) | {} new tokens | {:?} | {:?} decoder | {} worker(s) | {} threads",
-            o.model_dir.display(), o.batch, o.group_size, o.new_tokens, o.dtype, o.decoder, o.workers, o.threads
+            "rollout bench: {} | batch {} (G = {}) | {} new tokens | {:?} | {:?} decoder on {:?} | {} worker(s) | {} threads",
+            o.model_dir.display(), o.batch, o.group_size, o.new_tokens, o.dtype, o.decoder, o.device, o.workers, o.threads
         )?;
         writeln!(f, "  tokens/s          {:9.1}", self.tokens_per_s)?;
         writeln!(f, "  total             {:9.3} s (prefill {:.3} s)", self.total_s, self.prefill_s)?;
@@ -163,22 +171,35 @@ fn best_of<F: FnMut()>(reps: usize, mut f: F) -> f64 {
         .fold(f64::INFINITY, f64::min)
 }
 
-/// Time a 2048³ matmul in `kind` and a 256 MiB copy, in this process.
+/// Time a 2048³ matmul in `kind` and a 256 MiB copy on the CPU, in this process.
 pub fn measure_ceilings(kind: Kind) -> Ceilings {
+    measure_ceilings_on(kind, Device::Cpu)
+}
+
+/// [`measure_ceilings`] on `device`: on a GPU an 8192³ matmul and a 1 GiB copy, each timed between
+/// device synchronisations.
+pub fn measure_ceilings_on(kind: Kind, device: Device) -> Ceilings {
+    let sync = || {
+        if let Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    let (n, copy_elems): (i64, i64) = if device.is_cuda() { (8192, 256 << 20) } else { (2048, 64 << 20) };
     tch::no_grad(|| {
-        let n = 2048;
-        let a = Tensor::randn([n, n], (kind, Device::Cpu));
-        let b = Tensor::randn([n, n], (kind, Device::Cpu));
+        let a = Tensor::randn([n, n], (kind, device));
+        let b = Tensor::randn([n, n], (kind, device));
         let t = best_of(3, || {
             let _ = a.matmul(&b);
+            sync();
         });
         let matmul_flops = 2.0 * (n as f64).powi(3) / t;
-        let src = Tensor::ones([64 << 20], (Kind::Float, Device::Cpu));
+        let src = Tensor::ones([copy_elems], (Kind::Float, device));
         let mut dst = src.zeros_like();
         let t = best_of(3, || {
             dst.copy_(&src);
+            sync();
         });
-        Ceilings { matmul_flops, bandwidth: 2.0 * (256u64 << 20) as f64 / t }
+        Ceilings { matmul_flops, bandwidth: 2.0 * (copy_elems * 4) as f64 / t }
     })
 }
 
@@ -210,7 +231,11 @@ pub fn bench_rollout(opts: &BenchOptions) -> Result<BenchReport> {
     if opts.threads > 0 && opts.workers <= 1 {
         tch::set_num_threads(opts.threads as i32);
     }
-    let model = CausalLm::load(&opts.model_dir, &LoadOptions { device: Device::Cpu, kind: opts.dtype })?;
+    if opts.device != Device::Cpu && opts.decoder == DecoderKind::Cpu {
+        return Err(Error::Input(format!("the cpu decoder runs on the host; use the fast or plain decoder on {:?}", opts.device)));
+    }
+    let device = opts.device;
+    let model = CausalLm::load(&opts.model_dir, &LoadOptions { device, kind: opts.dtype })?;
     let tok = TextTokenizer::from_dir(&opts.model_dir)?;
     let prompts = bench_prompts(&tok, opts.batch, opts.group_size)?;
     let cfg = model.config.clone();
@@ -249,7 +274,7 @@ pub fn bench_rollout(opts: &BenchOptions) -> Result<BenchReport> {
         let eos = tok.eos_ids.clone();
         let threads = (opts.threads / workers).max(1);
         let mut pool = RolloutPool::spawn(workers, threads, move |_| {
-            let m = CausalLm::load(&dir, &LoadOptions { device: Device::Cpu, kind })?;
+            let m = CausalLm::load(&dir, &LoadOptions { device, kind })?;
             let d: Box<dyn RolloutModel> = match decoder {
                 DecoderKind::Plain => Box::new(m),
                 DecoderKind::Fast => Box::new(FastDecoder::new(m)?),
@@ -291,7 +316,7 @@ pub fn bench_rollout(opts: &BenchOptions) -> Result<BenchReport> {
     }
     drop(run);
     let (total_s, stats) = best.expect("at least one repetition");
-    let ceilings = measure_ceilings(opts.dtype);
+    let ceilings = measure_ceilings_on(opts.dtype, opts.device);
     let (params_n, attn_per_pos) = model_costs(&cfg);
     let rows = opts.batch as f64;
     let mean_prompt = prompts.iter().map(Vec::len).sum::<usize>() as f64 / prompts.len() as f64;

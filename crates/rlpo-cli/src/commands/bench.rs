@@ -40,6 +40,9 @@ pub enum Command {
         /// Timed repetitions (best reported).
         #[arg(long, default_value_t = 1)]
         repeats: usize,
+        /// cpu, cuda or cuda:N (GPUs take the fast or plain decoder).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
 }
 
@@ -48,7 +51,7 @@ pub fn run(cmd: Command) -> Result<()> {
     match cmd {
         Command::Checkpoint(args) => super::bench_checkpoint::run(args),
         Command::Step(args) => super::bench_step::run(args),
-        Command::Rollout { model, batch, new_tokens, dtype, group_size, threads, decoder, repeats } => {
+        Command::Rollout { model, batch, new_tokens, dtype, group_size, threads, decoder, repeats, device } => {
             let mut o = BenchOptions::new(model);
             o.batch = batch;
             o.new_tokens = new_tokens;
@@ -56,6 +59,7 @@ pub fn run(cmd: Command) -> Result<()> {
             o.threads = threads;
             o.repeats = repeats;
             o.dtype = rlpo_model::parse_dtype(&dtype)?;
+            o.device = rlpo_model::parse_device(&device)?;
             o.decoder = match decoder.as_str() {
                 "cpu" => DecoderKind::Cpu,
                 "fast" => DecoderKind::Fast,

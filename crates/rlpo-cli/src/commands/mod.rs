@@ -4,6 +4,7 @@ pub mod bench;
 pub mod bench_checkpoint;
 pub mod bench_step;
 pub mod check;
+pub mod debug;
 pub mod export;
 pub mod generate;
 pub mod inspect;
