@@ -35,7 +35,28 @@ enum Command {
     Inspect(commands::inspect::Args),
 }
 
+/// One glibc malloc arena for the whole process, unless the user set `MALLOC_ARENA_MAX`.
+///
+/// Why: with the default (8 × cores) arenas, the rollout's rayon threads and LibTorch's OpenMP
+/// threads each get their own, and LibTorch's large training tensors then keep going back to the
+/// kernel and faulting in fresh pages. Measured with `rlpo bench step --dtype f32` on the 2-core
+/// box: the update took 14.7 s with the default, 10.1 s with one arena (same rows, same tokens);
+/// the rollout was unchanged. This is the allocator advice PyTorch gives for CPU training
+/// (jemalloc/tcmalloc), done with glibc's own knob.
+#[allow(unsafe_code)]
+fn single_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes allocator parameters; it is called before any thread
+        // is spawned, and a failure (return 0) just leaves the default in place.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
+}
+
 fn main() {
+    single_malloc_arena();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => commands::train::run(args),
