@@ -146,14 +146,19 @@ pub fn check_with(recipe: &Recipe, opts: &CheckOptions) -> Result<String> {
 /// the data file is not here. Data that exists but fails to load is an error.
 fn prompt_length(r: &Recipe, warn: &mut Vec<String>) -> Result<(usize, String)> {
     let estimate = |why: &str| (PROMPT_LEN_ESTIMATE, format!("estimate: {why}"));
+    let data_missing = match (&r.data.path, matches!(r.data.source, rlpo_data::SourceKind::Synthetic)) {
+        (Some(p), false) => !p.starts_with("builtin:") && !p.exists(),
+        _ => false,
+    };
+    if data_missing {
+        let p = r.data.path.as_ref().expect("checked above");
+        warn.push(format!("data.path {} does not exist here (required to train)", p.display()));
+    }
     if !r.model.path.is_dir() {
         return Ok(estimate("no tokenizer here"));
     }
-    if let (Some(p), false) = (&r.data.path, matches!(r.data.source, rlpo_data::SourceKind::Synthetic)) {
-        if !p.starts_with("builtin:") && !p.exists() {
-            warn.push(format!("data.path {} does not exist here", p.display()));
-            return Ok(estimate("data.path not here"));
-        }
+    if data_missing {
+        return Ok(estimate("data.path not here"));
     }
     let cwd = std::env::current_dir().map_err(|e| crate::error::io(".", e))?;
     let data = rlpo_data::Dataset::from_config(&r.data, &cwd)?;
