@@ -101,6 +101,17 @@ struct FirstPass {
     ent_tokens: f64,
 }
 
+/// Log-probs (and optionally entropies) `[rows, T]` of `targets [rows, T]` under `model`, where
+/// the hidden state predicting `targets[:, t]` sits at column `first + t` of `ids [rows, S]`.
+/// The vocabulary projection runs in chunks of positions (`opts.chunk_positions`), so the full
+/// `[rows, T, V]` logits never exist at once.
+pub fn teacher_forced(model: &CausalLm, ids: &Tensor, mask: &Tensor, first: i64, targets: &Tensor, opts: &LogProbOptions) -> Result<TokenLogProbs> {
+    let (rows, t) = (targets.size()[0], targets.size()[1]);
+    let hidden = model.hidden_states(ids, mask).narrow(1, first, t);
+    let flat = hidden.reshape([rows * t, -1]);
+    Ok(token_logprobs_with(rows, t, targets, opts, |s, l| Ok(model.logits(&flat.narrow(0, s, l))))?)
+}
+
 /// The trained policy and its optimizer.
 #[derive(Debug)]
 pub struct Learner {
@@ -133,10 +144,7 @@ impl Learner {
         let ids = batch.ids.index_select(0, &index).narrow(1, start, p_k + t_k);
         let mask = batch.attention_mask.index_select(0, &index).narrow(1, start, p_k + t_k);
         let targets = batch.targets.index_select(0, &index).narrow(1, 0, t_k);
-        let hidden = model.hidden_states(&ids, &mask).narrow(1, p_k - 1, t_k);
-        let d = hidden.size()[2];
-        let flat = hidden.reshape([-1, d]);
-        let out = token_logprobs_with(idx.len() as i64, t_k, &targets, opts, |s, l| Ok(model.logits(&flat.narrow(0, s, l))))?;
+        let out = teacher_forced(model, &ids, &mask, p_k - 1, &targets, opts)?;
         Ok((out, t_k))
     }
 
@@ -312,11 +320,7 @@ impl Learner {
             let ids = Tensor::from_slice(&ids).view([k, s]).to_device(device);
             let attn = Tensor::from_slice(&attn).view([k, s]).to_device(device);
             let mask = Tensor::from_slice(&mask).view([k, s - 1]).to_device(device);
-            let hidden = self.model.hidden_states(&ids, &attn).narrow(1, 0, s - 1);
-            let d = hidden.size()[2];
-            let flat = hidden.reshape([-1, d]);
-            let targets = ids.narrow(1, 1, s - 1);
-            let out = token_logprobs_with(k, s - 1, &targets, &opts, |a, l| Ok(self.model.logits(&flat.narrow(0, a, l))))?;
+            let out = teacher_forced(&self.model, &ids, &attn, 0, &ids.narrow(1, 1, s - 1), &opts)?;
             let loss = rlpo_algo::rmt::ntp_loss(&out.logp, &mask, cfg.ntp_weight, cfg.ntp_norm, step_tokens);
             loss.backward();
             total += loss.double_value(&[]);

@@ -21,7 +21,8 @@
 use crate::error::{invalid, Result};
 use crate::prompts::PromptBatch;
 use rlpo_algo::config::RmtConfig;
-use rlpo_algo::logprob::{token_logprobs_with, LogProbOptions};
+use crate::learner::teacher_forced;
+use rlpo_algo::logprob::LogProbOptions;
 use rlpo_algo::rmt::{assign_tiers, sample_rl_positions, tier_distribution, token_budget};
 use rlpo_data::rng::{derive_seed, SplitMix64};
 use rlpo_data::{Dataset, Message, Prompt, Sample, SourceKind, TierSampler, TierSamplerState};
@@ -222,12 +223,8 @@ fn next_token_entropy(model: &CausalLm, ids: &[i64]) -> Result<Vec<f64>> {
         let dev = model.device();
         let x = Tensor::from_slice(ids).view([1, s]).to_device(dev);
         let mask = Tensor::ones([1, s], (Kind::Int64, dev));
-        let hidden = model.hidden_states(&x, &mask).narrow(1, 0, s - 1);
-        let d = hidden.size()[2];
-        let flat = hidden.reshape([-1, d]);
-        let targets = x.narrow(1, 1, s - 1);
         let opts = LogProbOptions { temperature: 1.0, chunk_positions: 1024, with_entropy: true };
-        let out = token_logprobs_with(1, s - 1, &targets, &opts, |a, l| Ok(model.logits(&flat.narrow(0, a, l))))?;
+        let out = teacher_forced(model, &x, &mask, 0, &x.narrow(1, 1, s - 1), &opts)?;
         let e = out.entropy.expect("requested").to_kind(Kind::Double).to_device(tch::Device::Cpu).view([-1]);
         Ok(Vec::<f64>::try_from(&e)?)
     })

@@ -44,51 +44,6 @@ pub enum RolloutBackend {
     },
 }
 
-/// A model the worker factory can build: LibTorch on any device, or host kernels on CPU.
-enum WorkerModel {
-    Torch(CausalLm),
-    Host(CpuDecoder),
-}
-
-impl RolloutModel for WorkerModel {
-    fn vocab_size(&self) -> i64 {
-        match self {
-            WorkerModel::Torch(m) => m.vocab_size(),
-            WorkerModel::Host(m) => m.vocab_size(),
-        }
-    }
-    fn max_positions(&self) -> i64 {
-        match self {
-            WorkerModel::Torch(m) => RolloutModel::max_positions(m),
-            WorkerModel::Host(m) => m.max_positions(),
-        }
-    }
-    fn device(&self) -> Device {
-        match self {
-            WorkerModel::Torch(m) => RolloutModel::device(m),
-            WorkerModel::Host(m) => m.device(),
-        }
-    }
-    fn prefill(&self, ids: &tch::Tensor, mask: &tch::Tensor, capacity: i64) -> (rlpo_rollout::Logits, rlpo_rollout::DecodeCache) {
-        match self {
-            WorkerModel::Torch(m) => RolloutModel::prefill(m, ids, mask, capacity),
-            WorkerModel::Host(m) => m.prefill(ids, mask, capacity),
-        }
-    }
-    fn step(&self, ids: &[i64], cache: &mut rlpo_rollout::DecodeCache) -> rlpo_rollout::Logits {
-        match self {
-            WorkerModel::Torch(m) => RolloutModel::step(m, ids, cache),
-            WorkerModel::Host(m) => m.step(ids, cache),
-        }
-    }
-    fn load_weights(&mut self, weights: &[(String, tch::Tensor)]) -> rlpo_rollout::Result<()> {
-        match self {
-            WorkerModel::Torch(m) => m.load_weights(weights),
-            WorkerModel::Host(m) => m.load_weights(weights),
-        }
-    }
-}
-
 /// Whether the decode path is `host` for a model on `device`.
 fn host_decode(choice: RolloutDecoder, device: Device, key: &str) -> Result<bool> {
     match (choice, device) {
@@ -116,7 +71,8 @@ impl RolloutBackend {
         let threads = recipe.rollout.worker_threads(cores);
         let pool = RolloutPool::spawn(recipe.rollout.workers, threads, move |_| {
             let m = CausalLm::load(&path, &opts).map_err(|e| rlpo_rollout::Error::Input(format!("loading the rollout model: {e}")))?;
-            let m = if host { WorkerModel::Host(CpuDecoder::new(m)?) } else { WorkerModel::Torch(m) };
+            // Built on the worker thread, so the boxed model never crosses threads.
+            let m: Box<dyn RolloutModel> = if host { Box::new(CpuDecoder::new(m)?) } else { Box::new(m) };
             Ok((m, Engine::with_tokenizer(tok.clone())))
         })?;
         Ok(RolloutBackend::Workers { pool, synced: None, done: HashMap::new(), in_flight: 0 })
