@@ -41,6 +41,9 @@ pub struct UpdateReport {
     pub entropy: Option<f64>,
     /// Mean weighted RMT NTP loss (`λ·L_NTP`) over optimizer steps, when RMT had NTP tokens.
     pub ntp_loss: Option<f64>,
+    /// RMT: NTP tokens that entered the loss in the first pass over the data (epoch 0), summed
+    /// over its optimizer steps; equals the step's NTP tokens (each enters once per epoch).
+    pub ntp_tokens: f64,
 }
 
 /// What [`Learner::update`] trains on: the step's batch, its plan, and the behaviour and
@@ -81,6 +84,7 @@ struct LossSums {
     kl: f64,
     clip_frac: f64,
     ntp: f64,
+    ntp_tokens: f64,
 }
 
 impl std::ops::AddAssign for LossSums {
@@ -89,6 +93,7 @@ impl std::ops::AddAssign for LossSums {
         self.kl += o.kl;
         self.clip_frac += o.clip_frac;
         self.ntp += o.ntp;
+        self.ntp_tokens += o.ntp_tokens;
     }
 }
 
@@ -207,6 +212,9 @@ impl Learner {
                     }
                 }
                 sums += self.ntp_backward(ctx, m0, m_len)?;
+                if epoch == 0 {
+                    rep.ntp_tokens += sums.ntp_tokens;
+                }
                 if self.apply_optimizer_step(recipe, &sums, opt_step_total, &mut rep) {
                     applied += 1.0;
                 }
@@ -285,7 +293,7 @@ impl Learner {
             pg: loss.pg_loss.double_value(&[]),
             kl: loss.kl.as_ref().map_or(0.0, |k| k.double_value(&[])),
             clip_frac: loss.clip_frac.double_value(&[]),
-            ntp: 0.0,
+            ..Default::default()
         })
     }
 
@@ -325,7 +333,7 @@ impl Learner {
             loss.backward();
             total += loss.double_value(&[]);
         }
-        Ok(LossSums { ntp: total, ..Default::default() })
+        Ok(LossSums { ntp: total, ntp_tokens: step_tokens, ..Default::default() })
     }
 
     /// Clip and apply the accumulated gradients, or skip a non-finite step. Returns whether the

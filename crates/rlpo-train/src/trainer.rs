@@ -439,9 +439,13 @@ impl Trainer {
             m.set("rmt/p_easy", p[0]);
             m.set("rmt/p_hard", p[2]);
             m.set("rmt/ntp_seqs", rollouts.prompts.ntp.iter().flatten().count() as f64);
+            m.set("rmt/ntp_tokens", rollouts.prompts.ntp.iter().flatten().map(|q| q.tokens()).sum());
         }
         let report = self.learner.update(&inputs, total_opt_steps)?;
         m.set("timing/update_s", t0.elapsed().as_secs_f64());
+        if self.rmt.is_some() {
+            m.set("rmt/ntp_tokens_trained", report.ntp_tokens);
+        }
         if self.learner.nonfinite_in_a_row >= r.trainer.max_nonfinite_in_a_row {
             return Err(TrainError::Aborted(format!(
                 "{} non-finite losses or gradients in a row (trainer.max_nonfinite_in_a_row = {}): stopping",

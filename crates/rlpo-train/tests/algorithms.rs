@@ -441,3 +441,12 @@ ntp_weight = {w}
     assert!(max_change(&b_on, &on) > 0.0, "NTP loss did not move the weights");
     assert_eq!(max_change(&b_off, &off), 0.0, "zero advantages and λ = 0 must not move the weights");
 }
+
+/// One HAPO temperature implementation (issue 12, item 6): the rollout engine's statistics type
+/// is `rlpo_algo`'s, so the learner's statistics (including the released-code mode's sign) reach
+/// the sampler unchanged, and the rollout computes `T_base·(1 + τ·h̃)` with `rlpo_algo`'s h̃.
+#[test]
+fn hapo_temperature_has_one_implementation() {
+    use std::any::TypeId;
+    assert_eq!(TypeId::of::<rlpo_rollout::EntropyStats>(), TypeId::of::<rlpo_algo::HapoStats>());
+}
