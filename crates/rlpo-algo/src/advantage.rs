@@ -1,4 +1,4 @@
-//! Group-relative advantages of GRPO and Dr. GRPO (spec §1.3).
+//! Group-relative advantages of GRPO and Dr. GRPO (spec §1.3), RLOO and REINFORCE++-baseline.
 //!
 //! Input: outcome rewards `r[N]` with `N = B·G` rows, the rows of a group contiguous
 //! (`n = b·G + g`). Output: one advantage per row, `[N]`, detached; broadcast it to tokens with
@@ -99,6 +99,68 @@ pub fn group_advantages(rewards: &Tensor, g: i64, opts: &GroupNormOptions) -> Re
             centred
         };
         adv.view([-1])
+    }))
+}
+
+/// RLOO advantages `[N]` (Ahmadian et al. 2024; verl `compute_rloo_outcome_advantage`): each
+/// row's baseline is the mean of the *other* `G − 1` rewards, `A_i = r_i − mean_{j≠i} r_j =
+/// G/(G − 1)·(r_i − μ)`. A group of one has no other reward: `A = r` (verl) or 0.
+pub fn rloo_advantages(rewards: &Tensor, g: i64, singleton: SingletonAdvantage) -> Result<Tensor> {
+    let r = group_view(rewards, g, "rewards")?;
+    Ok(tch::no_grad(|| {
+        let r = r.detach().to_kind(float_kind(rewards));
+        if g == 1 {
+            return singleton_value(&r, singleton).view([-1]);
+        }
+        let mean = r.mean_dim(1, true, r.kind());
+        ((&r - mean) * (g as f64 / (g - 1) as f64)).view([-1])
+    }))
+}
+
+fn singleton_value(r: &Tensor, singleton: SingletonAdvantage) -> Tensor {
+    match singleton {
+        SingletonAdvantage::Reward => r.shallow_clone(),
+        SingletonAdvantage::Zero => r.zeros_like(),
+    }
+}
+
+/// REINFORCE++-baseline advantages `[N]` (Hu et al. 2025; verl
+/// `compute_reinforce_plus_plus_baseline_outcome_advantage`): `x_i = r_i − μ_group` (a group of
+/// one: `r` or 0), then whitened over every valid token of the batch: with `L_i` the valid
+/// lengths, `m = Σ L x / Σ L`, `v = Σ L (x − m)² / (Σ L − 1)`, `A_i = (x_i − m) / sqrt(v + 1e-8)`
+/// (verl's masked mean adds 1e-8 to the token counts; so does this).
+/// Rows without tokens do not enter the statistics.
+pub fn reinforce_pp_baseline_advantages(
+    rewards: &Tensor,
+    lengths: &Tensor,
+    g: i64,
+    singleton: SingletonAdvantage,
+) -> Result<Tensor> {
+    let r = group_view(rewards, g, "rewards")?;
+    if lengths.size() != rewards.size() {
+        return Err(input_err("lengths", format!("expected {:?}, got {:?}", rewards.size(), lengths.size())));
+    }
+    Ok(tch::no_grad(|| {
+        let r = r.detach().to_kind(Kind::Double);
+        let x = if g == 1 {
+            singleton_value(&r, singleton)
+        } else {
+            &r - r.mean_dim(1, true, Kind::Double)
+        }
+        .view([-1]);
+        let l = lengths.detach().to_kind(Kind::Double);
+        let n = l.sum(Kind::Double).double_value(&[]);
+        if n <= 0.0 {
+            return x.zeros_like().to_kind(float_kind(rewards));
+        }
+        // verl's `masked_mean` divides by the token count plus 1e-8; kept so that a batch of
+        // equal `x` gives verl's (tiny, non-zero) values too.
+        let m = (&l * &x).sum(Kind::Double) / (n + 1e-8);
+        let centred = &x - &m;
+        // Bessel correction over tokens (verl `masked_var(unbiased=True)`).
+        let bessel = if n > 1.0 { n / (n - 1.0) } else { 1.0 };
+        let var = (&l * centred.square()).sum(Kind::Double) / (n + 1e-8) * bessel;
+        (centred * (var + 1e-8).rsqrt()).to_kind(float_kind(rewards))
     }))
 }
 
@@ -211,6 +273,20 @@ mod tests {
             ..GroupNormOptions::grpo()
         };
         close(&adv(&[2.0, -1.0], 1, zero), &[0.0, 0.0], 0.0);
+        // RLOO: rewards [1, 0, 0, 1] → r_i − mean of the other three.
+        let a = rloo_advantages(&Tensor::from_slice(&[1.0, 0.0, 0.0, 1.0]), 4, SingletonAdvantage::Reward).unwrap();
+        close(&Vec::<f64>::try_from(&a).unwrap(), &[1.0 - 1.0 / 3.0, -2.0 / 3.0, -2.0 / 3.0, 1.0 - 1.0 / 3.0], 1e-12);
+        // REINFORCE++-baseline: x = [0.5, −0.5] with lengths [1, 3] → m = −0.25,
+        // v = (0.5625 + 3·0.0625)/4 · 4/3 = 0.25, A = [0.75, −0.25]/sqrt(0.25 + 1e-8).
+        let a = reinforce_pp_baseline_advantages(
+            &Tensor::from_slice(&[1.0, 0.0]),
+            &Tensor::from_slice(&[1.0, 3.0]),
+            2,
+            SingletonAdvantage::Reward,
+        )
+        .unwrap();
+        let s = (0.25f64 + 1e-8).sqrt();
+        close(&Vec::<f64>::try_from(&a).unwrap(), &[0.75 / s, -0.25 / s], 1e-12);
         assert!(group_advantages(
             &Tensor::from_slice(&[1.0, 2.0, 3.0]),
             2,

@@ -3,18 +3,21 @@
 //!
 //! 1. rollout — with HAPO temperatures from [`AlgoState::hapo_stats`](crate::schedule::AlgoState::hapo_stats) (previous step) and RMT
 //!    prompts/budgets from [`AlgoState::rmt_budget`](crate::schedule::AlgoState::rmt_budget) / [`AlgoState::rmt_tier_distribution`](crate::schedule::AlgoState::rmt_tier_distribution);
-//! 2. rewards — [`shape_rewards`] (DAPO overlong shaping) or [`crate::rmt::rollout_reward`],
-//!    then [`group_filter`] and [`crate::dapo::refill_action`] until the batch is full
+//! 2. rewards — [`shape_rewards`] (DAPO overlong shaping; RMT's composite reward is the
+//!    `[reward]` section's), then [`group_filter`] on the verifier's correctness (`acc`) or the
+//!    shaped reward (`score`) and [`crate::dapo::refill_action`] until the batch is full
 //!    (filtering before D³S so its budget is not spent on all-equal groups);
 //! 3. one no-grad forward of the rollout policy: `old_logp` and `H_old` `[N, T]`;
 //! 4. [`compute_step_plan`]: HAPO statistics over all valid tokens of `H_old` → advantages on
-//!    full groups (GRPO, Dr. GRPO or HAPO token-level) → DAPO overlong filter → D³S rows
+//!    full groups (GRPO, Dr. GRPO, RLOO, REINFORCE++-baseline or HAPO token-level) → rollout
+//!    correction (TIS weights / MIS mask from `old_logp` vs `rollout_logp`) → DAPO overlong
+//!    filter → D³S rows
 //!    (max variance) → D³S tokens (top-K of `|A|·H_old`, advantages *before* HAPO
 //!    redistribution, which depends on the ratio) → h̃ and per-token clip widths;
 //! 5. for every optimizer step (mini-batch): [`StepPlan::normaliser`] over its rows, then per
 //!    micro-batch [`policy_loss`] on [`StepPlan::micro_batch`] (HAPO redistribution, clipped
-//!    surrogate, KL, aggregation) and `backward`; RMT adds [`crate::rmt::ntp_loss`] to the same
-//!    optimizer step;
+//!    surrogate or CISPO, rollout-correction weights, KL, aggregation) and `backward`; RMT adds
+//!    [`crate::rmt::ntp_loss`] to the same optimizer step;
 //! 6. [`AlgoState::advance`](crate::schedule::AlgoState::advance) with [`StepPlan::hapo_stats`].
 //!
 //! Shapes: `N = B·G` rows (groups contiguous), `T` response positions. Everything in the plan is
@@ -23,7 +26,7 @@
 //! Files: this one holds the stage-2 reward helpers, `plan.rs` the per-step plan (stage 4) and
 //! `loss.rs` the per-micro-batch loss (stage 5).
 
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use crate::config::{AlgorithmConfig, FilterMetric};
 use crate::dapo::{group_keep_mask, overlong_penalty};
@@ -36,25 +39,28 @@ mod plan;
 use crate::schedule::AlgoState;
 pub use loss::{policy_loss, PolicyInputs, PolicyLoss};
 pub use plan::{
-    compute_advantages, compute_step_plan, MicroBatchPlan, PlanSummary, StepInputs, StepPlan,
+    compute_advantages, compute_step_plan, CorrectionSummary, MicroBatchPlan, PlanSummary,
+    StepInputs, StepPlan,
 };
 
 /// Stage 2: the reward the advantages see. Adds DAPO's overlong penalty to `scores[N]` when
 /// `algorithm.dapo.overlong` is set (`lengths[N]` = valid response tokens incl. EOS;
-/// `max_response_len` is the default `L_max`). Returns `[N]` f32.
+/// `max_response_len` is the default `L_max`). Returns `[N]` in f64 for f64 scores, else f32.
 pub fn shape_rewards(
     alg: &AlgorithmConfig,
     scores: &Tensor,
     lengths: &Tensor,
     max_response_len: u64,
 ) -> Tensor {
-    let scores = scores.detach().to_kind(Kind::Float);
+    let kind = crate::advantage::float_kind(scores);
+    let scores = scores.detach().to_kind(kind);
     match &alg.dapo.overlong {
         Some(o) => {
             let max_len = o.max_len.unwrap_or(max_response_len);
             scores
                 + overlong_penalty(lengths, max_len, o.cache_len, o.penalty_factor)
                     .to_device(lengths.device())
+                    .to_kind(kind)
         }
         None => scores,
     }

@@ -3,11 +3,13 @@
 //! typo in a recipe fails at load time. Range checks live in `validate.rs`
 //! ([`validate_sections`](crate::validate_sections)).
 //!
+//! `[loss]` lives in `config/loss.rs` ([`LossConfig`]).
+//!
 //! Shape of the recipe (every key optional; defaults are a plain GRPO baseline):
 //!
 //! ```toml
 //! [algorithm]
-//! advantage = "grpo"            # grpo | dr_grpo | hapo
+//! advantage = "grpo"            # grpo | dr_grpo | rloo | reinforce_plus_plus_baseline | hapo
 //! std = "unbiased"              # unbiased | population
 //! adv_eps = 1e-6
 //! singleton_advantage = "reward" # reward (verl) | zero (PROPOSAL)
@@ -15,13 +17,15 @@
 //! [algorithm.d3s]               # present = D3S on
 //! [algorithm.hapo]              # present = HAPO entropy components on
 //! [algorithm.rmt]               # present = RMT schedules on
+//! [algorithm.rollout_correction] # present = TIS / MIS against the rollout's log-probs
 //!
 //! [loss]
-//! base = "grpo"                 # grpo | gspo | gspo_token
-//! clip_low = 0.2                # default 0.2 (grpo), 3e-4 (gspo*)
-//! clip_high = 0.2               # default 0.2 (grpo), 4e-4 (gspo*); DAPO uses 0.28
-//! dual_clip = 3.0               # inf switches it off
-//! agg = "token_mean"            # default token_mean (seq_mean_token_mean for gspo)
+//! base = "grpo"                 # grpo | gspo | gspo_token | cispo
+//! clip_low = 0.2                # default 0.2 (grpo), 3e-4 (gspo*), 10 (cispo)
+//! clip_high = 0.2               # default 0.2 (grpo, cispo), 4e-4 (gspo*); DAPO uses 0.28
+//! dual_clip = 3.0               # grpo only; inf switches it off
+//! agg = "token_mean"            # token losses (not read by gspo)
+//! gspo_agg = "seq_mean"         # gspo only: seq_mean (paper) | token_mean (verl)
 //! kl_coef = 0.0
 //! kl_estimator = "k3"
 //! ```
@@ -31,8 +35,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::advantage::StdKind;
-use crate::aggregate::{AggMode, Aggregation};
-use crate::kl::KlEstimator;
+use crate::rollout_corr::RolloutCorrectionConfig;
+
+mod loss;
+pub use loss::{BaseLoss, GspoAgg, GspoRatioTokens, LossConfig};
 
 /// Which advantage estimator runs on full groups (spec §1.3, §4.3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -43,6 +49,12 @@ pub enum AdvantageKind {
     Grpo,
     /// `r − mean` (no std scaling).
     DrGrpo,
+    /// RLOO: `r − mean of the other G − 1 rewards` = `G/(G − 1)·(r − mean)` (verl
+    /// `compute_rloo_outcome_advantage`).
+    Rloo,
+    /// REINFORCE++-baseline: `r − group mean`, then whitened over every valid token of the step
+    /// (verl `compute_reinforce_plus_plus_baseline_outcome_advantage`).
+    ReinforcePlusPlusBaseline,
     /// HAPO token-level group average with the GRPO fallback.
     Hapo,
 }
@@ -78,6 +90,9 @@ pub struct AlgorithmConfig {
     pub hapo: Option<HapoConfig>,
     /// RMT schedules and NTP loss; `None` = off.
     pub rmt: Option<RmtConfig>,
+    /// Rollout correction (TIS / MIS between the rollout's and the learner's log-probs);
+    /// `None` = off (the mismatch metrics are logged anyway).
+    pub rollout_correction: Option<RolloutCorrectionConfig>,
 }
 
 impl Default for AlgorithmConfig {
@@ -91,6 +106,7 @@ impl Default for AlgorithmConfig {
             d3s: None,
             hapo: None,
             rmt: None,
+            rollout_correction: None,
         }
     }
 }
@@ -163,6 +179,10 @@ pub struct FilterGroupsConfig {
     pub max_num_gen_batches: i64,
     /// Behaviour at the cap. Default `error`.
     pub on_exhausted: OnExhausted,
+    /// Prompts per generation batch as a multiple of `trainer.prompts_per_step` (rounded up):
+    /// oversampling so that one batch usually yields enough groups. Default 3 (verl's DAPO
+    /// recipe: `gen_batch_size = 3 · train_batch_size`).
+    pub gen_batch_factor: f64,
 }
 
 impl Default for FilterGroupsConfig {
@@ -171,6 +191,7 @@ impl Default for FilterGroupsConfig {
             metric: FilterMetric::Acc,
             max_num_gen_batches: 10,
             on_exhausted: OnExhausted::Error,
+            gen_batch_factor: 3.0,
         }
     }
 }
@@ -193,9 +214,9 @@ pub enum D3sLevel {
 pub struct D3sConfig {
     /// Sample-selection level. Default `cross_group`.
     pub level: D3sLevel,
-    /// `N_init`, rows kept per group at progress 0; `None` = round(G/4).
+    /// `N_init`, rows kept per group at progress 0, >= 2; `None` = round(G/4), at least 2.
     pub samples_init: Option<usize>,
-    /// `N_final`, rows kept per group at progress 1; `None` = round(3G/4).
+    /// `N_final`, rows kept per group at progress 1, >= 2; `None` = round(3G/4), at least 2.
     pub samples_final: Option<usize>,
     /// `K_init`, fraction of tokens kept at progress 0, in (0, 1]. Default 0.2.
     pub token_keep_init: f64,
@@ -219,9 +240,10 @@ impl Default for D3sConfig {
 }
 
 impl D3sConfig {
-    /// `(N_init, N_final)` for group size `g`, filling the G-relative defaults.
+    /// `(N_init, N_final)` for group size `g`, filling the G-relative defaults (a subset of one
+    /// row has no variance to maximise, so a default is at least 2, or `g` when smaller).
     pub fn samples(&self, g: usize) -> (usize, usize) {
-        let quarter = |f: f64| ((g as f64 * f).round() as usize).max(1);
+        let quarter = |f: f64| ((g as f64 * f).round() as usize).max(2).min(g.max(1));
         (
             self.samples_init.unwrap_or(quarter(0.25)),
             self.samples_final.unwrap_or(quarter(0.75)),
@@ -251,7 +273,8 @@ pub struct HapoConfig {
     pub tau: f64,
     /// Clip-adaptation strength α ≥ 0. Default 1.0.
     pub alpha: f64,
-    /// Advantage-redistribution strength β ≥ 0. Default 1.0.
+    /// Advantage-redistribution strength β in [0, 1] (β > 1 would flip the sign of low-entropy
+    /// tokens' advantages, `1 + β·h̃ < 0`). Default 1.0.
     pub beta: f64,
     /// Reproduce the released code's h̃ (sign flip: every token gets h̃ ≥ 0). Default false.
     pub code_compat: bool,
@@ -302,7 +325,9 @@ pub enum NtpNorm {
     Sum,
 }
 
-/// `[algorithm.rmt]`: reinforcement mid-training (spec §5).
+/// `[algorithm.rmt]`: reinforcement mid-training (spec §5). The composite reward
+/// `(1 − w)·match + w·r_len` is not configured here: it is the `[reward]` section's `match` and
+/// `length` functions with weights `1 − w` and `w` (the `length` function owns `r_max`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RmtConfig {
@@ -312,10 +337,6 @@ pub struct RmtConfig {
     pub budget_min: u64,
     /// `γ` in (0, 1]: `B_t = max(B_min, ⌊B_0 γ^{t/T}⌋)`. Default 0.2.
     pub budget_decay: f64,
-    /// Peak of the triangular length reward. Default 1.0 (PROPOSAL).
-    pub r_max: f64,
-    /// `w` in `(1 − w)·match + w·r_len`. Default 0.2 (PROPOSAL).
-    pub length_weight: f64,
     /// `t_1 / T`, start of the tier-mix ramp. Default 0.3.
     pub curriculum_start: f64,
     /// `t_2 / T`, end of the tier-mix ramp. Default 0.7.
@@ -356,8 +377,6 @@ impl Default for RmtConfig {
             budget_init: 800,
             budget_min: 1,
             budget_decay: 0.2,
-            r_max: 1.0,
-            length_weight: 0.2,
             curriculum_start: 0.3,
             curriculum_end: 0.7,
             tiers_start: [0.6, 0.3, 0.1],
@@ -375,103 +394,3 @@ impl Default for RmtConfig {
     }
 }
 
-/// The base policy loss (spec §0.2, §1.7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BaseLoss {
-    /// Token-level PPO/GRPO clipped surrogate.
-    #[default]
-    Grpo,
-    /// GSPO: one length-normalised ratio per sequence (row-constant advantages only).
-    Gspo,
-    /// GSPO-token: sequence ratio value, token-level gradient and advantages.
-    GspoToken,
-}
-
-/// Which tokens enter GSPO's sequence ratio when a selection mask is active.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GspoRatioTokens {
-    /// PROPOSAL: only the tokens kept by the loss mask (D³S / filters).
-    #[default]
-    Kept,
-    /// Every valid response token.
-    Response,
-}
-
-/// `[loss]`: per-token loss and its aggregation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LossConfig {
-    /// Base loss. Default `grpo`.
-    pub base: BaseLoss,
-    /// `ε_lo`; `None` = 0.2 (grpo) or 3e-4 (gspo, gspo_token).
-    pub clip_low: Option<f64>,
-    /// `ε_hi`; `None` = 0.2 (grpo) or 4e-4 (gspo, gspo_token). DAPO: 0.28.
-    pub clip_high: Option<f64>,
-    /// Dual-clip constant `c > 1` for negative advantages; `inf` = off. Default 3.0 (verl;
-    /// HAPO uses 10).
-    pub dual_clip: f64,
-    /// Aggregation; `None` = `token_mean` (grpo, gspo_token) or `seq_mean_token_mean` (gspo).
-    pub agg: Option<AggMode>,
-    /// `L_const` for `agg = "constant_norm"` (Dr. GRPO: the max generation length).
-    pub norm_len: Option<u64>,
-    /// β, weight of the KL penalty in the loss. Default 0.0 (no reference model needed).
-    pub kl_coef: f64,
-    /// KL estimator. Default `k3`.
-    pub kl_estimator: KlEstimator,
-    /// GSPO ratio token set. Default `kept` (PROPOSAL).
-    pub gspo_ratio_tokens: GspoRatioTokens,
-}
-
-impl Default for LossConfig {
-    fn default() -> Self {
-        Self {
-            base: BaseLoss::Grpo,
-            clip_low: None,
-            clip_high: None,
-            dual_clip: 3.0,
-            agg: None,
-            norm_len: None,
-            kl_coef: 0.0,
-            kl_estimator: KlEstimator::K3,
-            gspo_ratio_tokens: GspoRatioTokens::Kept,
-        }
-    }
-}
-
-impl LossConfig {
-    /// `(ε_lo, ε_hi)` with the base-dependent defaults filled in.
-    pub fn clip_widths(&self) -> (f64, f64) {
-        let (lo, hi) = match self.base {
-            BaseLoss::Grpo => (0.2, 0.2),
-            BaseLoss::Gspo | BaseLoss::GspoToken => (3e-4, 4e-4),
-        };
-        (self.clip_low.unwrap_or(lo), self.clip_high.unwrap_or(hi))
-    }
-
-    /// The dual-clip constant, `None` when switched off (`inf`).
-    pub fn dual_clip(&self) -> Option<f64> {
-        self.dual_clip.is_finite().then_some(self.dual_clip)
-    }
-
-    /// The aggregation mode with the base-dependent default filled in.
-    pub fn agg_mode(&self) -> AggMode {
-        self.agg.unwrap_or(match self.base {
-            BaseLoss::Gspo => AggMode::SeqMeanTokenMean,
-            BaseLoss::Grpo | BaseLoss::GspoToken => AggMode::TokenMean,
-        })
-    }
-
-    /// The resolved aggregation (with `L_const`); call after validation.
-    pub fn aggregation(&self) -> Aggregation {
-        match self.agg_mode() {
-            AggMode::TokenMean => Aggregation::TokenMean,
-            AggMode::SeqMeanTokenMean => Aggregation::SeqMeanTokenMean,
-            AggMode::SeqMeanTokenSum => Aggregation::SeqMeanTokenSum,
-            AggMode::ConstantNorm => Aggregation::ConstantNorm {
-                len: self.norm_len.unwrap_or(1).max(1) as f64,
-            },
-        }
-    }
-}

@@ -5,19 +5,31 @@
 //! ratios `[N, T]`. `mask` chooses which tokens enter `s_i` (with a D³S keep-mask, the kept
 //! tokens only: a PROPOSAL, see `loss.gspo_ratio_tokens`). The clip ranges are tiny
 //! (`3e-4 / 4e-4`) because `s_i` is length-normalised.
+//!
+//! As in verl 0.9.1's `compute_policy_loss_gspo`: the sequence log-ratio is clamped from above
+//! at 10 only (no lower clamp; above 10 the value is `e^10` and the gradient 0), and there is no
+//! dual clip (neither the GSPO paper's objective nor verl has one).
 
 use tch::Tensor;
 
-use crate::surrogate::{clipped_surrogate, ClipRange, LOG_RATIO_CLAMP};
+use crate::surrogate::{clipped_surrogate, ClipRange};
 
-/// `(1/|y_i|) Σ_t m·(logp − old_logp)`, clamped to ±20 like the token log-ratio; `[N]`.
-/// Rows without tokens get 0 (ratio 1), which contributes nothing once masked.
-pub fn sequence_log_ratio(logp: &Tensor, old_logp: &Tensor, mask: &Tensor) -> Tensor {
+/// verl's upper clamp of GSPO's sequence log-ratio ("for numerical stability").
+pub const GSPO_LOG_RATIO_MAX: f64 = 10.0;
+
+/// `(1/|y_i|) Σ_t m·(logp − old_logp)` before any clamp; `[N]`. Rows without tokens get 0.
+fn mean_log_ratio(logp: &Tensor, old_logp: &Tensor, mask: &Tensor) -> Tensor {
     let kind = logp.kind();
     let mask = mask.to_kind(kind).detach();
     let sum = ((logp - old_logp.detach()) * &mask).sum_dim_intlist(-1, false, kind);
     let len = mask.sum_dim_intlist(-1, false, kind).clamp_min(1.0);
-    (sum / len).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+    sum / len
+}
+
+/// `(1/|y_i|) Σ_t m·(logp − old_logp)`, clamped from above at [`GSPO_LOG_RATIO_MAX`]; `[N]`.
+/// Rows without tokens get 0 (ratio 1), which contributes nothing once masked.
+pub fn sequence_log_ratio(logp: &Tensor, old_logp: &Tensor, mask: &Tensor) -> Tensor {
+    mean_log_ratio(logp, old_logp, mask).clamp_max(GSPO_LOG_RATIO_MAX)
 }
 
 /// GSPO's sequence ratio `s_i`, `[N]`, carrying gradient through every token of the row.
@@ -26,25 +38,17 @@ pub fn sequence_ratio(logp: &Tensor, old_logp: &Tensor, mask: &Tensor) -> Tensor
 }
 
 /// GSPO-token ratio `s_{i,t} = sg[s_i] · exp(logp − sg[logp])`, `[N, T]`: its value is `s_i` on
-/// every token, its gradient is `s_i · ∇logp_t`, so token-level advantages can be used.
+/// every token, its gradient is `s_i · ∇logp_t`, so token-level advantages can be used. The
+/// clamp applies to the sum (as in verl), so a row above the clamp has no gradient.
 pub fn gspo_token_ratio(logp: &Tensor, old_logp: &Tensor, mask: &Tensor) -> Tensor {
-    let seq = sequence_log_ratio(logp, old_logp, mask)
-        .detach()
-        .unsqueeze(-1);
-    (seq + logp - logp.detach()).exp()
+    let seq = mean_log_ratio(logp, old_logp, mask).detach().unsqueeze(-1);
+    (seq + logp - logp.detach()).clamp_max(GSPO_LOG_RATIO_MAX).exp()
 }
 
-/// GSPO per-sequence loss `ℓ_i = max(−A_i s_i, −A_i clip(s_i, 1−ε_lo, 1+ε_hi))` (with the
-/// optional dual clip), `[N]`. `adv` is `[N]`.
-pub fn gspo_sequence_loss(
-    logp: &Tensor,
-    old_logp: &Tensor,
-    adv: &Tensor,
-    mask: &Tensor,
-    clip: &ClipRange,
-    dual_clip: Option<f64>,
-) -> Tensor {
-    clipped_surrogate(&sequence_ratio(logp, old_logp, mask), adv, clip, dual_clip)
+/// GSPO per-sequence loss `ℓ_i = max(−A_i s_i, −A_i clip(s_i, 1−ε_lo, 1+ε_hi))`, `[N]` (no dual
+/// clip). `adv` is `[N]`.
+pub fn gspo_sequence_loss(logp: &Tensor, old_logp: &Tensor, adv: &Tensor, mask: &Tensor, clip: &ClipRange) -> Tensor {
+    clipped_surrogate(&sequence_ratio(logp, old_logp, mask), adv, clip, None)
 }
 
 #[cfg(test)]
@@ -62,16 +66,9 @@ mod tests {
         let s = sequence_ratio(&logp, &old, &mask).double_value(&[0]);
         assert!((s - 1.010050).abs() < 1e-6);
         let clip = ClipRange::new(3e-4, 4e-4);
-        let pos = gspo_sequence_loss(&logp, &old, &Tensor::from_slice(&[1.0]), &mask, &clip, None);
+        let pos = gspo_sequence_loss(&logp, &old, &Tensor::from_slice(&[1.0]), &mask, &clip);
         assert!((pos.double_value(&[0]) + 1.0004).abs() < 1e-9);
-        let neg = gspo_sequence_loss(
-            &logp,
-            &old,
-            &Tensor::from_slice(&[-1.0]),
-            &mask,
-            &clip,
-            Some(3.0),
-        );
+        let neg = gspo_sequence_loss(&logp, &old, &Tensor::from_slice(&[-1.0]), &mask, &clip);
         assert!((neg.double_value(&[0]) - 1.010050).abs() < 1e-6);
         // GSPO-token has the same value on every token.
         let st = Vec::<f64>::try_from(&gspo_token_ratio(&logp, &old, &mask).view([-1])).unwrap();
@@ -94,7 +91,7 @@ mod tests {
         let adv = Tensor::from_slice(&[1.0, -1.0, 0.5, -2.0]);
         for clip in [ClipRange::new(3e-4, 4e-4), ClipRange::new(0.5, 0.5)] {
             let a = base.copy().set_requires_grad(true);
-            let seq = gspo_sequence_loss(&a, &old, &adv, &mask, &clip, None).mean(Kind::Double);
+            let seq = gspo_sequence_loss(&a, &old, &adv, &mask, &clip).mean(Kind::Double);
             seq.backward();
             let b = base.copy().set_requires_grad(true);
             let ratio = gspo_token_ratio(&b, &old, &mask);

@@ -4,16 +4,17 @@
 //! | module | owns |
 //! | --- | --- |
 //! | [`config`], [`validate`] | recipe sections, defaults, load-time checks |
-//! | [`surrogate`] | §0.2 ratio and clipped surrogate (scalar or per-token clip, dual clip) |
+//! | [`surrogate`] | §0.2 ratio and clipped surrogate (scalar or per-token clip, dual clip), CISPO |
 //! | [`kl`] | §0.4 KL estimators k1, k2, k3 |
 //! | [`mod@aggregate`] | §0.3 loss aggregation with a step-wide normaliser |
 //! | [`logprob`] | chunked log-softmax gather and entropy |
-//! | [`advantage`] | §1 GRPO / Dr. GRPO group advantages |
+//! | [`advantage`] | §1 GRPO / Dr. GRPO group advantages, RLOO, REINFORCE++-baseline |
 //! | [`gspo`] | §1.7 GSPO and GSPO-token |
+//! | [`rollout_corr`] | rollout correction (TIS / MIS) and the rollout-vs-learner mismatch |
 //! | [`dapo`] | §2 overlong shaping, group filter, refill decision |
 //! | [`d3s`] | §3 max-variance rows, top-K tokens, schedule |
 //! | [`hapo`] | §4 normalised entropy, token-level advantages, adaptive clip, redistribution, temperatures |
-//! | [`rmt`] | §5 budget, length/composite reward, curriculum, NTP loss |
+//! | [`rmt`] | §5 budget, curriculum, NTP loss |
 //! | [`compose`] | §6 the composition order the trainer calls |
 //! | [`schedule`] | resumable step/progress/HAPO state |
 //!
@@ -34,6 +35,7 @@ pub mod hapo;
 pub mod kl;
 pub mod logprob;
 pub mod rmt;
+pub mod rollout_corr;
 pub mod schedule;
 pub mod surrogate;
 pub mod validate;
@@ -41,11 +43,12 @@ pub mod validate;
 pub use aggregate::{aggregate, AggMode, Aggregation, LossNormaliser};
 pub use compose::{
     compute_advantages, compute_step_plan, group_filter, policy_loss, rmt_ntp_loss, shape_rewards,
-    MicroBatchPlan, PolicyInputs, PolicyLoss, StepInputs, StepPlan,
+    CorrectionSummary, MicroBatchPlan, PolicyInputs, PolicyLoss, StepInputs, StepPlan,
 };
 pub use config::{AlgorithmConfig, LossConfig};
 pub use error::{Error, Result};
 pub use hapo::HapoStats;
+pub use rollout_corr::{MismatchStats, RolloutCorrectionConfig};
 pub use schedule::AlgoState;
 pub use surrogate::{ClipRange, ClipWidth};
 pub use validate::validate_sections;

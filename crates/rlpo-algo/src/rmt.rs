@@ -1,6 +1,7 @@
-//! RMT, reinforcement mid-training (spec §5): the decaying think-token budget, the triangular
-//! length reward and the composite reward, the easy-to-hard curriculum over entropy tiers, and
-//! the next-token-prediction (NTP) loss on the positions not used for RL.
+//! RMT, reinforcement mid-training (spec §5): the decaying think-token budget, the easy-to-hard
+//! curriculum over entropy tiers, and the next-token-prediction (NTP) loss on the positions not
+//! used for RL. The composite reward (`(1 − w)·match + w·r_len`, triangular `r_len`) is the
+//! `[reward]` section's `match` and `length` functions (`rlpo-reward`), not computed here.
 //!
 //! Scalars for the per-rollout and per-step quantities (the trainer calls them while building
 //! prompts and scoring); tensors only for the NTP loss: teacher-forced `logp[rows, S]` and
@@ -47,33 +48,6 @@ fn progress(step: u64, total_steps: u64) -> f64 {
 pub fn token_budget(step: u64, total_steps: u64, cfg: &RmtConfig) -> u64 {
     let raw = cfg.budget_init as f64 * cfg.budget_decay.powf(progress(step, total_steps));
     ((raw + 1e-9).floor() as u64).max(cfg.budget_min).max(1)
-}
-
-/// Triangular length reward: `r_max·ℓ/B` up to `B`, `r_max·(2B − ℓ)/B` up to `2B`, 0 beyond.
-pub fn triangular_length_reward(len: u64, budget: u64, r_max: f64) -> f64 {
-    let (l, b) = (len as f64, budget.max(1) as f64);
-    if l <= b {
-        r_max * l / b
-    } else if l <= 2.0 * b {
-        r_max * (2.0 * b - l) / b
-    } else {
-        0.0
-    }
-}
-
-/// `(1 − w)·match + w·r_len` (spec §5.3 step 5); `matched` is the 0/1 matching reward.
-pub fn composite_reward(matched: bool, length_reward: f64, w: f64) -> f64 {
-    (1.0 - w) * f64::from(u8::from(matched)) + w * length_reward
-}
-
-/// Composite reward of one rollout from its think length and the current budget, with the
-/// recipe's `r_max` and `w`.
-pub fn rollout_reward(matched: bool, think_len: u64, budget: u64, cfg: &RmtConfig) -> f64 {
-    composite_reward(
-        matched,
-        triangular_length_reward(think_len, budget, cfg.r_max),
-        cfg.length_weight,
-    )
 }
 
 /// Curriculum tier distribution `p_t` (spec §5.3 step 6): `p_{t1}` before `t_1`, linear to
@@ -225,40 +199,6 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(token_budget(1000, 1000, &floor), 3);
-    }
-
-    /// Spec §5.6 example 2: triangular and composite rewards.
-    #[test]
-    fn spec_5_6_rewards() {
-        for (l, want) in [
-            (0, 0.0),
-            (50, 0.5),
-            (100, 1.0),
-            (150, 0.5),
-            (200, 0.0),
-            (250, 0.0),
-        ] {
-            assert!(
-                (triangular_length_reward(l, 100, 1.0) - want).abs() < 1e-12,
-                "ℓ = {l}"
-            );
-        }
-        let cfg = RmtConfig {
-            length_weight: 0.5,
-            r_max: 1.0,
-            ..Default::default()
-        };
-        for (m, l, want) in [
-            (true, 100, 1.0),
-            (true, 150, 0.75),
-            (false, 100, 0.5),
-            (true, 300, 0.5),
-        ] {
-            assert!(
-                (rollout_reward(m, l, 100, &cfg) - want).abs() < 1e-12,
-                "({m}, {l})"
-            );
-        }
     }
 
     /// Spec §5.6 example 3: the curriculum distribution.

@@ -147,6 +147,18 @@ pub fn clipped_surrogate_with_flags(
     (loss, flags)
 }
 
+/// CISPO's per-token loss (MiniMax-M1, eq. 4; verl `compute_policy_loss_cispo`):
+/// `ℓ = −sg(clip(ρ, 1 − ε_lo, 1 + ε_hi))·A·log π_θ` with `ρ = exp(clamp(logp − old_logp, ±20))`.
+/// The clipped importance weight carries no gradient, so clipped tokens still contribute
+/// `−w·A·∇log π_θ` (PPO would drop them). Returns the loss and the detached flags `w ≠ ρ`, both
+/// `[N, T]`.
+pub fn cispo_loss_with_flags(logp: &Tensor, old_logp: &Tensor, adv: &Tensor, clip: &ClipRange) -> (Tensor, Tensor) {
+    let rho = tch::no_grad(|| ratio(&logp.detach(), old_logp));
+    let w = tch::no_grad(|| clip.clamp(&rho));
+    let flags = tch::no_grad(|| w.ne_tensor(&rho));
+    ((w * adv.detach()).neg() * logp, flags)
+}
+
 /// Boolean `[N, T]`: tokens whose surrogate is clipped (zero gradient), by the PPO clip or the
 /// dual clip. Detached; for the `actor/clip_frac` metric.
 pub fn clipped_tokens(
@@ -325,6 +337,26 @@ mod tests {
         assert!(
             !eps.grad().defined() || eps.grad().abs().sum(Kind::Double).double_value(&[]) == 0.0
         );
+    }
+
+    /// CISPO: value `−w·A·logp`, gradient `−w·A` on every token (clipped ones included).
+    #[test]
+    fn cispo_keeps_the_gradient_of_clipped_tokens() {
+        let rho = [0.5, 1.0, 1.5];
+        let logp = t(&rho.map(|r: f64| r.ln() - 1.0)).set_requires_grad(true);
+        let old = t(&[-1.0; 3]);
+        let adv = t(&[1.0, -2.0, 1.0]);
+        let (l, flags) = cispo_loss_with_flags(&logp, &old, &adv, &ClipRange::new(10.0, 0.2));
+        l.sum(Kind::Double).backward();
+        let w = [0.5, 1.0, 1.2];
+        let lp = Vec::<f64>::try_from(&logp.detach()).unwrap();
+        let got = Vec::<f64>::try_from(&l.detach()).unwrap();
+        let grad = Vec::<f64>::try_from(&logp.grad()).unwrap();
+        let a = [1.0, -2.0, 1.0];
+        for i in 0..3 {
+            assert!((got[i] + w[i] * a[i] * lp[i]).abs() < 1e-12 && (grad[i] + w[i] * a[i]).abs() < 1e-12, "token {i}");
+        }
+        assert_eq!(Vec::<bool>::try_from(&flags).unwrap(), vec![false, false, true]);
     }
 
     #[test]

@@ -67,24 +67,62 @@ fn distribution(key: &str, p: &[f64; 3]) -> Result<()> {
     Ok(())
 }
 
+fn base_name(b: BaseLoss) -> &'static str {
+    match b {
+        BaseLoss::Grpo => "grpo",
+        BaseLoss::Gspo => "gspo",
+        BaseLoss::GspoToken => "gspo_token",
+        BaseLoss::Cispo => "cispo",
+    }
+}
+
 impl LossConfig {
-    /// Checks `[loss]` on its own.
+    /// Checks `[loss]` on its own, including keys the chosen base would not read.
     pub fn validate(&self) -> Result<()> {
         let (lo, hi) = self.clip_widths();
-        // ε_lo ≥ 1 would make the lower clip bound 1 − ε_lo ≤ 0, i.e. no lower clip at all.
-        in_range("loss.clip_low", lo, 0.0, true, 1.0, false)?;
+        if self.base == BaseLoss::Cispo {
+            // CISPO clips an importance weight: ε_lo ≥ 1 is the paper's "no lower bound".
+            at_least("loss.clip_low", lo, 0.0)?;
+        } else {
+            // ε_lo ≥ 1 would make the lower clip bound 1 − ε_lo ≤ 0, i.e. no lower clip at all.
+            in_range("loss.clip_low", lo, 0.0, true, 1.0, false)?;
+        }
         at_least("loss.clip_high", hi, 0.0)?;
-        // `inf` (positive) switches the dual clip off; otherwise verl requires c > 1.
-        let valid =
-            self.dual_clip == f64::INFINITY || (self.dual_clip.is_finite() && self.dual_clip > 1.0);
-        if !valid {
-            return Err(config_err(
-                "loss.dual_clip",
-                format!(
-                    "must be > 1 (or inf to switch it off), got {}",
-                    self.dual_clip
-                ),
-            ));
+        match (self.base, self.dual_clip) {
+            // `inf` (positive) switches the dual clip off; otherwise verl requires c > 1.
+            (BaseLoss::Grpo, Some(c)) if !(c == f64::INFINITY || (c.is_finite() && c > 1.0)) => {
+                return Err(config_err("loss.dual_clip", format!("must be > 1 (or inf to switch it off), got {c}")));
+            }
+            (BaseLoss::Grpo, _) | (_, None) => {}
+            (b, Some(_)) => {
+                return Err(config_err(
+                    "loss.dual_clip",
+                    format!(
+                        "is not read with loss.base = \"{}\": only the token-level PPO surrogate has a dual clip \
+                         (neither the GSPO / CISPO papers nor verl's compute_policy_loss_gspo / _cispo have one)",
+                        base_name(b)
+                    ),
+                ));
+            }
+        }
+        match (self.base, self.agg, self.gspo_agg) {
+            (BaseLoss::Gspo, Some(_), _) => {
+                return Err(config_err(
+                    "loss.agg",
+                    "is not read with loss.base = \"gspo\" (one loss per sequence): set loss.gspo_agg = \"seq_mean\" \
+                     (the GSPO paper, default) or \"token_mean\" (verl's actor default: sequences weighted by length)",
+                ));
+            }
+            (b, _, Some(_)) if b != BaseLoss::Gspo => {
+                return Err(config_err(
+                    "loss.gspo_agg",
+                    format!("is only read with loss.base = \"gspo\", got loss.base = \"{}\" (use loss.agg)", base_name(b)),
+                ));
+            }
+            _ => {}
+        }
+        if self.norm_len.is_some() && self.agg_mode() != AggMode::ConstantNorm {
+            return Err(config_err("loss.norm_len", "is only read with loss.agg = \"constant_norm\""));
         }
         at_least("loss.kl_coef", self.kl_coef, 0.0)?;
         if self.agg_mode() == AggMode::ConstantNorm {
@@ -130,6 +168,9 @@ impl DapoConfig {
                 0.0,
             )?;
         }
+        if let Some(f) = &self.filter_groups {
+            at_least("algorithm.dapo.filter_groups.gen_batch_factor", f.gen_batch_factor, 1.0)?;
+        }
         Ok(())
     }
 }
@@ -137,13 +178,18 @@ impl DapoConfig {
 impl D3sConfig {
     /// Checks `[algorithm.d3s]` against the rollout group size `g`.
     pub fn validate(&self, g: usize) -> Result<()> {
+        if g < 2 {
+            return Err(config_err("algorithm.d3s", format!("needs groups of at least 2 rollouts, got G = {g}")));
+        }
         let (n_init, n_final) = self.samples(g);
         for (key, n) in [
             ("algorithm.d3s.samples_init", n_init),
             ("algorithm.d3s.samples_final", n_final),
         ] {
-            if n == 0 {
-                return Err(config_err(key, "must be >= 1, got 0"));
+            // A subset of one row has no variance to maximise; the schedule used to raise 1 to
+            // 2 without a word.
+            if n < 2 {
+                return Err(config_err(key, format!("must be >= 2 (a single row has no variance to maximise), got {n}")));
             }
             if n > g {
                 return Err(config_err(
@@ -186,7 +232,8 @@ impl HapoConfig {
         // τ ≥ 1 would allow a temperature ≤ 0 for the lowest-entropy tokens.
         in_range("algorithm.hapo.tau", self.tau, 0.0, true, 1.0, false)?;
         at_least("algorithm.hapo.alpha", self.alpha, 0.0)?;
-        at_least("algorithm.hapo.beta", self.beta, 0.0)?;
+        // β > 1 makes 1 + β·h̃ negative for h̃ near −1 and flips those tokens' advantages.
+        in_range("algorithm.hapo.beta", self.beta, 0.0, true, 1.0, true)?;
         if self.fallback_threshold.is_nan() || self.fallback_threshold <= 0.0 {
             return Err(config_err(
                 "algorithm.hapo.fallback_threshold",
@@ -241,20 +288,6 @@ impl RmtConfig {
             1.0,
             true,
         )?;
-        if !(self.r_max > 0.0 && self.r_max.is_finite()) {
-            return Err(config_err(
-                "algorithm.rmt.r_max",
-                format!("must be > 0, got {}", self.r_max),
-            ));
-        }
-        in_range(
-            "algorithm.rmt.length_weight",
-            self.length_weight,
-            0.0,
-            true,
-            1.0,
-            true,
-        )?;
         in_range(
             "algorithm.rmt.curriculum_start",
             self.curriculum_start,
@@ -305,6 +338,9 @@ impl AlgorithmConfig {
         if let Some(rmt) = &self.rmt {
             rmt.validate()?;
         }
+        if let Some(c) = &self.rollout_correction {
+            c.validate()?;
+        }
         Ok(())
     }
 }
@@ -326,6 +362,15 @@ pub fn validate_sections(alg: &AlgorithmConfig, loss: &LossConfig, g: usize) -> 
             "loss.base",
             "= \"gspo\" has one clip range per sequence, but algorithm.hapo.adaptive_clip makes \
              it per token; use loss.base = \"gspo_token\"",
+        ));
+    }
+    // HAPO's adaptive clip and redistribution are defined on PPO's clipped surrogate (its
+    // neutral zone is the clip range); CISPO keeps every token's gradient.
+    if loss.base == BaseLoss::Cispo && alg.hapo.as_ref().is_some_and(|h| h.adaptive_clip || h.redistribution) {
+        return Err(config_err(
+            "loss.base",
+            "= \"cispo\" does not combine with algorithm.hapo.adaptive_clip / redistribution (both act on \
+             PPO's clipped surrogate); set them to false or use loss.base = \"grpo\"",
         ));
     }
     Ok(())

@@ -3,7 +3,7 @@
 //! `crates/rlpo-train/tests/fidelity.rs`, item 6 (one HAPO temperature) in
 //! `crates/rlpo-train/tests/algorithms.rs`.
 
-use rlpo_algo::config::{AdvantageKind, BaseLoss, HapoConfig};
+use rlpo_algo::config::{AdvantageKind, HapoConfig};
 use rlpo_algo::{compute_step_plan, policy_loss, validate_sections, AlgoState};
 use rlpo_algo::{AlgorithmConfig, LossConfig, PolicyInputs, StepInputs};
 use serde::Deserialize;
@@ -40,6 +40,8 @@ fn gspo_has_no_dual_clip() {
         group_size: 2,
         entropy: None,
         truncated: None,
+        old_logp: None,
+        rollout_logp: None,
     };
     let plan = compute_step_plan(&r.algorithm, &r.loss, &AlgoState::new(1), &inputs).unwrap();
     let adv = Vec::<f64>::try_from(&plan.advantages).unwrap();
@@ -86,6 +88,8 @@ fn hapo_fallback_check_padding_is_read() {
             group_size: 2,
             entropy: Some(&entropy),
             truncated: None,
+            old_logp: None,
+            rollout_logp: None,
         };
         let plan = compute_step_plan(&alg, &LossConfig::default(), &AlgoState::new(1), &inputs).unwrap();
         let fb = plan.hapo_fallback.unwrap().int64_value(&[0]);

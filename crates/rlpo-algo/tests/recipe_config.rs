@@ -79,7 +79,6 @@ fn full_recipe_parses() {
         [loss]
         base = "gspo_token"
         clip_high = 0.28
-        dual_clip = inf
         agg = "constant_norm"
         norm_len = 3000
         kl_coef = 0.001
@@ -129,6 +128,16 @@ fn bad_values_name_the_key() {
         ("[loss]\nclip_low = -0.1", 8, "loss.clip_low must be in [0, 1), got -0.1"),
         ("[loss]\nclip_high = -0.2", 8, "loss.clip_high must be >= 0, got -0.2"),
         ("[loss]\ndual_clip = 0.5", 8, "loss.dual_clip must be > 1 (or inf to switch it off), got 0.5"),
+        ("[loss]\nbase = \"cispo\"\ndual_clip = 3.0", 8, "loss.dual_clip is not read with loss.base = \"cispo\""),
+        ("[loss]\nbase = \"gspo\"\nagg = \"token_mean\"", 8, "loss.agg is not read with loss.base = \"gspo\""),
+        ("[loss]\ngspo_agg = \"token_mean\"", 8, "loss.gspo_agg is only read with loss.base = \"gspo\""),
+        ("[loss]\nnorm_len = 100", 8, "loss.norm_len is only read with loss.agg = \"constant_norm\""),
+        ("[algorithm.hapo]\nbeta = 1.5", 8, "algorithm.hapo.beta must be in [0, 1], got 1.5"),
+        ("[algorithm.d3s]\nsamples_init = 1", 8, "algorithm.d3s.samples_init must be >= 2"),
+        ("[algorithm.dapo.filter_groups]\ngen_batch_factor = 0.5", 8, "algorithm.dapo.filter_groups.gen_batch_factor must be >= 1"),
+        ("[algorithm.rollout_correction]\nthreshold = 0.9", 8, "algorithm.rollout_correction.threshold must be"),
+        ("[algorithm.rollout_correction]\nthreshold_lower = 0.5", 8, "algorithm.rollout_correction.threshold_lower is only read with mode = \"mask\""),
+        ("[algorithm.hapo]\n[loss]\nbase = \"cispo\"", 8, "loss.base = \"cispo\" does not combine with algorithm.hapo"),
         ("[loss]\nkl_coef = -1.0", 8, "loss.kl_coef must be >= 0, got -1"),
         ("[loss]\nagg = \"constant_norm\"", 8, "loss.norm_len must be set"),
         ("[algorithm.d3s]\ntoken_keep_init = 1.5", 16, "algorithm.d3s.token_keep_init must be in (0, 1], got 1.5"),
@@ -138,7 +147,7 @@ fn bad_values_name_the_key() {
             16,
             "algorithm.d3s.samples_final must be <= the group size G = 16 (rollouts per prompt), got 20",
         ),
-        ("[algorithm.d3s]\nsamples_init = 0", 16, "algorithm.d3s.samples_init must be >= 1, got 0"),
+        ("[algorithm.d3s]\nsamples_init = 0", 16, "algorithm.d3s.samples_init must be >= 2"),
         ("[algorithm.rmt]\nbudget_min = 0", 8, "algorithm.rmt.budget_min must be >= 1, got 0"),
         ("[algorithm.rmt]\nbudget_decay = 1.5", 8, "algorithm.rmt.budget_decay must be in (0, 1], got 1.5"),
         (

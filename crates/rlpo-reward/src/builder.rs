@@ -60,6 +60,8 @@ fn build_with(cfg: &RewardConfig, start_plugins: bool) -> Result<RewardSet> {
         let f = build_one(fc, name, &key, &set, start_plugins)?;
         set.add(name, weight, f)?;
     }
+    // `reward.correctness` must name a verifier (checked here so `rlpo check` reports it).
+    crate::Correctness::from_config(cfg)?;
     Ok(set)
 }
 

@@ -56,6 +56,12 @@ pub struct RewardConfig {
     pub on_error: OnError,
     /// The reward functions; the total reward is `Σ weight · value`.
     pub fns: Vec<FnConfig>,
+    /// The part that says whether an answer is right (the DAPO filter's `acc`, the
+    /// `reward/pass_rate` metric): a function's name, or `name/part` for a part a plugin reports.
+    /// Default: the first verifier (`math`, `countdown`, `match`, `external`), else the first
+    /// `format` function. See [`crate::Correctness`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correctness: Option<String>,
 }
 
 /// One `[[reward.fns]]` entry, selected by `kind`.

@@ -9,6 +9,7 @@
 //!   lines, with timeouts, a concurrency limit, restarts with back-off and stderr capture.
 //! - [`RewardSet`]: weighted combination with separate parts, the `on_error` policy
 //!   ([`OnError`]: abort / zero / drop_group) and failure counters ([`metrics`]).
+//! - [`Correctness`]: which part says whether an answer is right (`reward.correctness`).
 //! - [`config`] + [`build`]: the recipe's `[reward]` section ([`validate`]: the same checks without
 //!   starting plugins); [`reward_test_table`]: the library
 //!   side of `rlpo reward test`.
@@ -32,6 +33,7 @@
 
 mod builder;
 pub mod config;
+mod correctness;
 pub mod countdown;
 mod error;
 pub mod exact;
@@ -50,6 +52,7 @@ mod types;
 
 pub use builder::{build, validate};
 pub use config::{FnConfig, OnError, RewardConfig};
+pub use correctness::Correctness;
 pub use error::{RewardError, Result};
 pub use log::RewardLog;
 pub use metrics::{RewardCounters, RewardMetrics};

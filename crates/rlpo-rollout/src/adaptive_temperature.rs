@@ -6,8 +6,9 @@
 //! The entropy fed in is the full-vocabulary entropy of `softmax(z / T_base)` (what the engine
 //! records and what the learner's statistics are computed from), so statistics and rollout measure
 //! the same quantity; with the usual `T_base = 1` this is exactly the spec's `entropy(softmax(z))`.
-//! Implements the paper's intended semantics (`scale⁻ = 1/|h⁻|`, low-entropy tokens get `h̃ < 0`
-//! and a lower temperature), not the released code's sign bug (§4.3.1 item 6).
+//! The statistics and h̃ are `rlpo-algo`'s (one implementation of HAPO's temperature): the
+//! paper's intended semantics by default (low-entropy tokens get `h̃ < 0` and a lower
+//! temperature), the released code's sign with `algorithm.hapo.code_compat = true` (§4.3.1 item 6).
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -39,57 +40,17 @@ impl AdaptiveTemperature {
     }
 }
 
-/// Entropy statistics from the learner (§4.3.1): pivot `q` (ρ-quantile of `ln H`), RMS scale `s`,
-/// `inv_h_pos = 1/h⁺` and `scale_neg = 1/|h⁻|`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct EntropyStats {
-    /// Pivot `q`, in log-entropy units.
-    pub q: f64,
-    /// Scale `s` (RMS deviation of `ln H` around `q`).
-    pub s: f64,
-    /// `1/h⁺`: multiplies positive `h`.
-    pub inv_h_pos: f64,
-    /// `scale⁻ = 1/|h⁻|`: multiplies non-positive `h`.
-    pub scale_neg: f64,
-}
+/// Entropy statistics from the learner (§4.3.1): the one type [`rlpo_algo::HapoStats`], so that
+/// what the learner computes (with or without HAPO's released-code sign, `code_compat`) reaches
+/// the sampler unchanged. `scale_neg` is `1/|h⁻|` (intended) or `1/h⁻` (released code: every h̃
+/// ≥ 0, so temperatures never drop below `T_base`).
+pub type EntropyStats = rlpo_algo::HapoStats;
 
-impl EntropyStats {
-    /// Statistics over a set of token entropies (§4.3.1 steps 1–5) with pivot quantile `rho`
-    /// (HAPO: 0.8). The learner (`rlpo-algo`) owns the training-time version; this one exists so
-    /// the rollout side can be used and tested on its own. `None` for an empty set.
-    pub fn from_entropies(entropies: &[f32], rho: f64) -> Option<Self> {
-        if entropies.is_empty() {
-            return None;
-        }
-        let mut lam: Vec<f64> = entropies.iter().map(|&h| (h as f64).max(1e-8).ln()).collect();
-        let mut sorted = lam.clone();
-        sorted.sort_by(f64::total_cmp);
-        // "nearest" quantile: index round_half_even(rho * (n - 1)), as torch/numpy do.
-        let idx = (rho * (sorted.len() - 1) as f64).round_ties_even() as usize;
-        let q = sorted[idx.min(sorted.len() - 1)];
-        for l in &mut lam {
-            *l -= q;
-        }
-        let s = (lam.iter().map(|d| d * d).sum::<f64>() / lam.len() as f64).max(1e-8).sqrt();
-        let h_pos = lam.iter().map(|d| d / s).filter(|&h| h > 0.0).fold(1e-8, f64::max);
-        let h_neg = lam.iter().map(|d| d / s).filter(|&h| h < 0.0).fold(-1e-8, f64::min);
-        Some(EntropyStats { q, s, inv_h_pos: 1.0 / h_pos, scale_neg: 1.0 / h_neg.abs() })
-    }
-
-    /// Normalised entropy `h̃ ∈ [−1, 1]` of a token whose distribution has entropy `entropy`
-    /// (§4.3.2 steps 1–2, including its `1e-6` guards).
-    pub fn normalized_entropy(&self, entropy: f64) -> f64 {
-        let lam = entropy.max(1e-6).ln();
-        let h = (lam - self.q) / (self.s + 1e-6);
-        let ht = if h > 0.0 { h * self.inv_h_pos } else { h * self.scale_neg };
-        ht.clamp(-1.0, 1.0)
-    }
-}
-
-/// Per-token sampling temperature: `T_base · (1 + τ·h̃)` with statistics, `T_base` without.
+/// Per-token sampling temperature: `T_base · (1 + τ·h̃)` with statistics (the learner's own
+/// formula, [`rlpo_algo::hapo::token_temperature`]), `T_base` without.
 pub fn token_temperature(entropy: f64, base: f64, tau: f64, stats: Option<&EntropyStats>) -> f64 {
     match stats {
-        Some(st) => base * (1.0 + tau * st.normalized_entropy(entropy)),
+        Some(st) => rlpo_algo::hapo::token_temperature(entropy, st, base, tau),
         None => base,
     }
 }
@@ -97,13 +58,20 @@ pub fn token_temperature(entropy: f64, base: f64, tau: f64, stats: Option<&Entro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Tensor;
 
     /// Spec §4.6 item 2 (numbers typed in from the spec, not computed here).
     const H: [f32; 6] = [0.05, 0.1, 0.2, 0.4, 0.8, 1.6];
 
+    /// The learner's statistics over `h` (all tokens valid), intended or released-code sign.
+    fn stats(h: &[f32], code_compat: bool) -> Option<EntropyStats> {
+        let e = Tensor::from_slice(h).to_kind(tch::Kind::Double).view([1, -1]);
+        rlpo_algo::hapo::entropy_stats(&e, &e.ones_like(), 0.8, code_compat)
+    }
+
     #[test]
     fn statistics_match_the_worked_example() {
-        let st = EntropyStats::from_entropies(&H, 0.8).unwrap();
+        let st = stats(&H, false).unwrap();
         assert!((st.q - (-0.223144)).abs() < 1e-6, "q = {}", st.q);
         assert!((st.s - 1.575545).abs() < 1e-6, "s = {}", st.s);
         let want_h = [-1.7598, -1.3198, -0.8799, -0.4399, 0.0, 0.4399];
@@ -111,14 +79,14 @@ mod tests {
         for ((&h, wh), wht) in H.iter().zip(want_h).zip(want_ht) {
             let raw = ((h as f64).ln() - st.q) / st.s;
             assert!((raw - wh).abs() < 1e-4, "h({h}) = {raw}, want {wh}");
-            let ht = st.normalized_entropy(h as f64);
+            let ht = rlpo_algo::hapo::rollout_h_tilde(h as f64, &st);
             assert!((ht - wht).abs() < 1e-5, "h~({h}) = {ht}, want {wht}");
         }
     }
 
     #[test]
     fn temperatures_match_the_worked_example() {
-        let st = EntropyStats::from_entropies(&H, 0.8).unwrap();
+        let st = stats(&H, false).unwrap();
         // h~ = 1 -> 1.05 (H = 1.6), 0.5 -> 1.025 is not on the grid; -0.5 -> 0.975 (H = 0.2),
         // 0 -> 1.0 (H = 0.8), -1 -> 0.95 (H = 0.05), all with T_base = 1, tau = 0.05.
         for (h, want) in [(1.6, 1.05), (0.8, 1.0), (0.2, 0.975), (0.05, 0.95)] {
@@ -136,8 +104,22 @@ mod tests {
 
     #[test]
     fn equal_entropies_give_no_modulation() {
-        let st = EntropyStats::from_entropies(&[0.3; 5], 0.8).unwrap();
+        let st = stats(&[0.3; 5], false).unwrap();
         assert!((token_temperature(0.3f32 as f64, 1.0, 0.05, Some(&st)) - 1.0).abs() < 1e-9);
-        assert!(EntropyStats::from_entropies(&[], 0.8).is_none());
+        assert!(stats(&[], false).is_none());
+    }
+
+    /// The released code's sign (`code_compat`): every h̃ ≥ 0, so no token is sampled below
+    /// `T_base`, and high-entropy tokens are still sampled hotter.
+    #[test]
+    fn released_code_mode_never_cools() {
+        let st = stats(&H, true).unwrap();
+        for &h in &H {
+            let t = token_temperature(h as f64, 1.0, 0.05, Some(&st));
+            assert!((1.0..=1.05 + 1e-12).contains(&t), "T({h}) = {t}");
+        }
+        assert!((token_temperature(1.6f32 as f64, 1.0, 0.05, Some(&st)) - 1.05).abs() < 1e-6);
+        let intended = stats(&H, false).unwrap();
+        assert!(token_temperature(0.05, 1.0, 0.05, Some(&intended)) < 1.0);
     }
 }

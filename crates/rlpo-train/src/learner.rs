@@ -44,6 +44,9 @@ pub struct UpdateReport {
     /// RMT: NTP tokens that entered the loss in the first pass over the data (epoch 0), summed
     /// over its optimizer steps; equals the step's NTP tokens (each enters once per epoch).
     pub ntp_tokens: f64,
+    /// The learner's first-pass log-probs (the old policy, [`OldLogp::CurrentDetached`]) against
+    /// the rollout's, over the response tokens of the forwarded rows.
+    pub mismatch: Option<rlpo_algo::MismatchStats>,
 }
 
 /// What [`Learner::update`] trains on: the step's batch, its plan, and the behaviour and
@@ -104,6 +107,15 @@ struct FirstPass {
     gap_tokens: f64,
     ent_sum: f64,
     ent_tokens: f64,
+    mismatch: Option<rlpo_algo::MismatchStats>,
+}
+
+/// RMT: the groups whose NTP sequence belongs to the mini-batch of rows `m0..m0+m_len`: those
+/// whose *first* row lies in it. A group split across two mini-batches (`mini_batch_rows` not a
+/// multiple of G) is counted once, by the mini-batch where it starts.
+fn ntp_groups(m0: i64, m_len: i64, g: i64) -> std::ops::Range<usize> {
+    let first_row_group = |row: i64| ((row + g - 1) / g) as usize;
+    first_row_group(m0)..first_row_group(m0 + m_len)
 }
 
 /// Log-probs (and optionally entropies) `[rows, T]` of `targets [rows, T]` under `model`, where
@@ -197,7 +209,8 @@ impl Learner {
                 // "train_available"` trains on fewer than B groups.
                 let m_len = mini.min(n - m0);
                 let norm = ctx.plan.normaliser(m0, m_len);
-                if norm.is_empty() {
+                // A mini-batch with no RL token still trains its NTP tokens (each enters once).
+                if norm.is_empty() && !self.has_ntp(ctx, m0, m_len) {
                     rep.skipped_empty += 1;
                     continue;
                 }
@@ -232,6 +245,7 @@ impl Learner {
             }
         }
         rep.logprob_gap = (first.gap_tokens > 0.0).then(|| first.gap_sum / first.gap_tokens);
+        rep.mismatch = first.mismatch;
         rep.entropy = (first.ent_tokens > 0.0).then(|| first.ent_sum / first.ent_tokens);
         Ok(rep)
     }
@@ -274,8 +288,14 @@ impl Learner {
             let lm_k = mb.loss_mask.index_select(0, &local);
             // The gap is always against what the rollout recorded (its kernels, its weights).
             let old_k = batch.rollout_logp.index_select(0, &index);
-            fp.gap_sum += ((logp_k.detach() - old_k).abs() * &lm_k).sum(Kind::Double).double_value(&[]);
+            fp.gap_sum += ((logp_k.detach() - &old_k).abs() * &lm_k).sum(Kind::Double).double_value(&[]);
             fp.gap_tokens += lm_k.sum(Kind::Double).double_value(&[]);
+            if matches!(ctx.old_logp, OldLogp::CurrentDetached) {
+                // These log-probs are π_old itself: measure it against the rollout's.
+                let rm_k = mb.response_mask.index_select(0, &local);
+                let s = rlpo_algo::rollout_corr::mismatch_stats(&logp_k, &old_k, &rm_k)?;
+                fp.mismatch = Some(fp.mismatch.map_or(s, |a| a + s));
+            }
             if let Some(e) = &entropy_k {
                 fp.ent_sum += (e * &lm_k).sum(Kind::Double).double_value(&[]);
                 fp.ent_tokens += lm_k.sum(Kind::Double).double_value(&[]);
@@ -302,9 +322,7 @@ impl Learner {
     /// are right-padded `[k, S]` and run `micro_batch_rows` at a time.
     fn ntp_backward(&self, ctx: &UpdateInputs, m0: i64, m_len: i64) -> Result<LossSums> {
         let Some(cfg) = ctx.recipe.algorithm.rmt.as_ref() else { return Ok(LossSums::default()) };
-        let g = ctx.recipe.rollout.group_size as i64;
-        let (first, last) = ((m0 / g) as usize, ((m0 + m_len + g - 1) / g) as usize);
-        let seqs: Vec<&NtpSeq> = ctx.ntp.get(first..last.min(ctx.ntp.len())).unwrap_or(&[]).iter().flatten().collect();
+        let seqs = Self::ntp_seqs(ctx, m0, m_len);
         let step_tokens: f64 = seqs.iter().map(|q| q.tokens()).sum();
         if step_tokens == 0.0 {
             return Ok(LossSums::default());
@@ -336,6 +354,20 @@ impl Learner {
         Ok(LossSums { ntp: total, ntp_tokens: step_tokens, ..Default::default() })
     }
 
+    /// RMT: the NTP sequences of the mini-batch `m0..m0+m_len` (see [`ntp_groups`]).
+    fn ntp_seqs<'a>(ctx: &UpdateInputs<'a>, m0: i64, m_len: i64) -> Vec<&'a NtpSeq> {
+        if ctx.recipe.algorithm.rmt.is_none() {
+            return Vec::new();
+        }
+        let r = ntp_groups(m0, m_len, ctx.recipe.rollout.group_size as i64);
+        let r = r.start.min(ctx.ntp.len())..r.end.min(ctx.ntp.len());
+        ctx.ntp[r].iter().flatten().collect()
+    }
+
+    fn has_ntp(&self, ctx: &UpdateInputs, m0: i64, m_len: i64) -> bool {
+        Self::ntp_seqs(ctx, m0, m_len).iter().any(|q| q.tokens() > 0.0)
+    }
+
     /// Clip and apply the accumulated gradients, or skip a non-finite step. Returns whether the
     /// step was applied.
     fn apply_optimizer_step(&mut self, recipe: &Recipe, sums: &LossSums, total: u64, rep: &mut UpdateReport) -> bool {
@@ -362,5 +394,31 @@ impl Learner {
             *rep.kl.get_or_insert(0.0) += sums.kl;
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ntp_groups;
+
+    /// For every mini-batch size that divides the rows, the NTP groups of the mini-batches are a
+    /// partition of all groups: each group's NTP sequence enters one optimizer step.
+    #[test]
+    fn ntp_groups_partition_the_step() {
+        for g in 1..=5i64 {
+            for b in 1..=4i64 {
+                let n = b * g;
+                for mini in (1..=n).filter(|m| n % m == 0) {
+                    let mut seen = vec![0; b as usize];
+                    for m0 in (0..n).step_by(mini as usize) {
+                        for grp in ntp_groups(m0, mini, g) {
+                            seen[grp] += 1;
+                            assert!(grp as i64 * g >= m0 && (grp as i64 * g) < m0 + mini, "group {grp} starts outside");
+                        }
+                    }
+                    assert!(seen.iter().all(|&c| c == 1), "G {g} B {b} mini {mini}: {seen:?}");
+                }
+            }
+        }
     }
 }

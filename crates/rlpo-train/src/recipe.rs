@@ -304,6 +304,7 @@ impl Recipe {
         let g = self.rollout.group_size;
         self.rollout.validate()?;
         rlpo_algo::validate_sections(&self.algorithm, &self.loss, g)?;
+        self.validate_algorithm_vs_reward()?;
         self.data.validate()?;
         if self.model.path.as_os_str().is_empty() {
             return Err(invalid("model.path", "is required (an HF model directory)"));
@@ -373,6 +374,27 @@ impl Recipe {
         }
         if self.trainer.logit_chunk_positions <= 0 {
             return Err(invalid("trainer.logit_chunk_positions", "must be positive"));
+        }
+        Ok(())
+    }
+
+    /// `[algorithm]` choices that depend on `[reward]`: DAPO's `acc` needs a verifier, and the
+    /// overlong penalty must not be added twice.
+    fn validate_algorithm_vs_reward(&self) -> Result<()> {
+        let acc = self.algorithm.dapo.filter_groups.as_ref().is_some_and(|f| f.metric == rlpo_algo::config::FilterMetric::Acc);
+        if acc && rlpo_reward::Correctness::from_config(&self.reward)?.is_none() {
+            return Err(invalid(
+                "algorithm.dapo.filter_groups.metric",
+                "= \"acc\" needs a verifier's correctness, but [reward] has only shaping functions: add a verifier, \
+                 name the part with reward.correctness, or use metric = \"score\"",
+            ));
+        }
+        let reward_overlong = self.reward.fns.iter().any(|f| matches!(f, rlpo_reward::FnConfig::Overlong(_)));
+        if self.algorithm.dapo.overlong.is_some() && reward_overlong {
+            return Err(invalid(
+                "algorithm.dapo.overlong",
+                "and a [[reward.fns]] entry of kind = \"overlong\" would both add the overlong penalty: keep one",
+            ));
         }
         Ok(())
     }

@@ -38,7 +38,10 @@ pub fn fill(
     let (mean, std) = mean_std(&r.scores);
     m.set("reward/mean", mean);
     m.set("reward/std", std);
-    m.set("reward/pass_rate", mean_std(&r.acc).0);
+    // The verifier's correctness (`reward.correctness`), not `reward > 0`; absent without one.
+    if r.correct.iter().all(|c| c.is_finite()) {
+        m.set("reward/pass_rate", mean_std(&r.correct).0);
+    }
     let shaped_v: Vec<f64> = Vec::try_from(shaped.to_kind(Kind::Double).to_device(tch::Device::Cpu)).unwrap_or_default();
     m.set("reward/shaped_mean", mean_std(&shaped_v).0);
     let mut parts: BTreeMap<String, Vec<f64>> = BTreeMap::new();
@@ -74,6 +77,16 @@ pub fn fill(
         m.set("select/d3s_samples_per_group", d.samples_per_group as f64);
         m.set("select/d3s_token_keep", d.token_keep);
     }
+    if let Some(mm) = &plan.mismatch {
+        set_mismatch(m, mm);
+    }
+    if let Some(c) = &plan.correction {
+        let key = match c.mode {
+            rlpo_algo::rollout_corr::CorrectionMode::Truncate => "rollout/truncated_frac",
+            rlpo_algo::rollout_corr::CorrectionMode::Mask => "rollout/masked_frac",
+        };
+        m.set(key, if c.valid_tokens > 0.0 { c.corrected_tokens / c.valid_tokens } else { 0.0 });
+    }
     m.set("filter/dropped_groups", r.dropped_groups as f64);
     m.set("filter/gen_batches", r.gen_batches as f64);
 
@@ -98,6 +111,15 @@ pub fn fill(
     }
 }
 
+/// `rollout/mismatch_kl` (mean k3 of `old_logp − rollout_logp`) and `rollout/mismatch_max`
+/// (largest `|old_logp − rollout_logp|`).
+fn set_mismatch(m: &mut StepMetrics, mm: &rlpo_algo::MismatchStats) {
+    if let Some(kl) = mm.kl() {
+        m.set("rollout/mismatch_kl", kl);
+        m.set("rollout/mismatch_max", mm.max_abs);
+    }
+}
+
 /// Fill actor / optimizer metrics from the update.
 pub fn fill_update(m: &mut StepMetrics, rep: &UpdateReport) {
     m.set("actor/pg_loss", rep.pg_loss);
@@ -118,5 +140,9 @@ pub fn fill_update(m: &mut StepMetrics, rep: &UpdateReport) {
     }
     if let Some(n) = rep.ntp_loss {
         m.set("actor/ntp_loss", n);
+    }
+    // Old log-probs taken from the update's own forward: the learner measured the mismatch there.
+    if let Some(mm) = &rep.mismatch {
+        set_mismatch(m, mm);
     }
 }

@@ -22,7 +22,7 @@ use rlpo_algo::{compose, AlgoState};
 use rlpo_data::Dataset;
 use rlpo_model::{parse_device, parse_dtype, CausalLm, LoadOptions, TextTokenizer};
 use rlpo_reward::{RewardInput, RewardOutput, RewardSet, ScoredBatch};
-use rlpo_rollout::{Engine, EntropyStats, GenerateRequest, Group, RolloutBatch, RolloutSeed};
+use rlpo_rollout::{Engine, GenerateRequest, Group, RolloutBatch, RolloutSeed};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,8 +39,10 @@ pub struct ScoredRollouts {
     pub groups: Vec<Group>,
     /// Reward per row.
     pub scores: Vec<f64>,
-    /// Correctness flag per row (`score > 0`), the DAPO filter's `acc`.
-    pub acc: Vec<f64>,
+    /// Correctness per row, 1.0 (right) or 0.0 (wrong), from the verifier's own part
+    /// (`reward.correctness`, [`rlpo_reward::Correctness`]): the DAPO filter's `acc` and
+    /// `reward/pass_rate`. NaN when the recipe has no verifier.
+    pub correct: Vec<f64>,
     /// The reward set's output per row (value, parts, status).
     pub outputs: Vec<RewardOutput>,
     /// Decoded responses per row.
@@ -190,11 +192,19 @@ impl Trainer {
         if let Some(cap) = self.rmt.as_ref().and_then(|m| m.row_cap(step, r.rollout.max_new_tokens)) {
             req.budgets = Some(vec![cap; prompts.len() * r.rollout.group_size]);
         }
-        req.entropy_stats = self
-            .state
-            .rollout_temperature_stats(&r.algorithm)
-            .map(|h| EntropyStats { q: h.q, s: h.s, inv_h_pos: h.inv_h_pos, scale_neg: h.scale_neg });
+        // The rollout's statistics type is rlpo_algo's own (one HAPO temperature implementation).
+        req.entropy_stats = self.state.rollout_temperature_stats(&r.algorithm);
         req
+    }
+
+    /// Prompts per generation batch: `trainer.prompts_per_step`, times
+    /// `algorithm.dapo.filter_groups.gen_batch_factor` (rounded up) when dynamic sampling is on.
+    fn gen_batch_prompts(&self) -> usize {
+        let b = self.recipe.trainer.prompts_per_step;
+        match &self.recipe.algorithm.dapo.filter_groups {
+            Some(f) => (f.gen_batch_factor * b as f64).ceil() as usize,
+            None => b,
+        }
     }
 
     /// Stage 1: G completions per prompt from the current policy.
@@ -236,7 +246,7 @@ impl Trainer {
             return Ok(());
         }
         self.backend.sync(&self.learner.model, self.version)?;
-        let prompts = self.next_prompts(self.recipe.trainer.prompts_per_step, next)?;
+        let prompts = self.next_prompts(self.gen_batch_prompts(), next)?;
         let req = self.request(&prompts, next, 0);
         let job = self.backend.submit(req)?;
         self.prefetched = Some(Prefetched { step: next, prompts, batch: None, job: Some(job) });
@@ -286,17 +296,19 @@ impl Trainer {
     /// Stages 0-3: prompts, rollout, rewards, and the DAPO filter with refill.
     fn collect(&mut self, timings: &mut StepMetrics) -> Result<ScoredRollouts> {
         let b = self.recipe.trainer.prompts_per_step;
+        let gen_b = self.gen_batch_prompts();
         let g = self.recipe.rollout.group_size;
         let filter = self.recipe.algorithm.dapo.filter_groups.clone();
+        let correctness = rlpo_reward::Correctness::from_config(&self.recipe.reward)?;
         let mut acc_rollouts: Option<ScoredRollouts> = None;
         let mut gen_batches = 0;
         let mut dropped = 0;
         loop {
             let t0 = Instant::now();
             let (prompts, out) = if gen_batches == 0 {
-                self.first_rollout(b)?
+                self.first_rollout(gen_b)?
             } else {
-                let prompts = self.next_prompts(b, self.state.step)?;
+                let prompts = self.next_prompts(gen_b, self.state.step)?;
                 let out = self.rollout(&prompts, gen_batches)?;
                 (prompts, out)
             };
@@ -304,6 +316,7 @@ impl Trainer {
             add(timings, "timing/rollout_s", t0.elapsed().as_secs_f64());
             let (groups, stats) = (out.groups, out.stats);
             add(timings, "perf/rollout_tokens", stats.tokens as f64);
+            add(timings, "filter/gen_prompts", prompts.len() as f64);
             gen_batches += 1;
             let t0 = Instant::now();
             let (scored, responses) = self.score(&prompts, &groups)?;
@@ -312,14 +325,21 @@ impl Trainer {
             // returned an error from score_all, `zero` keeps the rows with value 0 (counted).
             let mut keep = scored.keep_mask(g)?;
             let scores: Vec<f64> = scored.values().iter().map(|v| if v.is_finite() { *v } else { 0.0 }).collect();
-            let acc: Vec<f64> = scores.iter().map(|&v| if v > 0.0 { 1.0 } else { 0.0 }).collect();
+            // `acc` is the verifier's own verdict (a format bonus or partial credit makes
+            // `score > 0` wrong); `score` is the final shaped reward, overlong penalty included.
+            let correct = match &correctness {
+                Some(c) => c.flags(&scored.outputs)?,
+                None => vec![f64::NAN; scores.len()],
+            };
             if filter.is_some() {
-                let keep_f = compose::group_filter(
+                let lengths: Vec<f64> = groups.iter().flat_map(|grp| grp.completions.iter().map(|c| c.tokens.len() as f64)).collect();
+                let shaped = compose::shape_rewards(
                     &self.recipe.algorithm,
-                    &Tensor::from_slice(&acc),
                     &Tensor::from_slice(&scores),
-                    g as i64,
-                )?
+                    &Tensor::from_slice(&lengths),
+                    self.recipe.rollout.max_new_tokens as u64,
+                );
+                let keep_f = compose::group_filter(&self.recipe.algorithm, &Tensor::from_slice(&correct), &shaped, g as i64)?
                 .expect("filter configured");
                 let kf: Vec<bool> = Vec::try_from(&keep_f)?;
                 for (k, f) in keep.iter_mut().zip(kf) {
@@ -331,7 +351,7 @@ impl Trainer {
                 prompts: prompts.clone(),
                 groups,
                 scores,
-                acc,
+                correct,
                 outputs: scored.outputs,
                 responses,
                 gen_batches,
@@ -396,6 +416,9 @@ impl Trainer {
         let on_policy = batch.versions.iter().all(|&v| v == self.version);
         let recompute = match r.trainer.old_logprobs {
             OldLogprobs::Always => true,
+            // Rollout correction is verl's decoupled mode: π_old is the learner's, recomputed
+            // before the update, and the rollout's log-probs only enter the IS weights.
+            _ if r.algorithm.rollout_correction.is_some() => true,
             // Stale rows: the ratio is against the generating policy, whose log-probs only the
             // rollout recorded. One on-policy update: the learner's detached log-probs are exact.
             OldLogprobs::Auto => on_policy && r.optimizer_steps_per_step() > 1 && !self.backend.uses_learner_kernels(),
@@ -425,6 +448,10 @@ impl Trainer {
             group_size: g,
             entropy: Some(&old_entropy),
             truncated: Some(&batch.truncated),
+            // Both log-probs exist when the learner recomputed them: mismatch metrics and, when
+            // configured, the rollout correction.
+            old_logp: recomputed.as_ref().map(|(lp, _)| lp),
+            rollout_logp: Some(&batch.rollout_logp),
         };
         let plan = compose::compute_step_plan(&r.algorithm, &r.loss, &self.state, &inputs)?;
         m.set("timing/plan_s", t0.elapsed().as_secs_f64());
@@ -566,7 +593,7 @@ impl ScoredRollouts {
         self.prompts.retain(keep);
         filter(&mut self.groups, keep);
         filter(&mut self.scores, &rows);
-        filter(&mut self.acc, &rows);
+        filter(&mut self.correct, &rows);
         filter(&mut self.responses, &rows);
         filter(&mut self.outputs, &rows);
         self
@@ -576,7 +603,7 @@ impl ScoredRollouts {
         self.prompts.extend(other.prompts);
         self.groups.extend(other.groups);
         self.scores.extend(other.scores);
-        self.acc.extend(other.acc);
+        self.correct.extend(other.correct);
         self.responses.extend(other.responses);
         self.outputs.extend(other.outputs);
     }
@@ -589,7 +616,7 @@ impl ScoredRollouts {
                 prompts: PromptBatch { samples: vec![], ids: vec![], texts: vec![], ntp: vec![] },
                 groups: vec![],
                 scores: vec![],
-                acc: vec![],
+                correct: vec![],
                 outputs: vec![],
                 responses: vec![],
                 gen_batches: 0,

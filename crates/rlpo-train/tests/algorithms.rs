@@ -135,6 +135,7 @@ penalty_factor = 1.0
 metric = "acc"
 max_num_gen_batches = 10
 on_exhausted = "error"
+gen_batch_factor = 1.0      # B prompts per generation batch: keeps the refill arithmetic below simple
 
 [loss]
 clip_low = 0.2
@@ -189,7 +190,8 @@ fn dapo_three_steps_with_filter_and_refill() {
     assert!(total_batches > 3.0, "no refill happened in 3 steps ({total_batches} generation batches)");
 }
 
-/// A reward that is -1 for everything: every group is constant and is filtered out.
+/// A reward that is -1 for everything: every group is constant and is filtered out (there is no
+/// correctness to filter on, so these recipes filter on the score).
 const ALL_WRONG: &str = r#"
 [reward]
 [[reward.fns]]
@@ -205,6 +207,8 @@ fn dapo_filter_exhausted_skips_or_errors_as_configured() {
     let body = format!(
         "{ROLLOUT}{TRAINER}{ALL_WRONG}
 [algorithm.dapo.filter_groups]
+metric = \"score\"
+gen_batch_factor = 1.0
 max_num_gen_batches = 2
 on_exhausted = \"train_available\"
 "

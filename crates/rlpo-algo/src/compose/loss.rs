@@ -1,5 +1,6 @@
 //! Stage 5 of the composition (see [`crate::compose`]): the loss of one micro-batch from the
-//! step plan: ratio → HAPO terms → clipped surrogate → KL → aggregation. Shapes `[n, T]`.
+//! step plan: ratio → HAPO terms → clipped surrogate (or CISPO) → rollout-correction weights →
+//! KL → aggregation. Shapes `[n, T]`.
 
 use tch::{Kind, Tensor};
 
@@ -10,7 +11,7 @@ use crate::error::{input_err, Result};
 use crate::gspo::{gspo_token_ratio, sequence_ratio};
 use crate::hapo::{entropy_stats, redistribute_advantages};
 use crate::kl::kl_penalty;
-use crate::surrogate::{clipped_surrogate_with_flags, ratio, ClipRange};
+use crate::surrogate::{cispo_loss_with_flags, clipped_surrogate_with_flags, ratio, ClipRange};
 
 /// Per-micro-batch inputs of [`policy_loss`], all `[n, T]`.
 #[derive(Debug)]
@@ -40,8 +41,9 @@ pub struct PolicyLoss {
 }
 
 /// Stage 5: the loss of one micro-batch: ratio (token, GSPO or GSPO-token) → HAPO h̃ / clip
-/// widths / redistribution → clipped surrogate (+ dual clip) → `+ β·KL` → aggregation over
-/// `loss_mask` with the optimizer step's `norm`.
+/// widths / redistribution → clipped surrogate (+ dual clip for `grpo`) or CISPO → `× w_IS`
+/// (rollout correction) → `+ β·KL` → aggregation over `loss_mask` with the optimizer step's
+/// `norm`.
 pub fn policy_loss(
     alg: &AlgorithmConfig,
     loss: &LossConfig,
@@ -71,7 +73,7 @@ pub fn policy_loss(
         GspoRatioTokens::Response => &mb.response_mask,
     };
     let rho = match loss.base {
-        BaseLoss::Grpo => ratio(logp, old),
+        BaseLoss::Grpo | BaseLoss::Cispo => ratio(logp, old),
         BaseLoss::GspoToken => gspo_token_ratio(logp, old, ratio_mask),
         BaseLoss::Gspo => sequence_ratio(logp, old, ratio_mask)
             .unsqueeze(-1)
@@ -113,8 +115,17 @@ pub fn policy_loss(
         }
     }
 
-    let dual = loss.dual_clip();
-    let (pg, clipped) = clipped_surrogate_with_flags(&rho, &adv, &clip, dual);
+    // Only the GRPO base has a dual clip (`dual_clip()` is `None` for GSPO and CISPO).
+    let (pg, clipped) = match loss.base {
+        BaseLoss::Cispo => cispo_loss_with_flags(logp, old, &adv, &clip),
+        _ => clipped_surrogate_with_flags(&rho, &adv, &clip, loss.dual_clip()),
+    };
+    // Rollout correction multiplies the policy-gradient term only (verl: `pg_losses *
+    // rollout_is_weights`; the KL term is not reweighted).
+    let pg = match &mb.is_weights {
+        Some(w) => pg * w.detach().to_kind(logp.kind()),
+        None => pg,
+    };
     let agg = loss.aggregation();
     let kl = if loss.kl_coef > 0.0 {
         let r = need(inputs.ref_logp, "ref_logp", "loss.kl_coef > 0")?;

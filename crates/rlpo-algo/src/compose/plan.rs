@@ -1,10 +1,11 @@
-//! Stage 4 of the composition (see [`crate::compose`]): advantages on full groups, the DAPO
-//! overlong filter, D³S row and token selection, and HAPO's h̃ and per-token clip widths, decided
-//! once per training step into a [`StepPlan`]. Shapes: `N = B·G` rows, `T` positions.
+//! Stage 4 of the composition (see [`crate::compose`]): advantages on full groups, rollout
+//! correction (weights, MIS mask, mismatch statistics), the DAPO overlong filter, D³S row and
+//! token selection, and HAPO's h̃ and per-token clip widths, decided once per training step into
+//! a [`StepPlan`]. Shapes: `N = B·G` rows, `T` positions.
 
 use tch::{Kind, Tensor};
 
-use crate::advantage::{group_advantages, GroupNormOptions};
+use crate::advantage::{group_advantages, reinforce_pp_baseline_advantages, rloo_advantages, GroupNormOptions};
 use crate::aggregate::LossNormaliser;
 use crate::config::{AdvantageKind, AlgorithmConfig, HapoConfig, HapoStatsScope, LossConfig};
 use crate::d3s::{select_rows, select_tokens, D3sTargets};
@@ -14,6 +15,7 @@ use crate::hapo::{
     adaptive_clip, entropy_stats, normalised_entropy, token_level_group_average, HapoStats,
     TokenLevelOptions,
 };
+use crate::rollout_corr::{mismatch_stats, rollout_correction, CorrectionMode, MismatchStats};
 use crate::schedule::AlgoState;
 use crate::surrogate::ClipRange;
 
@@ -30,6 +32,11 @@ pub struct StepInputs<'a> {
     pub entropy: Option<&'a Tensor>,
     /// `[N]` bool, responses cut at the length limit; needed by `dapo.overlong_filter`.
     pub truncated: Option<&'a Tensor>,
+    /// The learner's `old_logp[N, T]` when known before the update (recomputed); with
+    /// `rollout_logp` it gives the mismatch statistics and the rollout-correction weights.
+    pub old_logp: Option<&'a Tensor>,
+    /// The rollout engine's log-probs `[N, T]` of the same tokens.
+    pub rollout_logp: Option<&'a Tensor>,
 }
 
 /// Everything the mini-batch loop needs, decided once per training step (all detached).
@@ -54,6 +61,23 @@ pub struct StepPlan {
     pub hapo_fallback: Option<Tensor>,
     /// D³S budgets used this step.
     pub d3s: Option<D3sTargets>,
+    /// Rollout-correction weights `[N, T]` (`algorithm.rollout_correction`), detached.
+    pub is_weights: Option<Tensor>,
+    /// Rollout-correction counts, when a correction was applied.
+    pub correction: Option<CorrectionSummary>,
+    /// `old_logp` vs `rollout_logp` over the response tokens, when both were given.
+    pub mismatch: Option<MismatchStats>,
+}
+
+/// What the rollout correction did in one step (`rollout/truncated_frac`, `rollout/masked_frac`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CorrectionSummary {
+    /// Truncation (TIS) or masking (MIS).
+    pub mode: CorrectionMode,
+    /// Valid tokens whose weight was truncated or that were masked.
+    pub corrected_tokens: f64,
+    /// Valid tokens.
+    pub valid_tokens: f64,
 }
 
 /// Counts for the `select/*` metrics.
@@ -84,6 +108,8 @@ pub struct MicroBatchPlan {
     pub h_tilde: Option<Tensor>,
     /// Scalars or `[n, T]`.
     pub clip: ClipRange,
+    /// Rollout-correction weights `[n, T]`, multiplied into the policy-gradient loss.
+    pub is_weights: Option<Tensor>,
 }
 
 impl StepPlan {
@@ -109,6 +135,7 @@ impl StepPlan {
                 low: self.clip.low.narrow_rows(start, len),
                 high: self.clip.high.narrow_rows(start, len),
             },
+            is_weights: self.is_weights.as_ref().map(|w| w.narrow(0, start, len)),
         }
     }
 
@@ -141,12 +168,15 @@ pub(super) fn need<'a>(
     t.ok_or(Error::MissingInput { name, reason })
 }
 
-/// Stage 4: advantages on full groups, `[N]`, plus HAPO's fallback flags `[B]`.
+/// Stage 4: advantages on full groups, `[N]`, plus HAPO's fallback flags `[B]`. `lengths[N]`
+/// are the valid response lengths, `padded_len` the step's response width `T` (HAPO's released
+/// code also tests the padded positions when `fallback_check_padding` is set).
 pub fn compute_advantages(
     alg: &AlgorithmConfig,
     rewards: &Tensor,
     lengths: &Tensor,
     g: i64,
+    padded_len: i64,
 ) -> Result<(Tensor, Option<Tensor>)> {
     let grpo = GroupNormOptions {
         scale_by_std: true,
@@ -167,13 +197,18 @@ pub fn compute_advantages(
             )?,
             None,
         )),
+        AdvantageKind::Rloo => Ok((rloo_advantages(rewards, g, alg.singleton_advantage)?, None)),
+        AdvantageKind::ReinforcePlusPlusBaseline => Ok((
+            reinforce_pp_baseline_advantages(rewards, lengths, g, alg.singleton_advantage)?,
+            None,
+        )),
         AdvantageKind::Hapo => {
             let h = alg.hapo.clone().unwrap_or_default();
             let opts = TokenLevelOptions {
                 norm_by_std: h.norm_by_std,
                 eps: alg.adv_eps,
                 fallback_threshold: h.fallback_threshold,
-                padded_len: None,
+                padded_len: h.fallback_check_padding.then_some(padded_len),
                 fallback: grpo,
             };
             let out = token_level_group_average(rewards, lengths, g, &opts)?;
@@ -243,11 +278,31 @@ pub fn compute_step_plan(
         }
         None => None,
     };
-    let (advantages, hapo_fallback) = compute_advantages(alg, inputs.rewards, &lengths, g)?;
+    let (advantages, hapo_fallback) = compute_advantages(alg, inputs.rewards, &lengths, g, size[1])?;
+
+    // Rollout correction before any selection, so that D³S does not spend its budget on rows
+    // that MIS removes.
+    let mismatch = match (inputs.old_logp, inputs.rollout_logp) {
+        (Some(o), Some(r)) => Some(mismatch_stats(o, r, &mask)?),
+        _ => None,
+    };
+    let correction = match &alg.rollout_correction {
+        Some(c) => {
+            let reason = "algorithm.rollout_correction is set";
+            let o = need(inputs.old_logp, "old_logp", reason)?;
+            let r = need(inputs.rollout_logp, "rollout_logp", reason)?;
+            Some((rollout_correction(o, r, &mask, c)?, c.mode))
+        }
+        None => None,
+    };
+    let mask_after_is = match &correction {
+        Some((c, _)) => &mask * c.keep.to_kind(Kind::Float),
+        None => mask.shallow_clone(),
+    };
 
     let base_mask = if alg.dapo.overlong_filter {
         overlong_filter(
-            &mask,
+            &mask_after_is,
             need(
                 inputs.truncated,
                 "truncated",
@@ -255,7 +310,7 @@ pub fn compute_step_plan(
             )?,
         )?
     } else {
-        mask.shallow_clone()
+        mask_after_is
     };
     let candidates = base_mask.sum_dim_intlist(-1, false, Kind::Float).gt(0.0);
 
@@ -299,5 +354,12 @@ pub fn compute_step_plan(
         hapo_stats,
         hapo_fallback,
         d3s,
+        correction: correction.as_ref().map(|(c, mode)| CorrectionSummary {
+            mode: *mode,
+            corrected_tokens: c.corrected_tokens,
+            valid_tokens: c.valid_tokens,
+        }),
+        is_weights: correction.map(|(c, _)| c.weights),
+        mismatch,
     })
 }

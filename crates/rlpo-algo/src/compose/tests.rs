@@ -33,6 +33,8 @@ fn one_step(
         group_size: 2,
         entropy: None,
         truncated: None,
+        old_logp: None,
+        rollout_logp: None,
     };
     let plan = compute_step_plan(alg, loss, &AlgoState::new(10), &inputs).unwrap();
     let mb = plan.micro_batch(0, plan.rows());
@@ -92,6 +94,8 @@ fn spec_1_6_example_4_end_to_end() {
         group_size: 2,
         entropy: None,
         truncated: None,
+        old_logp: None,
+        rollout_logp: None,
     };
     let plan = compute_step_plan(&grpo, &kl, &AlgoState::new(10), &inputs).unwrap();
     let pi = PolicyInputs {
@@ -167,6 +171,8 @@ fn micro_batches_match_whole_batch_full_stack() {
         group_size: g,
         entropy: Some(&x.entropy),
         truncated: None,
+        old_logp: None,
+        rollout_logp: None,
     };
     let plan =
         compute_step_plan(&alg, &LossConfig::default(), &AlgoState::new(4), &inputs).unwrap();
@@ -239,6 +245,8 @@ fn d3s_plan_masks_and_budgets() {
         group_size: g,
         entropy: Some(&x.entropy),
         truncated: None,
+        old_logp: None,
+        rollout_logp: None,
     };
     let plan =
         compute_step_plan(&alg, &LossConfig::default(), &AlgoState::new(10), &inputs).unwrap();
@@ -314,6 +322,8 @@ fn overlong_filter_shaping_and_group_filter() {
         group_size: 2,
         entropy: None,
         truncated: Some(&truncated),
+        old_logp: None,
+        rollout_logp: None,
     };
     let plan =
         compute_step_plan(&alg, &LossConfig::default(), &AlgoState::new(1), &inputs).unwrap();
@@ -352,6 +362,8 @@ fn gspo_base_is_the_sequence_mean_of_gspo_losses() {
         group_size: 2,
         entropy: None,
         truncated: None,
+        old_logp: None,
+        rollout_logp: None,
     };
     let plan = compute_step_plan(&alg, &loss, &AlgoState::new(1), &inputs).unwrap();
     let pi = PolicyInputs {
@@ -375,7 +387,6 @@ fn gspo_base_is_the_sequence_mean_of_gspo_losses() {
         &plan.advantages,
         &x.mask,
         &clip,
-        Some(3.0),
     )
     .mean(Kind::Double);
     assert!((got.loss.double_value(&[]) - want.double_value(&[])).abs() < 1e-12);
@@ -397,6 +408,8 @@ fn hapo_micro_batch_scope_needs_current_entropy() {
         group_size: 2,
         entropy: Some(&x.entropy),
         truncated: None,
+        old_logp: None,
+        rollout_logp: None,
     };
     let plan =
         compute_step_plan(&alg, &LossConfig::default(), &AlgoState::new(1), &inputs).unwrap();
