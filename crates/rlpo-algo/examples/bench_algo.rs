@@ -111,12 +111,14 @@ fn run(name: &str, alg: &AlgorithmConfig, loss: &LossConfig, x: &Inputs) {
         group_size: G,
         entropy: Some(&x.entropy),
         truncated: None,
+        old_logp: None,
+        rollout_logp: None,
     };
     let lengths = x.mask.sum_dim_intlist(-1, false, Kind::Float);
     let adv_ms = time_ms(|| {
-        let _ = compute_advantages(alg, &x.rewards, &lengths, G).unwrap();
+        let _ = compute_advantages(alg, &x.rewards, &lengths, G, T).unwrap();
     });
-    let (adv, _) = compute_advantages(alg, &x.rewards, &lengths, G).unwrap();
+    let (adv, _) = compute_advantages(alg, &x.rewards, &lengths, G, T).unwrap();
     let sel_ms = match &alg.d3s {
         Some(d) => {
             let tg = state.d3s_targets(d, G as usize);
@@ -210,7 +212,7 @@ fn main() {
         ..Default::default()
     };
     let hapo_loss = LossConfig {
-        dual_clip: 10.0,
+        dual_clip: Some(10.0),
         clip_high: Some(0.28),
         ..Default::default()
     };

@@ -8,7 +8,9 @@
 //!   equal raw scores with different lengths are kept;
 //! - each generation batch of the refill loop has `gen_batch_factor · B` prompts;
 //! - RMT: the NTP tokens entering the loss over one training step are exactly the step's NTP
-//!   tokens, for mini-batches that split groups as well as for ones that do not.
+//!   tokens, for mini-batches that split groups as well as for ones that do not;
+//! - the rollout-vs-learner mismatch is logged whenever both log-probs exist, is near zero for
+//!   rlpo's own fp32 engine, and is corrected (TIS / MIS) when it is not (a bf16 rollout).
 
 mod common;
 
@@ -17,8 +19,13 @@ use rlpo_train::metrics::StepMetrics;
 use rlpo_train::Trainer;
 
 fn trainer(name: &str, body: &str) -> (Trainer, tempfile::TempDir) {
+    trainer_with(name, body, |t| t)
+}
+
+/// [`trainer`] with an edit of the whole recipe text (e.g. keys of `[model]`).
+fn trainer_with(name: &str, body: &str, edit: impl Fn(String) -> String) -> (Trainer, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let text = recipe_text(&fixture("tiny-qwen2"), dir.path(), name, body);
+    let text = edit(recipe_text(&fixture("tiny-qwen2"), dir.path(), name, body));
     let t = Trainer::new(parse(&text)).unwrap_or_else(|e| panic!("{name}: Trainer::new failed: {e}"));
     (t, dir)
 }
@@ -160,4 +167,41 @@ max_prefix_tokens = 16
         assert!(want > 0.0);
         assert_eq!(scalar(&m, "rmt/ntp_tokens_trained"), want, "mini_batch_rows = {mini}: NTP tokens in the loss vs the step's");
     }
+}
+
+/// The mismatch metrics exist whenever the learner's old log-probs and the rollout's both exist:
+/// from the update's own forward (on-policy, one optimizer step) or from the recomputing forward
+/// that rollout correction implies. rlpo's fp32 engine is near zero; a bf16 rollout is not, and
+/// MIS removes the tokens whose ratio leaves the bounds.
+#[test]
+fn rollout_mismatch_is_logged_and_corrected() {
+    let base = format!("{ROLLOUT}{TRAINER}{REWARD_DIGIT}");
+    let (mut t, _d) = trainer("mismatch_fp32", &base);
+    for m in steps(&mut t, 2) {
+        let (kl, max) = (scalar(&m, "rollout/mismatch_kl"), scalar(&m, "rollout/mismatch_max"));
+        eprintln!("fp32 step {}: mismatch_kl {kl:.3e} max {max:.3e}", m.step);
+        assert!((0.0..1e-5).contains(&kl) && max < 1e-2, "step {}: fp32 engine mismatch kl {kl}, max {max}", m.step);
+        assert!(m.get("rollout/truncated_frac").is_none() && m.get("rollout/masked_frac").is_none());
+    }
+    let tis = format!("{base}\n[algorithm.rollout_correction]\nlevel = \"token\"\nmode = \"truncate\"\nthreshold = 2.0\n");
+    let (mut t, _d) = trainer("tis_fp32", &tis);
+    for m in steps(&mut t, 2) {
+        assert!(scalar(&m, "rollout/mismatch_kl") < 1e-5, "step {}", m.step);
+        assert_eq!(scalar(&m, "rollout/truncated_frac"), 0.0, "nothing to truncate at fp32");
+        assert!(scalar(&m, "actor/pg_loss").is_finite());
+    }
+    // bf16 rollout on its own worker: a real mismatch; tight MIS bounds mask some tokens.
+    let mis = format!("{base}\n[algorithm.rollout_correction]\nlevel = \"token\"\nmode = \"mask\"\nthreshold = 1.001\n");
+    let bf16 = |t: String| t.replace("dtype = \"f32\"", "dtype = \"f32\"\nrollout_dtype = \"bf16\"");
+    let (mut t, _d) = trainer_with("mis_bf16", &mis, bf16);
+    let ms = steps(&mut t, 2);
+    for m in &ms {
+        let kl = scalar(m, "rollout/mismatch_kl");
+        eprintln!("bf16 step {}: mismatch_kl {kl:.3e} max {:.3e} masked_frac {:.3}", m.step, scalar(m, "rollout/mismatch_max"), scalar(m, "rollout/masked_frac"));
+        assert!(kl > 1e-7 && kl.is_finite(), "step {}: bf16 rollout mismatch kl {kl}", m.step);
+        assert!(scalar(m, "actor/pg_loss").is_finite());
+    }
+    let masked: f64 = ms.iter().map(|m| scalar(m, "rollout/masked_frac")).sum();
+    assert!(masked > 0.0, "MIS at [1/1.001, 1.001] masked nothing of a bf16 rollout");
+    assert!(ms.iter().all(|m| scalar(m, "rollout/masked_frac") < 1.0 || scalar(m, "select/kept_tokens") == 0.0));
 }
