@@ -203,5 +203,15 @@ fn rollout_mismatch_is_logged_and_corrected() {
     }
     let masked: f64 = ms.iter().map(|m| scalar(m, "rollout/masked_frac")).sum();
     assert!(masked > 0.0, "MIS at [1/1.001, 1.001] masked nothing of a bf16 rollout");
-    assert!(ms.iter().all(|m| scalar(m, "rollout/masked_frac") < 1.0 || scalar(m, "select/kept_tokens") == 0.0));
+    // One step stale (`max_staleness = 1`): step 2 trains on data of the weights before step 1's
+    // update; the correction recomputes old log-probs, so the staleness shows as mismatch.
+    let stale = tis.replace("prompts_per_step = 2", "prompts_per_step = 2\nmax_staleness = 1");
+    let (mut t, _d) = trainer("tis_stale", &stale);
+    let ms = steps(&mut t, 2);
+    assert_eq!(scalar(&ms[1], "train/staleness"), 1.0);
+    let (fresh, stale_kl) = (scalar(&ms[0], "rollout/mismatch_kl"), scalar(&ms[1], "rollout/mismatch_kl"));
+    eprintln!("max_staleness = 1: mismatch_kl step 1 {fresh:.3e}, step 2 {stale_kl:.3e}");
+    assert!(stale_kl > 1e-7 && stale_kl > 100.0 * fresh, "stale data: {stale_kl} vs fresh {fresh}");
+    assert!(ms.iter().all(|m| m.get("rollout/truncated_frac").is_some()));
+    assert!(ms.iter().all(|m| scalar(m, "actor/pg_loss").is_finite()));
 }

@@ -8,7 +8,7 @@ use crate::config::{D3sConfig, D3sLevel, DapoConfig, FilterGroupsConfig, Overlon
 use crate::d3s::D3sTargets;
 use crate::kl::KlEstimator;
 use crate::surrogate::ClipRange;
-use tch::Device;
+use tch::{Device, Kind};
 
 fn d(v: &[f64]) -> Tensor {
     Tensor::from_slice(v)
