@@ -130,6 +130,15 @@ impl DapoConfig {
                 0.0,
             )?;
         }
+        if let Some(f) = &self.filter_groups {
+            // Every step must end: an unlimited refill with constant rewards never would.
+            if f.max_num_gen_batches < 1 {
+                return Err(config_err(
+                    "algorithm.dapo.filter_groups.max_num_gen_batches",
+                    format!("must be >= 1, got {}", f.max_num_gen_batches),
+                ));
+            }
+        }
         Ok(())
     }
 }
