@@ -1,8 +1,9 @@
 //! Nothing lost when a step fails or is cut, through the real binary (tiny recipe):
-//! - a rollout failure injected at step 3 (`RLPO_TEST_ROLLOUT_FAULT`, an error and a panic):
+//! - a rollout failure injected at step 3 (`RLPO_TEST_FAULT`, an error and a panic):
 //!   exit code 1, the message names the cause, a verified checkpoint of step 2 exists although
 //!   `save_every = 0`, and the printed resume command finishes the run with final weights and
-//!   optimizer state bitwise equal to an uninterrupted run's;
+//!   optimizer state bitwise equal to an uninterrupted run's (also with `max_staleness = 1`,
+//!   where the checkpoint holds step 3's prefetched rollout);
 //! - Ctrl-C during a DAPO refill that cannot end on its own (a reward plugin answering a
 //!   constant once a flag file exists; `max_staleness = 1`, so the step's first batch was
 //!   prefetched): the step is cut, step 1 is saved with its prefetched rollout, exit 0; the
@@ -41,17 +42,19 @@ fn assert_same_tensors(a: &Path, b: &Path) {
 #[test]
 fn rollout_failure_saves_the_last_completed_step_and_resume_matches_an_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let straight = tiny_recipe(tmp.path(), "straight", 4, 0);
-    run_ok(rlpo().arg("train").arg(&straight).current_dir(tmp.path()));
-    let want = tmp.path().join("straight/checkpoints/step-000004");
-
-    for (name, fault, cause) in [
-        ("fail_error", "3", "rollout: model call failed: injected rollout failure at step 3"),
-        ("fail_panic", "3:panic", "panicked: injected rollout panic at step 3"),
+    let stale = ["--set", "trainer.max_staleness=1"];
+    for (name, sets) in [("straight", &[][..]), ("straight_stale", &stale[..])] {
+        run_ok(rlpo().arg("train").arg(tiny_recipe(tmp.path(), name, 4, 0)).args(sets).current_dir(tmp.path()));
+    }
+    // The third case prefetches step 3's rollout during step 2: the checkpoint must hold it.
+    for (name, fault, sets, cause, reference) in [
+        ("fail_error", "3:rollout", &[][..], "rollout: model call failed: injected rollout failure at step 3", "straight"),
+        ("fail_panic", "3:rollout:panic", &[][..], "panicked: injected rollout failure at step 3", "straight"),
+        ("fail_stale", "3:rollout", &stale[..], "rollout: model call failed: injected rollout failure at step 3", "straight_stale"),
     ] {
         let recipe = tiny_recipe(tmp.path(), name, 4, 0);
         let run = tmp.path().join(name);
-        let out = rlpo().arg("train").arg(&recipe).current_dir(tmp.path()).env("RLPO_TEST_ROLLOUT_FAULT", fault).output().unwrap();
+        let out = rlpo().arg("train").arg(&recipe).args(sets).current_dir(tmp.path()).env("RLPO_TEST_FAULT", fault).output().unwrap();
         let err = text(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{name}: {err}");
         assert!(err.contains(&format!("error: step 3 failed: {cause}")), "{name}: {err}");
@@ -59,17 +62,51 @@ fn rollout_failure_saves_the_last_completed_step_and_resume_matches_an_uninterru
         assert_eq!(checkpoint_names(&run), ["step-000002"], "{name}: {err}");
         let ckpt = run.join("checkpoints/step-000002");
         rlpo_train::checkpoint::verify(&ckpt).unwrap();
-        assert_eq!(rlpo_train::checkpoint::read_state(&ckpt).unwrap().step, 2);
+        let st = rlpo_train::checkpoint::read_state(&ckpt).unwrap();
+        assert_eq!(st.step, 2);
+        assert_eq!(st.prefetched.is_some_and(|p| p.batch.is_some()), !sets.is_empty(), "{name}: prefetched rollout");
         assert!(err.contains(&format!("checkpoint of the last completed step saved: {} (step 2)", ckpt.display())), "{name}: {err}");
         assert_eq!(metric_steps(&run), [1, 2]);
 
         let err2 = run_resume_command(&err, tmp.path());
         assert!(err2.contains(&format!("resumed from {} (step 2)", ckpt.display())), "{name}: {err2}");
         assert_eq!(metric_steps(&run), [1, 2, 3, 4]);
-        let got = run.join("checkpoints/step-000004");
+        let (got, want) = (run.join("checkpoints/step-000004"), tmp.path().join(reference).join("checkpoints/step-000004"));
         assert_same_tensors(&got.join("model/model.safetensors"), &want.join("model/model.safetensors"));
         assert_same_tensors(&got.join("optimizer.safetensors"), &want.join("optimizer.safetensors"));
     }
+}
+
+/// A failure after step 3's optimizer update: the weights are no longer step 2's, so nothing
+/// newer than the last checkpoint (step 2, `save_every = 1`) can be written, and the message says
+/// so. A failure after step 3 completed (a metrics sink, say): step 3 itself is saved.
+#[test]
+fn failures_after_the_update_and_after_the_step_save_what_is_consistent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = tiny_recipe(tmp.path(), "late", 4, 1);
+    let run = tmp.path().join("late");
+    let out = rlpo().arg("train").arg(&recipe).current_dir(tmp.path()).env("RLPO_TEST_FAULT", "3:update").output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("error: step 3 failed: injected update failure at step 3"), "{err}");
+    assert!(err.contains("note: step 3 had applied 1 optimizer update(s) when it failed: the model no longer holds the weights of step 2"), "{err}");
+    let step2 = run.join("checkpoints/step-000002");
+    assert!(err.contains(&format!("the last checkpoint is {} (step 2)", step2.display())), "{err}");
+    assert_eq!(checkpoint_names(&run), ["step-000001", "step-000002"]);
+    rlpo_train::checkpoint::verify(&step2).unwrap();
+
+    let recipe = tiny_recipe(tmp.path(), "after", 4, 0);
+    let run = tmp.path().join("after");
+    let out = rlpo().arg("train").arg(&recipe).current_dir(tmp.path()).env("RLPO_TEST_FAULT", "3:after").output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let step3 = run.join("checkpoints/step-000003");
+    assert!(err.contains(&format!("checkpoint of the last completed step saved: {} (step 3)", step3.display())), "{err}");
+    assert_eq!(checkpoint_names(&run), ["step-000003"]);
+    assert_eq!(rlpo_train::checkpoint::read_state(&step3).unwrap().step, 3);
+    let err2 = run_resume_command(&err, tmp.path());
+    assert!(err2.contains("(step 3)"), "{err2}");
+    assert_eq!(metric_steps(&run), [1, 2, 3, 4]);
 }
 
 /// A reward plugin: `id % 2` (every group of 4 consecutive rows varies), or 0 for every request

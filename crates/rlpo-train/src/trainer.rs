@@ -328,7 +328,7 @@ impl Trainer {
         loop {
             let t0 = Instant::now();
             if gen_batches == 0 {
-                run_loop::test_rollout_fault(self.state.step + 1)?;
+                run_loop::test_fault(self.state.step + 1, "rollout")?;
             }
             let (prompts, out) = if gen_batches == 0 {
                 self.first_rollout(b)?
@@ -497,6 +497,7 @@ impl Trainer {
             m.set("rmt/ntp_seqs", rollouts.prompts.ntp.iter().flatten().count() as f64);
         }
         let report = self.learner.update(&inputs, total_opt_steps)?;
+        run_loop::test_fault(self.state.step + 1, "update")?;
         m.set("timing/update_s", t0.elapsed().as_secs_f64());
         if self.learner.nonfinite_in_a_row >= r.trainer.max_nonfinite_in_a_row {
             return Err(TrainError::Aborted(format!(

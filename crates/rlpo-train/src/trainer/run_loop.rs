@@ -66,18 +66,24 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// Test hook for failure tests, in the style of the checkpoint pause hook: with
-/// `RLPO_TEST_ROLLOUT_FAULT=N` (or `N:panic`), the rollout stage of step N (1-based) fails with
-/// an injected rollout error (or panics), as a decode error or CUDA out-of-memory would.
-pub(super) fn test_rollout_fault(step: u64) -> Result<()> {
-    let Ok(v) = std::env::var("RLPO_TEST_ROLLOUT_FAULT") else { return Ok(()) };
-    let (at, kind) = v.split_once(':').unwrap_or((&v, "error"));
-    if at.trim().parse::<u64>().ok() != Some(step) {
+/// `RLPO_TEST_FAULT=N:STAGE` (or `N:STAGE:panic`), step N (1-based) fails at `STAGE` with an
+/// injected error (or panics): `rollout` as its rollout starts (as a decode error or CUDA
+/// out-of-memory would), `update` right after its optimizer update, `after` once it completed
+/// (as a failing metrics sink would).
+pub(super) fn test_fault(step: u64, stage: &str) -> Result<()> {
+    let Ok(v) = std::env::var("RLPO_TEST_FAULT") else { return Ok(()) };
+    let mut parts = v.split(':').map(str::trim);
+    if parts.next().and_then(|s| s.parse::<u64>().ok()) != Some(step) || parts.next() != Some(stage) {
         return Ok(());
     }
-    if kind.trim() == "panic" {
-        panic!("injected rollout panic at step {step} (RLPO_TEST_ROLLOUT_FAULT)");
+    let what = format!("injected {stage} failure at step {step} (RLPO_TEST_FAULT)");
+    if parts.next() == Some("panic") {
+        panic!("{what}");
     }
-    Err(TrainError::Rollout(rlpo_rollout::Error::Failed(format!("injected rollout failure at step {step} (RLPO_TEST_ROLLOUT_FAULT)"))))
+    Err(match stage {
+        "rollout" => TrainError::Rollout(rlpo_rollout::Error::Failed(what)),
+        _ => TrainError::Aborted(what),
+    })
 }
 
 /// `st` made savable: a prefetched rollout that never finished is left out, and the data
@@ -117,6 +123,7 @@ impl Trainer {
             self.step_start = Some(checkpoint::state_of(self));
             let result = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
                 self.step()?;
+                test_fault(self.state.step, "after")?;
                 if every > 0 && self.state.step % every == 0 {
                     self.finish_prefetch()?;
                     saved = Some((self.state.step, checkpoint::save(self)?));
