@@ -31,7 +31,7 @@ pub fn list(root: &Path) -> Vec<(u64, PathBuf)> {
             Some((step, e.path()))
         })
         .collect();
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|e| std::cmp::Reverse(e.0));
     out
 }
 
@@ -174,7 +174,7 @@ pub fn select_auto(root: &Path) -> AutoChoice {
         // Unreadable state first: it is tried (and reported) before anything older.
         .map(|(step, dir)| (read_lineage(&dir).map_or(u64::MAX, |l| lineage::started_ms(&l)), step, dir))
         .collect();
-    candidates.sort_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+    candidates.sort_by_key(|c| std::cmp::Reverse((c.0, c.1)));
     let mut out = AutoChoice::default();
     let mut skipped = Vec::new();
     for (_, step, dir) in &candidates {

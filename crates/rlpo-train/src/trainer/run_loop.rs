@@ -115,7 +115,11 @@ impl Trainer {
             return Err(TrainError::Aborted(format!("the trainer stopped mid-step ({why}); resume from its checkpoint in a new trainer")));
         }
         let every = self.recipe.checkpoint.save_every;
-        let mut saved: Option<(u64, PathBuf)> = self.resumed_at.clone();
+        // A checkpoint of this run that holds the current state already (the one resumed);
+        // one resumed from elsewhere does not count: `--resume auto` would not find it here.
+        let root = checkpoint::checkpoints_dir(&self.run_dir).canonicalize().ok();
+        let mut saved: Option<(u64, PathBuf)> =
+            self.resumed_at.clone().filter(|(_, d)| d.parent().and_then(|p| p.canonicalize().ok()).is_some_and(|p| Some(p) == root));
         while self.state.step < self.recipe.trainer.total_steps {
             if self.stop.load(Ordering::SeqCst) {
                 break;
@@ -124,7 +128,7 @@ impl Trainer {
             let result = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
                 self.step()?;
                 test_fault(self.state.step, "after")?;
-                if every > 0 && self.state.step % every == 0 {
+                if every > 0 && self.state.step.is_multiple_of(every) {
                     self.finish_prefetch()?;
                     saved = Some((self.state.step, checkpoint::save(self)?));
                 }
