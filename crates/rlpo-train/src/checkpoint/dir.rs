@@ -94,18 +94,23 @@ fn manifest_digest(dir: &Path) -> Option<Vec<u8>> {
     std::fs::read(dir.join("manifest.json")).ok().map(|b| Sha256::digest(&b).to_vec())
 }
 
+/// One key per directory however it was named (relative, absolute, via `..`).
+fn key(dir: &Path) -> PathBuf {
+    dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf())
+}
+
 impl Verified {
     /// Record `dir` as verified (just written or just verified).
     pub fn record(&mut self, dir: &Path) {
         if let Some(d) = manifest_digest(dir) {
-            self.0.insert(dir.to_path_buf(), d);
+            self.0.insert(key(dir), d);
         }
     }
 
     /// Whether `dir` verifies: from the record, else by hashing it once.
     pub fn check(&mut self, dir: &Path) -> std::result::Result<(), String> {
         let digest = manifest_digest(dir);
-        if digest.is_some() && self.0.get(dir) == digest.as_ref() {
+        if digest.is_some() && self.0.get(&key(dir)) == digest.as_ref() {
             return Ok(());
         }
         manifest::verify(dir).map_err(|e| e.to_string())?;
