@@ -175,7 +175,7 @@ pub enum OnExhausted {
 pub struct FilterGroupsConfig {
     /// Metric whose group std must be > 0. Default `acc`.
     pub metric: FilterMetric,
-    /// Cap on generation batches per step; ≤ 0 = unlimited. Default 10.
+    /// Cap on generation batches per step, >= 1 (every step must end). Default 10.
     pub max_num_gen_batches: i64,
     /// Behaviour at the cap. Default `error`.
     pub on_exhausted: OnExhausted,

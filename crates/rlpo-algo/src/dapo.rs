@@ -101,7 +101,8 @@ pub fn refill_action(
             discard_groups: kept_groups - target_groups,
         });
     }
-    let capped = cfg.max_num_gen_batches > 0 && gen_batches as i64 >= cfg.max_num_gen_batches;
+    // Validation makes the cap >= 1; `.max(1)` keeps an unvalidated 0 from meaning "unlimited".
+    let capped = gen_batches as i64 >= cfg.max_num_gen_batches.max(1);
     if !capped {
         return Ok(RefillAction::GenerateMore);
     }
@@ -188,11 +189,9 @@ mod tests {
             }
         );
         assert_eq!(refill_action(0, 3, 2, &cfg).unwrap(), RefillAction::Skip);
-        cfg.max_num_gen_batches = 0; // unlimited
-        assert_eq!(
-            refill_action(0, 3, 50, &cfg).unwrap(),
-            RefillAction::GenerateMore
-        );
+        // There is no "unlimited": an unvalidated 0 caps after the first batch.
+        cfg.max_num_gen_batches = 0;
+        assert_eq!(refill_action(0, 3, 1, &cfg).unwrap(), RefillAction::Skip);
     }
 
     #[test]

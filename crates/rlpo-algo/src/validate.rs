@@ -170,6 +170,13 @@ impl DapoConfig {
         }
         if let Some(f) = &self.filter_groups {
             at_least("algorithm.dapo.filter_groups.gen_batch_factor", f.gen_batch_factor, 1.0)?;
+            // Every step must end: an unlimited refill with constant rewards never would.
+            if f.max_num_gen_batches < 1 {
+                return Err(config_err(
+                    "algorithm.dapo.filter_groups.max_num_gen_batches",
+                    format!("must be >= 1, got {}", f.max_num_gen_batches),
+                ));
+            }
         }
         Ok(())
     }

@@ -55,7 +55,7 @@ fn full_recipe_parses() {
         penalty_factor = 1.0
         [algorithm.dapo.filter_groups]
         metric = "score"
-        max_num_gen_batches = 0
+        max_num_gen_batches = 3
         on_exhausted = "train_available"
 
         [algorithm.d3s]
@@ -169,6 +169,11 @@ fn bad_values_name_the_key() {
             "algorithm.dapo.overlong.cache_len must be < algorithm.dapo.overlong.max_len = 4096, got 4096",
         ),
         ("[algorithm]\nadv_eps = -1e-6", 8, "algorithm.adv_eps must be >= 0"),
+        (
+            "[algorithm.dapo.filter_groups]\nmax_num_gen_batches = 0",
+            8,
+            "algorithm.dapo.filter_groups.max_num_gen_batches must be >= 1, got 0",
+        ),
         ("[algorithm.hapo]\n[loss]\nbase = \"gspo\"", 8, "loss.base = \"gspo\" needs one advantage per sequence"),
     ];
     for (src, g, want) in cases {

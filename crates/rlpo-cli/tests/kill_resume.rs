@@ -1,7 +1,7 @@
 //! SIGKILL while a checkpoint is being published: `rlpo train` (tiny recipe, a checkpoint every
 //! step) pauses through the test hook after writing step 2's checkpoint completely under its
 //! temporary name and before the rename; the test kills it (SIGKILL). `rlpo train --resume auto`
-//! then warns about the partial directory, resumes from step 1 (the last published checkpoint)
+//! then removes the partial directory (saying so), resumes from step 1 (the last published checkpoint)
 //! and finishes — with step 2 recomputed bit-identically to the killed attempt's step 2.
 //! (One flipped byte in a published checkpoint: crates/rlpo-train/tests/resume.rs.)
 
@@ -36,7 +36,7 @@ fn sigkill_mid_publish_resumes_from_the_last_complete_checkpoint() {
 
     let out = run_ok(rlpo().args(["train".as_ref(), recipe.as_os_str(), "--resume".as_ref(), "auto".as_ref()]));
     let err = text(&out.stderr);
-    assert!(err.contains("skipping partial checkpoint") && err.contains(".step-000002.tmp"), "{err}");
+    assert!(err.contains("removed partial checkpoint") && err.contains(".step-000002.tmp"), "{err}");
     assert!(err.contains(&format!("resumed from {} (step 1)", run.join("checkpoints/step-000001").display())), "{err}");
     assert!(err.contains("dropped 1 line(s)"), "{err}");
     // The resumed run logged steps 2..4 once each after the kept step 1.

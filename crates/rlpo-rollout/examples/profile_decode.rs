@@ -39,11 +39,11 @@ fn main() {
     println!("decoder built in {:.0} ms", 1e3 * t_build.elapsed().as_secs_f64());
     tch::no_grad(|| {
         for round in 0..2 {
-            let (_, mut cache) = dec.prefill(&ids, &mask, (width + steps + 1) as i64);
+            let (_, mut cache) = dec.prefill(&ids, &mask, (width + steps + 1) as i64).unwrap();
             let next: Vec<i64> = (0..batch as i64).map(|i| 100 + i).collect();
             let t = Instant::now();
             for _ in 0..steps {
-                let _ = dec.step(&next, &mut cache);
+                let _ = dec.step(&next, &mut cache).unwrap();
             }
             if round == 1 {
                 println!("{:?} batch {batch}: {:.2} ms/step", kind, 1e3 * t.elapsed().as_secs_f64() / steps as f64);

@@ -299,10 +299,13 @@ impl HostWeights {
         if total > cap {
             return Err(Error::Input(format!("KV cache overflow: {total} > capacity {cap}")));
         }
+        if b != cache.batch {
+            return Err(Error::Input(format!("decode step with {b} token ids for a KV cache of {} rows", cache.batch)));
+        }
         // Embeddings come from the model's tensor (one small op per step).
         let embed = model.var_store().variables().get("model.embed_tokens.weight").map(Tensor::shallow_clone);
         let embed = embed.ok_or_else(|| Error::Input("model has no tensor model.embed_tokens.weight".into()))?;
-        let emb = tch::no_grad(|| embed.index_select(0, &Tensor::from_slice(ids)));
+        let emb = tch::no_grad(|| embed.f_index_select(0, &Tensor::from_slice(ids)))?;
         let x = host(&emb)?;
         let max_pos = cache.next_pos.iter().copied().max().unwrap_or(0).max(0) as usize;
         let mut rope = self.rope_table.borrow_mut();
@@ -461,17 +464,19 @@ impl RolloutModel for BoundCpuDecoder<'_> {
     fn device(&self) -> Device {
         Device::Cpu
     }
-    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> (Logits, DecodeCache) {
-        let (logits, cache) = torch_prefill(self.model, ids, mask, capacity);
+    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> Result<(Logits, DecodeCache)> {
+        let (logits, cache) = torch_prefill(self.model, ids, mask, capacity)?;
         let bf16 = matches!(self.model.kind(), Kind::BFloat16 | Kind::Half);
-        let host = HostCache::from_torch(&cache, bf16).expect("copying the prefill cache to the host");
-        (logits, DecodeCache::Host(host))
+        let host = HostCache::from_torch(&cache, bf16)?;
+        Ok((logits, DecodeCache::Host(host)))
     }
-    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits {
-        let DecodeCache::Host(c) = cache else { panic!("CpuDecoder was given a LibTorch KV cache") };
+    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Result<Logits> {
+        let DecodeCache::Host(c) = cache else {
+            return Err(Error::Input("the CPU decoder was given a LibTorch KV cache".into()));
+        };
         let rows = ids.len();
-        let data = self.host.step_host(self.model, ids, c).unwrap_or_else(|e| panic!("CPU decode step: {e}"));
-        Logits::Host { data, rows, vocab: self.host.dims.vocab }
+        let data = self.host.step_host(self.model, ids, c)?;
+        Ok(Logits::Host { data, rows, vocab: self.host.dims.vocab })
     }
     fn load_weights(&mut self, _weights: &[(String, Tensor)]) -> Result<()> {
         Err(Error::Input("a bound CPU decoder borrows its model: update the model, then HostWeights::repack".into()))
@@ -491,10 +496,10 @@ impl RolloutModel for CpuDecoder {
     fn device(&self) -> Device {
         Device::Cpu
     }
-    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> (Logits, DecodeCache) {
+    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> Result<(Logits, DecodeCache)> {
         self.host.bind(&self.model).prefill(ids, mask, capacity)
     }
-    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits {
+    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Result<Logits> {
         self.host.bind(&self.model).step(ids, cache)
     }
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()> {

@@ -149,7 +149,7 @@ impl Engine {
         let max_limit = rows.iter().map(|r| r.limit).max().unwrap_or(1);
         // The last sampled token is never fed back, hence `- 1`.
         let capacity = (width + max_limit - 1) as i64;
-        let (logits, mut cache) = model.prefill(&ids, &mask, capacity);
+        let (logits, mut cache) = model.prefill(&ids, &mask, capacity)?;
         stats.prefill_s += t0.elapsed().as_secs_f64();
 
         // First token of every row from its prompt's logits.
@@ -168,7 +168,7 @@ impl Engine {
         let mut batch: Vec<usize> = (0..rows.len()).filter(|&r| !rows[r].done).collect();
         if !batch.is_empty() {
             let idx: Vec<i64> = batch.iter().map(|&r| rows[r].prompt as i64).collect();
-            cache = cache.select_rows(&idx);
+            cache = cache.select_rows(&idx)?;
         }
         stats.prefill_s += t2.elapsed().as_secs_f64();
 
@@ -178,7 +178,7 @@ impl Engine {
         while !batch.is_empty() {
             let t = Instant::now();
             let feed: Vec<i64> = batch.iter().map(|&r| *rows[r].out.tokens.last().unwrap_or(&0)).collect();
-            let logits = model.step(&feed, &mut cache);
+            let logits = model.step(&feed, &mut cache)?;
             stats.decode_s += t.elapsed().as_secs_f64();
             stats.steps += 1;
             stats.row_steps += batch.len();
@@ -201,7 +201,7 @@ impl Engine {
             if p.compact_fraction < 1.0 && done_in_batch >= compact_at(batch.len()) {
                 let t = Instant::now();
                 let keep: Vec<i64> = (0..batch.len()).filter(|&j| !rows[batch[j]].done).map(|j| j as i64).collect();
-                cache = cache.select_rows(&keep);
+                cache = cache.select_rows(&keep)?;
                 batch = keep.iter().map(|&j| batch[j as usize]).collect();
                 done_in_batch = 0;
                 stats.compactions += 1;

@@ -21,6 +21,10 @@ pub enum Error {
     /// An error raised by LibTorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+    /// A model call failed inside LibTorch (reported by tch as a panic, caught at the call):
+    /// names the call (`prefill`, `decode step`) and carries LibTorch's message.
+    #[error("model call failed: {0}")]
+    Failed(String),
     /// A rollout worker returned an error or panicked while generating or updating weights.
     #[error("rollout worker {worker} failed: {message}")]
     Worker {

@@ -23,7 +23,7 @@
 //! layout is `rlpo_model::KvCache`'s, so the two paths interoperate.
 
 use crate::error::{Error, Result};
-use crate::model::{copy_weights, ids_tensor, torch_prefill, DecodeCache, Logits, RolloutModel};
+use crate::model::{copy_weights, guarded, ids_tensor, torch_prefill, DecodeCache, Logits, RolloutModel};
 use rlpo_model::rope::Rope;
 use rlpo_model::{CausalLm, KvCache};
 use std::collections::HashMap;
@@ -152,12 +152,15 @@ impl FastDecoder {
         x.rms_norm([x.size()[x.dim() - 1]], Some(w), self.eps)
     }
 
-    /// One decode step: `ids [B]` → logits `[B, V]`, appending one slot to `cache`.
-    pub fn step_impl(&self, ids: &Tensor, cache: &mut KvCache) -> Tensor {
+    /// One decode step: `ids [B]` → logits `[B, V]`, appending one slot to `cache`. A full
+    /// cache is an error; LibTorch errors inside panic (the trait impl catches them).
+    pub fn step_impl(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let b = ids.size()[0];
         let (h, kv, hd) = (self.heads, self.kv_heads, self.head_dim);
         let (start, total) = (cache.len, cache.len + 1);
-        assert!(total <= cache.capacity, "KV cache overflow: {total} > capacity {}", cache.capacity);
+        if total > cache.capacity {
+            return Err(Error::Input(format!("KV cache overflow: {total} > capacity {}", cache.capacity)));
+        }
         let kind = self.embed.kind();
         let akind = cache.keys[0].kind(); // attention dtype: fp32 after `prefill` widened the cache
         let _ = cache.valid.narrow(1, start, 1).fill_(1);
@@ -207,7 +210,7 @@ impl FastDecoder {
         }
         cache.len = total;
         cache.next_pos += 1;
-        self.rms(&x, &self.norm).linear::<&Tensor>(&self.lm_head, None)
+        Ok(self.rms(&x, &self.norm).linear::<&Tensor>(&self.lm_head, None))
     }
 }
 
@@ -221,20 +224,22 @@ impl RolloutModel for FastDecoder {
     fn device(&self) -> Device {
         self.model.device()
     }
-    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> (Logits, DecodeCache) {
-        let (logits, mut cache) = torch_prefill(&self.model, ids, mask, capacity);
+    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> Result<(Logits, DecodeCache)> {
+        let (logits, mut cache) = torch_prefill(&self.model, ids, mask, capacity)?;
         if cache.keys.first().is_some_and(|k| k.kind() != Kind::Float) {
-            tch::no_grad(|| {
+            tch::no_grad(|| -> Result<()> {
                 for t in cache.keys.iter_mut().chain(cache.values.iter_mut()) {
-                    *t = t.to_kind(Kind::Float);
+                    *t = t.f_to_kind(Kind::Float)?;
                 }
-            });
+                Ok(())
+            })?;
         }
-        (logits, DecodeCache::Torch(cache))
+        Ok((logits, DecodeCache::Torch(cache)))
     }
-    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits {
+    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Result<Logits> {
+        let cache = cache.torch()?;
         let ids = ids_tensor(ids, self.model.device());
-        Logits::Tensor(tch::no_grad(|| self.step_impl(&ids, cache.torch())))
+        guarded("decode step", || tch::no_grad(|| self.step_impl(&ids, cache)))?.map(Logits::Tensor)
     }
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()> {
         copy_weights(&self.model, weights)?;

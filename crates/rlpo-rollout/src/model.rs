@@ -6,6 +6,11 @@
 //! Shapes: `prefill(ids [B, T] left-padded, mask [B, T]) -> logits [B, V]` plus a cache of B rows,
 //! `step(ids [B]) -> logits [B, V]` appending one slot. A cache is a LibTorch [`KvCache`] or a
 //! [`HostCache`]; the engine only gathers its rows ([`DecodeCache::select_rows`]).
+//!
+//! Failures are `Result`s: LibTorch reports its errors (CUDA out of memory, a bad shape) by
+//! panicking inside tch's infallible ops, so the LibTorch paths run under [`guarded`], which
+//! turns such a panic into an [`Error::Model`]-style error naming the call; the trainer then
+//! saves the last completed step instead of dying with it.
 
 use crate::error::{Error, Result};
 use crate::host_cache::HostCache;
@@ -23,13 +28,14 @@ pub enum DecodeCache {
 }
 
 impl DecodeCache {
-    /// Keep (or repeat) rows `rows` of the batch (fan-out, compaction).
-    pub fn select_rows(&self, rows: &[i64]) -> DecodeCache {
+    /// Keep (or repeat) rows `rows` of the batch (fan-out, compaction). The fan-out copies the
+    /// prompt cache G times, the likeliest place for a GPU to run out of memory: an error.
+    pub fn select_rows(&self, rows: &[i64]) -> Result<DecodeCache> {
         match self {
-            DecodeCache::Torch(c) => {
+            DecodeCache::Torch(c) => guarded("KV cache row selection", || {
                 DecodeCache::Torch(c.select_rows(&Tensor::from_slice(rows).to_device(c.valid.device())))
-            }
-            DecodeCache::Host(c) => DecodeCache::Host(c.select_rows(rows)),
+            }),
+            DecodeCache::Host(c) => Ok(DecodeCache::Host(c.select_rows(rows))),
         }
     }
 
@@ -41,11 +47,11 @@ impl DecodeCache {
         }
     }
 
-    /// The LibTorch cache (panics on a host cache: a model was handed another model's cache).
-    pub fn torch(&mut self) -> &mut KvCache {
+    /// The LibTorch cache; an error on a host cache (a model was handed another model's cache).
+    pub fn torch(&mut self) -> Result<&mut KvCache> {
         match self {
-            DecodeCache::Torch(c) => c,
-            DecodeCache::Host(_) => panic!("a LibTorch decode path was given a host KV cache"),
+            DecodeCache::Torch(c) => Ok(c),
+            DecodeCache::Host(_) => Err(Error::Input("a LibTorch decode path was given a host KV cache".into())),
         }
     }
 }
@@ -86,9 +92,9 @@ pub trait RolloutModel {
     fn device(&self) -> Device;
     /// Run left-padded prompts `ids [B, T]` / `mask [B, T]` through a fresh cache of `capacity`
     /// slots; returns the next-token logits `[B, V]` and the cache.
-    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> (Logits, DecodeCache);
+    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> Result<(Logits, DecodeCache)>;
     /// One decode step for tokens `ids [B]`; next-token logits `[B, V]`.
-    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits;
+    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Result<Logits>;
     /// Copy new weights (HF names) into the model. Every name must exist with the same shape.
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()>;
     /// The weights were changed in place by someone else (the colocated learner): rebuild anything
@@ -116,11 +122,23 @@ pub fn copy_weights(model: &CausalLm, weights: &[(String, Tensor)]) -> Result<()
     })
 }
 
+/// Run `f`, turning a panic (how tch's infallible ops report LibTorch errors such as CUDA out
+/// of memory) into an error naming `what`. The default panic hook has already printed the
+/// panic with its location by then.
+pub fn guarded<T>(what: &str, f: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|p| {
+        let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned());
+        Error::Failed(format!("{what}: {}", msg.unwrap_or_else(|| "panicked (non-string payload)".into())))
+    })
+}
+
 /// `CausalLm::prefill` into a fresh LibTorch cache.
-pub fn torch_prefill(model: &CausalLm, ids: &Tensor, mask: &Tensor, capacity: i64) -> (Logits, KvCache) {
-    let mut cache = model.new_cache(ids.size()[0], capacity);
-    let logits = tch::no_grad(|| model.prefill(ids, mask, &mut cache));
-    (Logits::Tensor(logits), cache)
+pub fn torch_prefill(model: &CausalLm, ids: &Tensor, mask: &Tensor, capacity: i64) -> Result<(Logits, KvCache)> {
+    guarded("prefill", || {
+        let mut cache = model.new_cache(ids.size()[0], capacity);
+        let logits = tch::no_grad(|| model.prefill(ids, mask, &mut cache));
+        (Logits::Tensor(logits), cache)
+    })
 }
 
 /// Host ids `[B]` as an i64 tensor on `device`.
@@ -138,13 +156,16 @@ impl RolloutModel for CausalLm {
     fn device(&self) -> Device {
         CausalLm::device(self)
     }
-    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> (Logits, DecodeCache) {
-        let (logits, cache) = torch_prefill(self, ids, mask, capacity);
-        (logits, DecodeCache::Torch(cache))
+    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> Result<(Logits, DecodeCache)> {
+        let (logits, cache) = torch_prefill(self, ids, mask, capacity)?;
+        Ok((logits, DecodeCache::Torch(cache)))
     }
-    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits {
-        let ids = ids_tensor(ids, CausalLm::device(self));
-        Logits::Tensor(tch::no_grad(|| CausalLm::step(self, &ids, cache.torch())))
+    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Result<Logits> {
+        let cache = cache.torch()?;
+        guarded("decode step", || {
+            let ids = ids_tensor(ids, CausalLm::device(self));
+            Logits::Tensor(tch::no_grad(|| CausalLm::step(self, &ids, cache)))
+        })
     }
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()> {
         copy_weights(self, weights)
@@ -165,10 +186,10 @@ impl<M: RolloutModel> RolloutModel for Arc<Mutex<M>> {
     fn device(&self) -> Device {
         lock(self).device()
     }
-    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> (Logits, DecodeCache) {
+    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> Result<(Logits, DecodeCache)> {
         lock(self).prefill(ids, mask, capacity)
     }
-    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits {
+    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Result<Logits> {
         lock(self).step(ids, cache)
     }
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()> {
@@ -193,10 +214,10 @@ impl<M: RolloutModel + ?Sized> RolloutModel for Box<M> {
     fn device(&self) -> Device {
         (**self).device()
     }
-    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> (Logits, DecodeCache) {
+    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> Result<(Logits, DecodeCache)> {
         (**self).prefill(ids, mask, capacity)
     }
-    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits {
+    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Result<Logits> {
         (**self).step(ids, cache)
     }
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()> {

@@ -113,10 +113,10 @@ fn kv_cache_and_logits_stay_on_the_device() {
     let ids = Tensor::from_slice(&[5i64, 6, 7, 8]).view([1, 4]).to_device(dev);
     let mask = ids.ones_like();
     for (path, model) in [("CausalLm", &m as &dyn RolloutModel), ("FastDecoder", &fd as &dyn RolloutModel)] {
-        let (logits, mut cache) = model.prefill(&ids, &mask, 8);
+        let (logits, mut cache) = model.prefill(&ids, &mask, 8).unwrap();
         let logits = logits.into_tensor();
         assert_eq!(logits.device(), dev, "{path}: prefill logits");
-        let step = model.step(&[9], &mut cache).into_tensor();
+        let step = model.step(&[9], &mut cache).unwrap().into_tensor();
         assert_eq!((step.device(), step.size()), (dev, vec![1, m.config.vocab_size]), "{path}: step logits");
         assert_eq!(cache.torch().keys[0].device(), dev, "{path}: KV cache");
     }

@@ -18,18 +18,18 @@ fn check<M: RolloutModel>(dec: &M, model: &CausalLm, ids: &Tensor, mask: &Tensor
     let full_ids = Tensor::cat(&[ids, &cont], 1);
     let full_mask = Tensor::cat(&[mask, &cont.ones_like()], 1);
     let want = tch::no_grad(|| model.forward(&full_ids, &full_mask)).narrow(1, t, steps);
-    let (_, mut cache) = dec.prefill(ids, mask, t + steps);
+    let (_, mut cache) = dec.prefill(ids, mask, t + steps).unwrap();
     let mut rows: Vec<i64> = (0..b).collect();
     rows.insert(2, 1);
-    cache = cache.select_rows(&rows);
+    cache = cache.select_rows(&rows).unwrap();
     let mut worst = 0f64;
     for s in 0..steps {
         if s == steps / 2 {
-            cache = cache.select_rows(&(0..b + 1).filter(|&i| i != 2).collect::<Vec<_>>());
+            cache = cache.select_rows(&(0..b + 1).filter(|&i| i != 2).collect::<Vec<_>>()).unwrap();
             rows.remove(2);
         }
         let feed: Vec<i64> = rows.iter().map(|&r| cont.int64_value(&[r, s])).collect();
-        let got = dec.step(&feed, &mut cache).into_tensor().to_kind(Kind::Float);
+        let got = dec.step(&feed, &mut cache).unwrap().into_tensor().to_kind(Kind::Float);
         let want_s = want.select(1, s).index_select(0, &Tensor::from_slice(&rows));
         worst = worst.max((got - want_s).abs().max().double_value(&[]));
     }
@@ -98,11 +98,11 @@ fn bf16_closeness(dir: &std::path::Path) {
         .narrow(1, 7, steps)
         .log_softmax(-1, Kind::Float);
     let err = |dec: &dyn RolloutModel| {
-        let (_, mut cache) = dec.prefill(&ids, &mask, 7 + steps);
+        let (_, mut cache) = dec.prefill(&ids, &mask, 7 + steps).unwrap();
         let mut worst = 0f64;
         for s in 0..steps {
             let feed: Vec<i64> = (0..3).map(|r| cont.int64_value(&[r, s])).collect();
-            let got = dec.step(&feed, &mut cache).into_tensor().to_kind(Kind::Float).log_softmax(-1, Kind::Float);
+            let got = dec.step(&feed, &mut cache).unwrap().into_tensor().to_kind(Kind::Float).log_softmax(-1, Kind::Float);
             worst = worst.max((got - want.select(1, s)).abs().max().double_value(&[]));
         }
         worst

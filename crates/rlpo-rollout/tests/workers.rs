@@ -1,6 +1,8 @@
 //! Rollout workers: N = 2 workers return the same groups as one engine, weight updates are
 //! applied and tagged with their version (own copies and a shared colocated model), errors and
-//! panics in a job or an update come back as errors (never a hang), and shutdown joins.
+//! panics in a job or an update come back as errors (never a hang), and shutdown joins. Model
+//! failures (prefill, decode step, a cache of the wrong kind) are `Result`s through
+//! `Engine::generate`, on the caller's thread as well as on workers.
 
 mod common;
 use common::*;
@@ -90,8 +92,16 @@ fn shared_colocated_model_sees_in_place_updates() {
     });
 }
 
-/// Wraps a model and panics in prefill when the prompt contains token 7.
+/// Wraps a model: prefill panics when the prompt contains token 7 and returns an error when it
+/// contains token 8; the decode step returns an error from its `fail_step`-th call on.
 struct Faulty(CausalLm);
+
+/// Like [`Faulty`] without the prefill faults, failing its decode steps from call `fail_step`.
+struct FailingStep {
+    model: CausalLm,
+    fail_step: usize,
+    calls: std::sync::atomic::AtomicUsize,
+}
 impl RolloutModel for Faulty {
     fn vocab_size(&self) -> i64 {
         self.0.config.vocab_size
@@ -102,18 +112,83 @@ impl RolloutModel for Faulty {
     fn device(&self) -> Device {
         Device::Cpu
     }
-    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> (Logits, DecodeCache) {
+    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> rlpo_rollout::Result<(Logits, DecodeCache)> {
         if ids.eq(7).any().int64_value(&[]) != 0 {
             panic!("injected fault");
         }
+        if ids.eq(8).any().int64_value(&[]) != 0 {
+            return Err(Error::Failed("prefill: injected error".into()));
+        }
         RolloutModel::prefill(&self.0, ids, mask, capacity)
     }
-    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits {
+    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> rlpo_rollout::Result<Logits> {
         RolloutModel::step(&self.0, ids, cache)
     }
     fn load_weights(&mut self, w: &[(String, Tensor)]) -> rlpo_rollout::Result<()> {
         self.0.load_weights(w)
     }
+}
+
+impl RolloutModel for FailingStep {
+    fn vocab_size(&self) -> i64 {
+        self.model.config.vocab_size
+    }
+    fn max_positions(&self) -> i64 {
+        512
+    }
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+    fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> rlpo_rollout::Result<(Logits, DecodeCache)> {
+        RolloutModel::prefill(&self.model, ids, mask, capacity)
+    }
+    fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> rlpo_rollout::Result<Logits> {
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 >= self.fail_step {
+            return Err(Error::Failed("decode step: injected error".into()));
+        }
+        RolloutModel::step(&self.model, ids, cache)
+    }
+    fn load_weights(&mut self, w: &[(String, Tensor)]) -> rlpo_rollout::Result<()> {
+        self.model.load_weights(w)
+    }
+}
+
+/// On the caller's thread (the colocated trainer's case): a prefill error, a decode-step error
+/// and a cache handed to the wrong decode path come back as `Err` from `Engine::generate`,
+/// and the same engine and model still generate afterwards.
+#[test]
+fn model_failures_are_errors_on_the_callers_thread() {
+    with_timeout(300, || {
+        let mut engine = Engine::new(vec![2]);
+        let ok = requests(376, 1).remove(0);
+        let mut bad = ok.clone();
+        bad.prompts = vec![vec![5, 8, 9]];
+        let faulty = Faulty(tiny("tiny-qwen2"));
+        let e = engine.generate(&faulty, &bad).unwrap_err();
+        assert!(e.to_string().contains("prefill: injected error"), "{e}");
+        assert_eq!(engine.generate(&faulty, &ok).unwrap().groups.len(), 1);
+
+        let failing = FailingStep { model: tiny("tiny-qwen2"), fail_step: 3, calls: Default::default() };
+        let e = engine.generate(&failing, &ok).unwrap_err();
+        assert!(e.to_string().contains("decode step: injected error"), "{e}");
+        assert_eq!(failing.calls.load(std::sync::atomic::Ordering::SeqCst), 3, "stopped at the failing step");
+
+        // A LibTorch cache given to the CPU decoder, a host cache given to a LibTorch path.
+        let cpu = CpuDecoder::new(tiny("tiny-qwen2")).unwrap();
+        let ids = Tensor::from_slice(&[5i64, 6, 7]).view([1, 3]);
+        let (_, mut torch_cache) = RolloutModel::prefill(&tiny("tiny-qwen2"), &ids, &ids.ones_like(), 8).unwrap();
+        let e = cpu.step(&[4], &mut torch_cache).unwrap_err();
+        assert!(e.to_string().contains("LibTorch KV cache"), "{e}");
+        let (_, mut host_cache) = cpu.prefill(&ids, &ids.ones_like(), 8).unwrap();
+        let e = RolloutModel::step(&tiny("tiny-qwen2"), &[4], &mut host_cache).unwrap_err();
+        assert!(e.to_string().contains("host KV cache"), "{e}");
+        // Wrong number of ids for the cache, and a token id outside the vocabulary.
+        let e = cpu.step(&[4, 4], &mut host_cache).unwrap_err();
+        assert!(e.to_string().contains("2 token ids for a KV cache of 1 rows"), "{e}");
+        let e = cpu.step(&[1_000_000], &mut host_cache).unwrap_err();
+        assert!(e.to_string().contains("index"), "{e}");
+        assert_eq!(engine.generate(&cpu, &ok).unwrap().groups.len(), 1);
+    });
 }
 
 #[test]
@@ -129,6 +204,10 @@ fn job_errors_and_panics_surface_and_the_pool_survives() {
         pool.submit(panicking).unwrap();
         let e = pool.recv().unwrap_err();
         assert!(matches!(e, Error::Worker { .. }) && e.to_string().contains("injected fault"), "{e}");
+        let mut erring = ok.clone();
+        erring.prompts = vec![vec![5, 8, 9]];
+        let e = pool.generate_all(vec![erring]).unwrap_err();
+        assert!(matches!(e, Error::Worker { .. }) && e.to_string().contains("prefill: injected error"), "{e}");
 
         let e = pool.generate_all(vec![invalid]).unwrap_err();
         assert!(e.to_string().contains("100000"), "{e}");

@@ -51,6 +51,13 @@ pub enum TrainError {
     /// Training cannot continue (too many non-finite updates in a row, refill cap hit, ...).
     #[error("{0}")]
     Aborted(String),
+    /// A stop request (Ctrl-C) cut the step in progress (a DAPO refill); `Trainer::run` saves
+    /// the last completed step and returns normally.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
+    /// A training step failed; what was saved and how to continue are in the failure.
+    #[error("{0}")]
+    StepFailed(Box<crate::trainer::StepFailure>),
 }
 
 /// `Result` with [`TrainError`].

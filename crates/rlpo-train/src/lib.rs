@@ -8,7 +8,7 @@
 //!   optimizer step, gradient clipping, AdamW with inspectable state;
 //! - [`metrics`]: TensorBoard event files, JSONL, console progress;
 //! - [`checkpoint`], [`export`], [`inspect`]: atomic verified checkpoints and resume, HF export,
-//!   checkpoint reports.
+//!   checkpoint reports; [`run_lock`]: one trainer per run directory.
 
 pub mod batch;
 pub mod check;
@@ -24,10 +24,11 @@ pub mod prompts;
 pub mod recipe;
 pub mod rmt;
 pub mod rollout_backend;
+pub mod run_lock;
 pub mod step_metrics;
 pub mod trainer;
 
 pub use error::{Result, TrainError};
 pub use learner::Learner;
 pub use recipe::Recipe;
-pub use trainer::Trainer;
+pub use trainer::{RunEnd, StepFailure, Trainer};

@@ -120,17 +120,22 @@ fn set_mismatch(m: &mut StepMetrics, mm: &rlpo_algo::MismatchStats) {
     }
 }
 
-/// Fill actor / optimizer metrics from the update.
+/// Fill actor / optimizer metrics from the update. With no optimizer step applied (all skipped:
+/// empty or non-finite), the loss, clip fraction, gradient norm, learning rate, KL and NTP loss
+/// are NaN — no value (`null` in JSONL, absent in TensorBoard) — not the report's zeros, which
+/// would read as a real update with zero loss and zero learning rate.
 pub fn fill_update(m: &mut StepMetrics, rep: &UpdateReport) {
-    m.set("actor/pg_loss", rep.pg_loss);
-    m.set("actor/clip_frac", rep.clip_frac);
-    m.set("actor/grad_norm", rep.grad_norm);
-    m.set("optim/lr", rep.lr);
+    let applied = |v: f64| if rep.applied > 0 { v } else { f64::NAN };
+    m.set("actor/pg_loss", applied(rep.pg_loss));
+    m.set("actor/clip_frac", applied(rep.clip_frac));
+    m.set("actor/grad_norm", applied(rep.grad_norm));
+    m.set("optim/lr", applied(rep.lr));
     m.set("optim/applied_steps", rep.applied as f64);
     m.set("optim/skipped_empty", rep.skipped_empty as f64);
     m.set("optim/skipped_nonfinite", rep.skipped_nonfinite as f64);
+    // KL and NTP loss are only reported by applied steps: absent when none was.
     if let Some(k) = rep.kl {
-        m.set("actor/kl", k);
+        m.set("actor/kl", applied(k));
     }
     if let Some(gap) = rep.logprob_gap {
         m.set("actor/rollout_logprob_gap", gap);
@@ -139,10 +144,50 @@ pub fn fill_update(m: &mut StepMetrics, rep: &UpdateReport) {
         m.set("actor/entropy", e);
     }
     if let Some(n) = rep.ntp_loss {
-        m.set("actor/ntp_loss", n);
+        m.set("actor/ntp_loss", applied(n));
     }
     // Old log-probs taken from the update's own forward: the learner measured the mismatch there.
     if let Some(mm) = &rep.mismatch {
         set_mismatch(m, mm);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{JsonlSink, MetricSink};
+
+    /// A step whose optimizer steps were all skipped logs no lr, grad norm or loss: NaN in the
+    /// metrics, `null` in metrics.jsonl (read back as JSON), while the skip counters are numbers.
+    #[test]
+    fn skipped_updates_log_no_value() {
+        let skipped = UpdateReport { skipped_nonfinite: 2, ..Default::default() };
+        let mut m = StepMetrics { step: 4, ..Default::default() };
+        fill_update(&mut m, &skipped);
+        for k in ["actor/pg_loss", "actor/clip_frac", "actor/grad_norm", "optim/lr"] {
+            assert!(m.get(k).unwrap().is_nan(), "{k} = {:?}", m.get(k));
+        }
+        assert_eq!(m.get("optim/skipped_nonfinite"), Some(2.0));
+        assert_eq!(m.get("optim/applied_steps"), Some(0.0));
+        assert_eq!(m.get("actor/kl"), None);
+
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("metrics.jsonl");
+        let mut sink = JsonlSink::open(&path).unwrap();
+        sink.record(&m).unwrap();
+        let applied = UpdateReport { applied: 1, lr: 1e-3, grad_norm: 0.5, pg_loss: -0.1, clip_frac: 0.0, ..Default::default() };
+        let mut m2 = StepMetrics { step: 5, ..Default::default() };
+        fill_update(&mut m2, &applied);
+        sink.record(&m2).unwrap();
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let (a, b) = (&lines[0]["metrics"], &lines[1]["metrics"]);
+        for k in ["actor/pg_loss", "actor/grad_norm", "optim/lr"] {
+            assert!(a[k].is_null(), "{k}: {}", a[k]);
+            assert!(b[k].is_number(), "{k}: {}", b[k]);
+        }
+        assert_eq!(b["optim/lr"].as_f64(), Some(1e-3));
+        // A zero clip fraction of an applied step stays a real 0.
+        assert_eq!(b["actor/clip_frac"].as_f64(), Some(0.0));
+        assert_eq!(a["optim/skipped_nonfinite"].as_f64(), Some(2.0));
     }
 }

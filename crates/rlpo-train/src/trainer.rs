@@ -30,6 +30,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use tch::{Kind, Tensor};
 
+mod run_loop;
+pub use run_loop::{RunEnd, StepFailure};
+
 /// Rollouts of one step after rewards and filtering, in row order (groups contiguous).
 #[derive(Debug)]
 pub struct ScoredRollouts {
@@ -66,6 +69,10 @@ pub struct Prefetched {
     /// Worker job id while it runs.
     #[serde(skip)]
     pub job: Option<u64>,
+    /// Where the data (and RMT's sampler) stood before its prompts were drawn: if the job
+    /// fails, a checkpoint of the step before it is written without it, continuing from here.
+    #[serde(skip)]
+    pub drawn_from: Option<Box<(rlpo_data::DataCursor, Option<rlpo_data::TierSamplerState>)>>,
 }
 
 /// The training loop and everything it owns.
@@ -94,6 +101,19 @@ pub struct Trainer {
     pub stop: Arc<AtomicBool>,
     /// Metrics of every finished step.
     pub history: Vec<StepMetrics>,
+    /// The processes this run's state descends from (recorded in checkpoints, see
+    /// [`checkpoint::lineage`]).
+    pub lineage: Vec<checkpoint::lineage::Segment>,
+    /// Checkpoints verified (or written) by this trainer, so each is hashed once.
+    pub(crate) verified: std::cell::RefCell<checkpoint::Verified>,
+    /// The non-tensor state of the last completed step, taken when a step starts: what an
+    /// emergency checkpoint saves when the step fails (see `run_loop`).
+    pub(crate) step_start: Option<checkpoint::TrainerState>,
+    /// Set when a step failed or was cut: the in-memory state is then mid-step and no longer
+    /// trainable (resume from the checkpoint instead).
+    pub(crate) broken: Option<String>,
+    /// The step of the checkpoint this trainer was resumed from.
+    pub(crate) resumed_at: Option<(u64, PathBuf)>,
 }
 
 impl Trainer {
@@ -156,6 +176,11 @@ impl Trainer {
             version: 0,
             stop: Arc::new(AtomicBool::new(false)),
             history: Vec::new(),
+            lineage: vec![checkpoint::lineage::Segment::start(0)],
+            verified: Default::default(),
+            step_start: None,
+            broken: None,
+            resumed_at: None,
         })
     }
 
@@ -223,6 +248,14 @@ impl Trainer {
                     (None, Some(id)) => self.backend.wait(id)?,
                     (None, None) => return Err(TrainError::Aborted("internal: prefetched rollout without a job".into())),
                 };
+                // The last completed step's state holds this rollout finished from now on, so
+                // an emergency checkpoint of that step can be written if this step fails.
+                if let Some(sp) = self.step_start.as_mut().and_then(|s| s.prefetched.as_mut()) {
+                    if sp.batch.is_none() {
+                        sp.batch = Some(batch.clone());
+                        sp.job = None;
+                    }
+                }
                 Ok((p.prompts, batch))
             }
             Some(p) => Err(TrainError::Aborted(format!(
@@ -246,10 +279,11 @@ impl Trainer {
             return Ok(());
         }
         self.backend.sync(&self.learner.model, self.version)?;
+        let drawn_from = Some(Box::new((self.data_cursor(), self.rmt.as_ref().and_then(|r| r.sampler_state()))));
         let prompts = self.next_prompts(self.gen_batch_prompts(), next)?;
         let req = self.request(&prompts, next, 0);
         let job = self.backend.submit(req)?;
-        self.prefetched = Some(Prefetched { step: next, prompts, batch: None, job: Some(job) });
+        self.prefetched = Some(Prefetched { step: next, prompts, batch: None, job: Some(job), drawn_from });
         Ok(())
     }
 
@@ -305,6 +339,9 @@ impl Trainer {
         let mut dropped = 0;
         loop {
             let t0 = Instant::now();
+            if gen_batches == 0 {
+                run_loop::test_fault(self.state.step + 1, "rollout")?;
+            }
             let (prompts, out) = if gen_batches == 0 {
                 self.first_rollout(gen_b)?
             } else {
@@ -369,7 +406,23 @@ impl Trainer {
             acc_rollouts = Some(merged);
             let Some(f) = &filter else { break };
             match rlpo_algo::dapo::refill_action(have, b, gen_batches, f)? {
-                rlpo_algo::dapo::RefillAction::GenerateMore => continue,
+                rlpo_algo::dapo::RefillAction::GenerateMore => {
+                    let step = self.state.step + 1;
+                    if gen_batches % 10 == 0 {
+                        eprintln!(
+                            "step {step}: DAPO refill: {have} of {b} groups kept after {gen_batches} generation batches (max_num_gen_batches = {})",
+                            f.max_num_gen_batches
+                        );
+                    }
+                    // A stop request must end a refill that could run for a long time (constant
+                    // rewards): cut the step; the run saves the last completed one.
+                    if self.stop.load(Ordering::SeqCst) {
+                        return Err(TrainError::Interrupted(format!(
+                            "step {step} cut during its DAPO refill after {gen_batches} generation batch(es) ({have} of {b} groups kept)"
+                        )));
+                    }
+                    continue;
+                }
                 rlpo_algo::dapo::RefillAction::Train { keep_groups, .. } => {
                     let a = acc_rollouts.as_mut().expect("set above");
                     a.truncate_groups(keep_groups, g);
@@ -386,6 +439,9 @@ impl Trainer {
 
     /// One training step; returns its metrics (also sent to the sinks).
     pub fn step(&mut self) -> Result<StepMetrics> {
+        if let Some(why) = &self.broken {
+            return Err(TrainError::Aborted(format!("the trainer stopped mid-step ({why}); resume from its checkpoint in a new trainer")));
+        }
         let t_step = Instant::now();
         let r = self.recipe.clone();
         let g = r.rollout.group_size as i64;
@@ -469,6 +525,7 @@ impl Trainer {
             m.set("rmt/ntp_tokens", rollouts.prompts.ntp.iter().flatten().map(|q| q.tokens()).sum());
         }
         let report = self.learner.update(&inputs, total_opt_steps)?;
+        run_loop::test_fault(self.state.step + 1, "update")?;
         m.set("timing/update_s", t0.elapsed().as_secs_f64());
         if self.rmt.is_some() {
             m.set("rmt/ntp_tokens_trained", report.ntp_tokens);
@@ -501,49 +558,35 @@ impl Trainer {
             }
         }
         m.set("train/policy_version", self.version as f64);
+        // The step is complete: history first, so a failing sink still leaves its metrics for
+        // the checkpoint.
+        self.history.push(m.clone());
         for s in &mut self.sinks {
             s.record(m)?;
         }
-        self.history.push(m.clone());
         Ok(())
-    }
-
-    /// Run until `trainer.total_steps` or a stop request. Saves a checkpoint every
-    /// `checkpoint.save_every` steps, at the end and when stopped, and the final model when
-    /// configured. Returns whether the run reached its last step.
-    pub fn run(&mut self) -> Result<bool> {
-        let every = self.recipe.checkpoint.save_every;
-        let mut saved_at = None;
-        while self.state.step < self.recipe.trainer.total_steps {
-            if self.stop.load(Ordering::SeqCst) {
-                break;
-            }
-            self.step()?;
-            if every > 0 && self.state.step % every == 0 {
-                self.finish_prefetch()?;
-                checkpoint::save(self)?;
-                saved_at = Some(self.state.step);
-            }
-        }
-        if saved_at != Some(self.state.step) && self.state.step > 0 {
-            self.finish_prefetch()?;
-            checkpoint::save(self)?;
-        }
-        for s in &mut self.sinks {
-            s.finish()?;
-        }
-        let done = self.state.step >= self.recipe.trainer.total_steps;
-        if done && self.recipe.checkpoint.save_final {
-            let out = self.run_dir.join("final");
-            self.learner.model.save(&out, None)?;
-        }
-        Ok(done)
     }
 
     /// Resume from a checkpoint directory (verified; the recipe must match, see
     /// [`checkpoint::load`]).
     pub fn resume_from(&mut self, dir: &std::path::Path) -> Result<()> {
-        checkpoint::load(self, dir)
+        checkpoint::load(self, dir)?;
+        self.resumed_at = Some((self.state.step, dir.to_path_buf()));
+        Ok(())
+    }
+
+    /// `--resume auto`: resume from the checkpoint [`checkpoint::select_auto`] picks (each file
+    /// hashed once), saying on stderr which checkpoints it skipped and why. `Ok(None)`: nothing
+    /// verified to resume from.
+    pub fn resume_auto(&mut self) -> Result<Option<PathBuf>> {
+        let choice = checkpoint::select_auto(&checkpoint::checkpoints_dir(&self.run_dir));
+        for n in &choice.notes {
+            eprintln!("{n}");
+        }
+        let Some(dir) = choice.chosen else { return Ok(None) };
+        checkpoint::load_verified(self, &dir)?;
+        self.resumed_at = Some((self.state.step, dir.clone()));
+        Ok(Some(dir))
     }
 
     /// The reward counters so far.

@@ -235,3 +235,60 @@ fn corrupted_checkpoint_is_skipped_and_changed_recipe_refused() {
     ok.resume_from(&good).unwrap();
     assert_eq!(ok.state.step, 1);
 }
+
+/// A resume with another `trainer.total_steps` moves every length-dependent schedule (cosine
+/// learning rate, D³S progress) to the new length together: the resumed step has the values a
+/// run planned for the new length has at that step (and the closed forms say so), not the old
+/// plan's.
+#[test]
+fn changed_total_steps_moves_every_schedule_to_the_new_length() {
+    let d3s = "[algorithm.d3s]\nsamples_init = 1\nsamples_final = 4\n";
+    let sets = |total: u64| vec!["optim.schedule=\"cosine\"".to_string(), "optim.min_lr_ratio=0.1".into(), format!("trainer.total_steps={total}")];
+    let tmp = tempfile::tempdir().unwrap();
+    let mut long = Trainer::new(recipe_with(tmp.path(), "len", d3s, &sets(6))).unwrap();
+    long.step().unwrap();
+    long.step().unwrap();
+    let ckpt = checkpoint::save(&long).unwrap();
+    let mut short = Trainer::new(recipe_with(tmp.path(), "len", d3s, &sets(3))).unwrap();
+    short.resume_from(&ckpt).unwrap();
+    assert_eq!((short.state.step, short.state.total_steps), (2, 3));
+    let resumed = short.step().unwrap();
+    let mut fresh = Trainer::new(recipe_with(tmp.path(), "fresh", d3s, &sets(3))).unwrap();
+    for _ in 0..3 {
+        fresh.step().unwrap();
+    }
+    long.step().unwrap();
+    let (planned3, planned6) = (&fresh.history[2], &long.history[2]);
+    for k in ["optim/lr", "select/d3s_samples_per_group"] {
+        assert_eq!(resumed.get(k), planned3.get(k), "{k}: resumed vs a run planned for 3 steps");
+        assert_ne!(resumed.get(k), planned6.get(k), "{k}: still on the 6-step plan");
+    }
+    // Closed forms at the third step (2 of 3 done): cosine t = 2/3, N_s = round(1/3·1 + 2/3·4).
+    let lr = 1e-3 * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * 2.0 / 3.0).cos()));
+    assert!((resumed.get("optim/lr").unwrap() - lr).abs() < 1e-12, "{:?} vs {lr}", resumed.get("optim/lr"));
+    assert_eq!(resumed.get("select/d3s_samples_per_group"), Some(3.0));
+}
+
+/// `--resume auto` hashes each file of the checkpoint it resumes once (selection and load share
+/// one verification), and the next save's pruning does not hash it again.
+#[test]
+fn a_resume_hashes_each_file_once() {
+    use rlpo_train::checkpoint::manifest::files_hashed_on_this_thread;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut t = Trainer::new(recipe(tmp.path(), "once", "")).unwrap();
+    t.step().unwrap();
+    let ckpt = checkpoint::save(&t).unwrap();
+    drop(t);
+    let files = checkpoint::read_manifest(&ckpt).unwrap().files.len() as u64;
+    assert!(files >= 5);
+    let mut back = Trainer::new(recipe(tmp.path(), "once", "")).unwrap();
+    let before = files_hashed_on_this_thread();
+    assert_eq!(back.resume_auto().unwrap(), Some(ckpt.clone()));
+    assert_eq!(files_hashed_on_this_thread() - before, files, "files hashed by the resume");
+    back.step().unwrap();
+    let before = files_hashed_on_this_thread();
+    let second = checkpoint::save(&back).unwrap();
+    assert_eq!(files_hashed_on_this_thread() - before, files, "the save hashes its own files only");
+    assert_eq!(checkpoint::list(&checkpoint::checkpoints_dir(&back.run_dir)).len(), 2);
+    checkpoint::verify(&second).unwrap();
+}

@@ -111,3 +111,43 @@ fn tensorboard_reads_scalars_histograms_and_text() {
         }
     }
 }
+
+/// A step whose optimizer updates were all skipped logs its lr, grad norm and losses as NaN
+/// (`step_metrics::fill_update`): TensorBoard's own reader finds no point at that step for those
+/// tags (not a 0), while the step's other scalars are there; metrics.jsonl has `null`.
+#[test]
+fn skipped_update_values_are_absent_in_tensorboard_and_null_in_jsonl() {
+    use rlpo_train::learner::UpdateReport;
+    use rlpo_train::metrics::{JsonlSink, MetricSink, StepMetrics, TensorBoardSink};
+    let py = python();
+    assert!(py.exists(), "{} missing: run scripts/setup.sh", py.display());
+    let dir = tempfile::tempdir().unwrap();
+    let mut tb_sink = TensorBoardSink::create(&dir.path().join("tb")).unwrap();
+    let mut jsonl = JsonlSink::open(&dir.path().join("metrics.jsonl")).unwrap();
+    let reports = [
+        UpdateReport { applied: 1, lr: 1e-3, grad_norm: 0.5, pg_loss: -0.25, clip_frac: 0.125, ..Default::default() },
+        UpdateReport { skipped_nonfinite: 1, ..Default::default() },
+    ];
+    for (i, rep) in reports.iter().enumerate() {
+        let mut m = StepMetrics { step: i as u64 + 1, ..Default::default() };
+        m.set("reward/mean", 0.5);
+        rlpo_train::step_metrics::fill_update(&mut m, rep);
+        tb_sink.record(&m).unwrap();
+        jsonl.record(&m).unwrap();
+    }
+    tb_sink.finish().unwrap();
+    let out = Command::new(&py).arg("-c").arg(READER).arg(dir.path().join("tb")).output().unwrap();
+    assert!(out.status.success(), "tensorboard reader failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let tb: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps = |tag: &str| -> Vec<u64> { tb["scalars"][tag].as_array().unwrap().iter().map(|p| p[0].as_u64().unwrap()).collect() };
+    for tag in ["optim/lr", "actor/grad_norm", "actor/pg_loss", "actor/clip_frac"] {
+        assert_eq!(steps(tag), [1], "{tag}: a value at the skipped step 2");
+    }
+    assert_eq!(tb["scalars"]["optim/lr"][0][1].as_f64(), Some(1e-3f32 as f64));
+    assert_eq!(steps("reward/mean"), [1, 2]);
+    assert_eq!(steps("optim/skipped_nonfinite"), [1, 2]);
+    let lines: Vec<Value> =
+        std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines[1]["metrics"]["optim/lr"].is_null() && lines[1]["metrics"]["actor/grad_norm"].is_null());
+    assert_eq!(lines[0]["metrics"]["optim/lr"].as_f64(), Some(1e-3));
+}

@@ -105,12 +105,12 @@ fn logits(a: LogitsArgs) -> Result<()> {
             other => bail!("--decoder must be plain or fast, got {other}"),
         };
         let steps = tch::no_grad(|| {
-            let (first, mut cache) = decoder.prefill(&ids.narrow(1, 0, p), &mask.narrow(1, 0, p), t);
+            let (first, mut cache) = decoder.prefill(&ids.narrow(1, 0, p), &mask.narrow(1, 0, p), t)?;
             let mut rows = vec![first.into_tensor().to_kind(Kind::Float).to_device(Device::Cpu)];
             let host: Vec<i64> = Vec::try_from(ids.to_device(Device::Cpu).flatten(0, -1))?;
             for col in p..t {
                 let feed: Vec<i64> = (0..ids.size()[0]).map(|r| host[(r * t + col) as usize]).collect();
-                rows.push(decoder.step(&feed, &mut cache).into_tensor().to_kind(Kind::Float).to_device(Device::Cpu));
+                rows.push(decoder.step(&feed, &mut cache)?.into_tensor().to_kind(Kind::Float).to_device(Device::Cpu));
             }
             Ok::<_, anyhow::Error>(Tensor::stack(&rows, 1))
         })?;

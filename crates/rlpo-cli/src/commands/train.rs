@@ -1,10 +1,14 @@
 //! `rlpo train [RECIPE] [--set section.key=value ...]`: run a recipe (the embedded CPU quickstart
-//! when none is given). The first Ctrl-C (SIGINT/SIGTERM) stops after the current step, saves a
+//! when none is given). The run directory is locked (a second trainer on it is refused naming
+//! the holder's pid) and leftovers of interrupted checkpoint writes are cleaned first. The first
+//! Ctrl-C (SIGINT/SIGTERM) stops after the current step (or cuts a DAPO refill), saves a
 //! checkpoint and prints how to resume (exit 0); a second one exits at once (code 130), leaving
-//! the last complete checkpoint as it was.
+//! the last complete checkpoint as it was. A failed step saves the last completed step and
+//! exits 1 naming the cause, with the resume command.
 
 use anyhow::Result;
-use rlpo_train::{checkpoint, Recipe, Trainer};
+use rlpo_train::run_lock::RunLock;
+use rlpo_train::{checkpoint, Recipe, RunEnd, TrainError, Trainer};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
@@ -28,19 +32,30 @@ pub fn run(args: Args) -> Result<()> {
     let name = args.recipe.as_ref().map_or("embedded quickstart".to_string(), |p| p.display().to_string());
     eprintln!("rlpo train: {name} -> {}", recipe.run_dir().display());
     let run_dir = recipe.run_dir();
-    let mut trainer = Trainer::new(recipe)?;
-    let existing = checkpoint::list(&checkpoint::checkpoints_dir(&run_dir));
-    match args.resume.as_str() {
-        "never" => anyhow::ensure!(
-            existing.is_empty(),
+    let ckpt_root = checkpoint::checkpoints_dir(&run_dir);
+    if args.resume == "never" {
+        anyhow::ensure!(
+            checkpoint::list(&ckpt_root).is_empty(),
             "{} already has checkpoints; use --resume auto to continue it, or choose another run.name",
             run_dir.display()
-        ),
+        );
+    }
+    // One trainer per run directory; held until this function returns.
+    let (_lock, stale) = RunLock::acquire(&run_dir)?;
+    if let Some(note) = stale {
+        eprintln!("note: {note}");
+    }
+    // Under the lock, leftovers of interrupted checkpoint writes are nobody's live work.
+    for msg in checkpoint::clean_leftovers(&ckpt_root)? {
+        eprintln!("note: {msg}");
+    }
+    let mut trainer = Trainer::new(recipe)?;
+    match args.resume.as_str() {
+        "never" => {}
         "auto" => {
-            if let Some(dir) = checkpoint::newest_verified(&run_dir) {
-                trainer.resume_from(&dir)?;
+            if let Some(dir) = trainer.resume_auto()? {
                 resumed(&trainer, &dir)?;
-            } else if !existing.is_empty() {
+            } else if !checkpoint::list(&ckpt_root).is_empty() {
                 anyhow::bail!("{} has checkpoints but none verifies; use --resume PATH or --resume never with a new run.name", run_dir.display());
             }
         }
@@ -67,16 +82,32 @@ pub fn run(args: Args) -> Result<()> {
         }
         eprintln!("interrupt: finishing the current step (press Ctrl-C again to exit at once)");
     })?;
-    let done = trainer.run()?;
-    if !done {
-        let saved = checkpoint::list(&checkpoint::checkpoints_dir(&run_dir)).into_iter().next().map(|(_, d)| d.display().to_string());
-        eprintln!(
-            "stopped at step {} of {}; checkpoint saved: {}\nresume with: {} (--resume auto is the default)",
-            trainer.state.step,
-            trainer.recipe.trainer.total_steps,
-            saved.as_deref().unwrap_or("(none)"),
-            resume_command(&args)
-        );
+    match trainer.run() {
+        Ok(RunEnd::Completed) => {}
+        Ok(RunEnd::Stopped { checkpoint, cut }) => {
+            if let Some(cut) = cut {
+                eprintln!("interrupt: {cut}; the step is redone on resume");
+            }
+            eprintln!(
+                "stopped at step {} of {}; checkpoint saved: {}\nresume with: {} (--resume auto is the default)",
+                trainer.state.step,
+                trainer.recipe.trainer.total_steps,
+                checkpoint.as_deref().map_or("(none: no step completed)".into(), |d| d.display().to_string()),
+                resume_command(&args)
+            );
+        }
+        Err(TrainError::StepFailed(f)) => {
+            let mut lines = vec![f.to_string()];
+            lines.extend(f.notes.iter().map(|n| format!("note: {n}")));
+            lines.push(match &f.checkpoint {
+                Some((step, dir)) if f.emergency => format!("checkpoint of the last completed step saved: {} (step {step})", dir.display()),
+                Some((step, dir)) => format!("the last checkpoint is {} (step {step})", dir.display()),
+                None => "no checkpoint: the run has not completed a step that could be saved".into(),
+            });
+            lines.push(format!("resume with: {}", resume_command(&args)));
+            anyhow::bail!("{}", lines.join("\n"));
+        }
+        Err(e) => return Err(e.into()),
     }
     let last: Vec<f64> = trainer.history.iter().rev().take(5).filter_map(|m| m.get("reward/mean")).collect();
     if !last.is_empty() {

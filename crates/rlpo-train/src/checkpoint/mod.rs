@@ -5,18 +5,29 @@
 //! - `optimizer.safetensors` — AdamW moments (`exp_avg/<name>`, `exp_avg_sq/<name>`) and fp32
 //!   master weights (`master/<name>`);
 //! - `trainer_state.json` — step, weight version, algorithm state (D³S progress, HAPO statistics),
-//!   data cursor, reward counters, non-finite streak;
+//!   data cursor, reward counters, non-finite streak, lineage ([`lineage`]);
 //! - `recipe.resolved.toml` — the recipe it was trained with;
-//! - `manifest.json` — size and sha256 of every other file.
+//! - `manifest.json` — step, size and sha256 of every other file ([`manifest`]).
 //!
-//! It is written under a temporary name, every file fsynced, then renamed: a crash mid-write leaves
-//! only a `.tmp` directory, never a partial `step-*`. Resume verifies the manifest and skips (with a
-//! warning naming it) any checkpoint that fails.
+//! It is written under a temporary name; every file, `model/` and the temporary directory are
+//! fsynced, then it is renamed and the parent fsynced: a crash leaves only a `.tmp` directory,
+//! never a partial `step-*`. Resume verifies the manifest ([`verify`]: complete file list, step,
+//! sizes, streamed sha256) once per file and skips, with a warning naming it and the reason, any
+//! checkpoint that fails. [`dir`] owns the directory: leftovers, pruning, the `--resume auto`
+//! choice.
+
+pub mod dir;
+pub mod lineage;
+pub mod manifest;
+pub mod recipe_diff;
+
+pub use dir::{clean_leftovers, list, partial, select_auto, AutoChoice, Verified};
+pub use manifest::{read_manifest, verify, Manifest, ManifestEntry};
+pub use recipe_diff::{recipe_differences, SAFE_TO_CHANGE};
 
 use crate::error::{io, Result, TrainError};
 use crate::trainer::Trainer;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
@@ -52,33 +63,9 @@ pub struct TrainerState {
     /// RMT's curriculum sampler over difficulty tiers (RL datasets with difficulties).
     #[serde(default)]
     pub rmt_sampler: Option<rlpo_data::TierSamplerState>,
-}
-
-/// One file of a checkpoint as recorded in `manifest.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ManifestEntry {
-    /// Path relative to the checkpoint directory.
-    pub path: String,
-    /// Size in bytes.
-    pub size: u64,
-    /// Lower-case hex sha256.
-    pub sha256: String,
-}
-
-/// `manifest.json`: every file of a checkpoint except itself.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Manifest {
-    /// The checkpoint's step.
-    pub step: u64,
-    /// Files, sorted by path.
-    pub files: Vec<ManifestEntry>,
-}
-
-/// Read and parse `<dir>/manifest.json`.
-pub fn read_manifest(dir: &Path) -> Result<Manifest> {
-    let mpath = dir.join("manifest.json");
-    let text = std::fs::read_to_string(&mpath).map_err(|e| io(&mpath, e))?;
-    serde_json::from_str(&text).map_err(|e| TrainError::Aborted(format!("{}: unreadable manifest: {e}", mpath.display())))
+    /// The processes this state descends from ([`lineage`]); empty in older checkpoints.
+    #[serde(default)]
+    pub lineage: Vec<lineage::Segment>,
 }
 
 /// Read and parse `<dir>/trainer_state.json`.
@@ -93,33 +80,56 @@ pub fn checkpoints_dir(run_dir: &Path) -> PathBuf {
     run_dir.join("checkpoints")
 }
 
-fn sha256_file(path: &Path) -> Result<(u64, String)> {
-    let bytes = std::fs::read(path).map_err(|e| io(path, e))?;
-    let digest = Sha256::digest(&bytes);
-    Ok((bytes.len() as u64, digest.iter().map(|b| format!("{b:02x}")).collect()))
-}
-
-fn files_under(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for entry in std::fs::read_dir(dir).map_err(|e| io(dir, e))? {
-        let p = entry.map_err(|e| io(dir, e))?.path();
-        if p.is_dir() {
-            files_under(&p, base, out)?;
-        } else {
-            out.push(p.strip_prefix(base).unwrap_or(&p).to_path_buf());
-        }
-    }
-    Ok(())
-}
-
 fn fsync(path: &Path) -> Result<()> {
     std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| io(path, e))
 }
 
+/// The trainer's state as it is now (a running prefetch is recorded unfinished: [`save_state`]
+/// refuses it).
+pub fn state_of(t: &Trainer) -> TrainerState {
+    let m = t.rewards_metrics();
+    TrainerState {
+        format: 1,
+        step: t.state.step,
+        version: t.version,
+        algo: t.state,
+        data_cursor: t.data_cursor(),
+        optimizer_step: t.learner.opt.step,
+        nonfinite_in_a_row: t.learner.nonfinite_in_a_row,
+        reward_counters: [m.samples, m.errors, m.timeouts, m.restarts],
+        metrics: t
+            .history
+            .last()
+            .map(|last| last.scalars.iter().map(|(k, v)| (k.clone(), v.is_finite().then_some(*v))).collect())
+            .unwrap_or_default(),
+        prefetched: t.prefetched.clone(),
+        rmt_sampler: t.rmt.as_ref().and_then(|r| r.sampler_state()),
+        lineage: t.lineage.clone(),
+    }
+}
+
 /// Save the trainer's full state as `step-NNNNNN` and apply `keep_last` / `keep_every`.
 pub fn save(t: &Trainer) -> Result<PathBuf> {
+    let state = state_of(t);
+    save_state(t, &state)
+}
+
+/// Save the trainer's tensors (model, optimizer) with `state` as `step-NNNNNN` and prune. The
+/// tensors must be those of `state` (the trainer's emergency save passes the state of the last
+/// completed step while the model still holds its weights).
+pub fn save_state(t: &Trainer, state: &TrainerState) -> Result<PathBuf> {
+    if state.prefetched.as_ref().is_some_and(|p| p.batch.is_none()) {
+        return Err(TrainError::Aborted("internal: checkpoint with a rollout still running (call finish_prefetch first)".into()));
+    }
+    if state.optimizer_step != t.learner.opt.step {
+        return Err(TrainError::Aborted(format!(
+            "internal: checkpoint state of optimizer step {} with the tensors of optimizer step {}",
+            state.optimizer_step, t.learner.opt.step
+        )));
+    }
     let root = checkpoints_dir(&t.run_dir);
     std::fs::create_dir_all(&root).map_err(|e| io(&root, e))?;
-    let name = format!("step-{:06}", t.state.step);
+    let name = format!("step-{:06}", state.step);
     let tmp = root.join(format!(".{name}.tmp"));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
@@ -135,55 +145,29 @@ pub fn save(t: &Trainer) -> Result<PathBuf> {
     }
     let opt_path = tmp.join("optimizer.safetensors");
     Tensor::write_safetensors(&tensors, &opt_path)?;
-    let m = t.rewards_metrics();
-    let state = TrainerState {
-        format: 1,
-        step: t.state.step,
-        version: t.version,
-        algo: t.state,
-        data_cursor: t.data_cursor(),
-        optimizer_step: opt.step,
-        nonfinite_in_a_row: t.learner.nonfinite_in_a_row,
-        reward_counters: [m.samples, m.errors, m.timeouts, m.restarts],
-        metrics: t
-            .history
-            .last()
-            .map(|last| last.scalars.iter().map(|(k, v)| (k.clone(), v.is_finite().then_some(*v))).collect())
-            .unwrap_or_default(),
-        prefetched: match &t.prefetched {
-            Some(p) if p.batch.is_none() => {
-                return Err(TrainError::Aborted("internal: checkpoint with a rollout still running (call finish_prefetch first)".into()))
-            }
-            p => p.clone(),
-        },
-        rmt_sampler: t.rmt.as_ref().and_then(|r| r.sampler_state()),
-    };
     let state_path = tmp.join("trainer_state.json");
-    let text = serde_json::to_string_pretty(&state).map_err(|e| TrainError::Aborted(e.to_string()))?;
+    let text = serde_json::to_string_pretty(state).map_err(|e| TrainError::Aborted(e.to_string()))?;
     std::fs::write(&state_path, text).map_err(|e| io(&state_path, e))?;
     let recipe_path = tmp.join("recipe.resolved.toml");
     std::fs::write(&recipe_path, t.recipe.to_toml()).map_err(|e| io(&recipe_path, e))?;
-    let mut files = Vec::new();
-    files_under(&tmp, &tmp, &mut files)?;
-    files.sort();
-    let mut entries = Vec::new();
-    for f in files {
-        let full = tmp.join(&f);
-        fsync(&full)?;
-        let (size, sha256) = sha256_file(&full)?;
-        entries.push(ManifestEntry { path: f.to_string_lossy().into_owned(), size, sha256 });
+    for f in manifest::files_under(&tmp)? {
+        fsync(&tmp.join(f))?;
     }
-    let manifest = Manifest { step: t.state.step, files: entries };
+    let manifest = manifest::build(&tmp, state.step)?;
     let mpath = tmp.join("manifest.json");
     let text = serde_json::to_string_pretty(&manifest).map_err(|e| TrainError::Aborted(e.to_string()))?;
     std::fs::write(&mpath, text).map_err(|e| io(&mpath, e))?;
     fsync(&mpath)?;
-    test_pause_hook(t.state.step, &tmp);
+    // The directory entries themselves: without these a power loss after the rename can leave
+    // `step-*` with files missing although each file was synced.
+    fsync(&tmp.join("model"))?;
+    fsync(&tmp)?;
+    test_pause_hook(state.step, &tmp);
     let final_dir = root.join(&name);
     if final_dir.exists() {
-        if same_tensors(&final_dir, &manifest) {
-            // Saved again at the same step (e.g. stopped right after a resume): the complete
-            // checkpoint already holds these tensors; leave it untouched.
+        if same_tensors(&final_dir, &manifest, &state.lineage, state.step, &mut t.verified.borrow_mut()) {
+            // Saved again at the same step of the same lineage (e.g. stopped right after a
+            // resume): the complete checkpoint already holds these tensors; leave it untouched.
             std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
             return Ok(final_dir);
         }
@@ -200,7 +184,11 @@ pub fn save(t: &Trainer) -> Result<PathBuf> {
         std::fs::rename(&tmp, &final_dir).map_err(|e| io(&final_dir, e))?;
     }
     fsync(&root)?;
-    prune(&root, t.recipe.checkpoint.keep_last, t.recipe.checkpoint.keep_every)?;
+    let mut verified = t.verified.borrow_mut();
+    verified.record(&final_dir);
+    let c = &t.recipe.checkpoint;
+    let rule = dir::PruneRule { lineage: &state.lineage, step: state.step, written: &final_dir, keep_last: c.keep_last, keep_every: c.keep_every };
+    dir::prune(&root, &rule, &mut verified)?;
     Ok(final_dir)
 }
 
@@ -224,11 +212,12 @@ fn test_pause_hook(step: u64, tmp: &Path) {
     std::thread::sleep(std::time::Duration::from_secs(600));
 }
 
-/// Whether the complete checkpoint `dir` records the same sha256 for every tensor file
-/// (`*.safetensors`) as `manifest`.
-fn same_tensors(dir: &Path, manifest: &Manifest) -> bool {
+/// Whether the complete checkpoint `dir` verifies, is of the lineage of (`lineage`, `step`) and
+/// records the same sha256 for every tensor file (`*.safetensors`) as `manifest`.
+fn same_tensors(dir: &Path, manifest: &Manifest, lineage: &[lineage::Segment], step: u64, verified: &mut Verified) -> bool {
     let Ok(old) = read_manifest(dir) else { return false };
-    if verify(dir).is_err() {
+    let ours = dir::read_lineage(dir).is_some_and(|l| lineage::is_ancestor(&l, old.step, lineage, step));
+    if !ours || verified.check(dir).is_err() {
         return false;
     }
     let tensors = |m: &Manifest| -> Vec<(String, String)> {
@@ -238,109 +227,28 @@ fn same_tensors(dir: &Path, manifest: &Manifest) -> bool {
     !ours.is_empty() && ours == tensors(&old)
 }
 
-/// Temporary directories of checkpoints whose write was interrupted (`.step-NNNNNN.tmp`).
-pub fn partial(root: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            n.starts_with(".step-") && (n.ends_with(".tmp") || n.ends_with(".old"))
-        })
-        .map(|e| e.path())
-        .collect();
-    out.sort();
-    out
-}
-
-/// Complete checkpoints under `root`, newest first.
-pub fn list(root: &Path) -> Vec<(u64, PathBuf)> {
-    let mut out: Vec<(u64, PathBuf)> = std::fs::read_dir(root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let step = name.strip_prefix("step-")?.parse::<u64>().ok()?;
-            Some((step, e.path()))
-        })
-        .collect();
-    out.sort_by(|a, b| b.0.cmp(&a.0));
-    out
-}
-
-fn prune(root: &Path, keep_last: usize, keep_every: u64) -> Result<()> {
-    for (i, (step, path)) in list(root).into_iter().enumerate() {
-        let kept_by_every = keep_every > 0 && step % keep_every == 0;
-        if i >= keep_last.max(1) && !kept_by_every {
-            std::fs::remove_dir_all(&path).map_err(|e| io(&path, e))?;
-        }
-    }
-    Ok(())
-}
-
-/// Check every file of a checkpoint against its manifest; `Err` says which file is wrong.
-pub fn verify(dir: &Path) -> Result<()> {
-    let manifest = read_manifest(dir)?;
-    for f in &manifest.files {
-        let p = dir.join(&f.path);
-        let (size, sha) = sha256_file(&p)?;
-        if size != f.size || sha != f.sha256 {
-            return Err(TrainError::Aborted(format!("{}: size or sha256 differs from manifest.json", p.display())));
-        }
-    }
-    Ok(())
-}
-
-/// The newest checkpoint of `run_dir` that verifies; corrupted ones are skipped with a warning,
-/// and so are partial ones (a write interrupted before its rename), which never count.
+/// The newest checkpoint of `run_dir` that verifies, as `--resume auto` chooses it
+/// ([`select_auto`]); skipped checkpoints and leftovers of interrupted writes (which never
+/// count) are reported on stderr.
 pub fn newest_verified(run_dir: &Path) -> Option<PathBuf> {
     for p in partial(&checkpoints_dir(run_dir)) {
         eprintln!("warning: skipping partial checkpoint {} (its write was interrupted; it is never resumed from)", p.display());
     }
-    for (_, dir) in list(&checkpoints_dir(run_dir)) {
-        match verify(&dir) {
-            Ok(()) => return Some(dir),
-            Err(e) => eprintln!("warning: skipping checkpoint {}: {e}", dir.display()),
-        }
+    let choice = select_auto(&checkpoints_dir(run_dir));
+    for n in &choice.notes {
+        eprintln!("{n}");
     }
-    None
+    choice.chosen
 }
 
-/// Keys whose change is safe when resuming: run length, logging and checkpoint cadence.
-const SAFE_TO_CHANGE: &[&str] = &["trainer.total_steps", "metrics.", "checkpoint.save_every", "checkpoint.keep_last", "checkpoint.keep_every", "run.threads"];
-
-fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
-    match v {
-        toml::Value::Table(t) => {
-            for (k, x) in t {
-                flatten(&if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, x, out);
-            }
-        }
-        other => {
-            out.insert(prefix.to_string(), other.to_string());
-        }
-    }
-}
-
-/// Keys that differ between the checkpoint's recipe and `now`, other than the safe ones.
-pub fn recipe_differences(saved: &str, now: &str) -> Vec<String> {
-    let parse = |s: &str| s.parse::<toml::Table>().map(toml::Value::Table).unwrap_or(toml::Value::Table(Default::default()));
-    let (mut a, mut b) = (BTreeMap::new(), BTreeMap::new());
-    flatten("", &parse(saved), &mut a);
-    flatten("", &parse(now), &mut b);
-    let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .filter(|k| !SAFE_TO_CHANGE.iter().any(|s| if s.ends_with('.') { k.starts_with(s) } else { k.as_str() == *s }))
-        .map(|k| format!("{k}: {} -> {}", a.get(k).map_or("(unset)", String::as_str), b.get(k).map_or("(unset)", String::as_str)))
-        .collect()
-}
-
-/// Load a verified checkpoint into `t`, refusing a changed recipe or a different model.
+/// Load a checkpoint into `t` after verifying it, refusing a changed recipe or a different model.
 pub fn load(t: &mut Trainer, dir: &Path) -> Result<()> {
     verify(dir)?;
+    load_verified(t, dir)
+}
+
+/// [`load`] of a checkpoint the caller has just verified (each file is hashed once per resume).
+pub fn load_verified(t: &mut Trainer, dir: &Path) -> Result<()> {
     let saved_recipe = std::fs::read_to_string(dir.join("recipe.resolved.toml")).map_err(|e| io(dir.join("recipe.resolved.toml"), e))?;
     let diffs = recipe_differences(&saved_recipe, &t.recipe.to_toml());
     if !diffs.is_empty() {
@@ -363,6 +271,7 @@ pub fn load(t: &mut Trainer, dir: &Path) -> Result<()> {
             now_cfg.num_parameters()
         )));
     }
+    let st = read_state(dir)?;
     rlpo_model::weights::load_into(t.learner.model.var_store(), &dir.join("model"), now_cfg.tie_word_embeddings)?;
     let opt_path = dir.join("optimizer.safetensors");
     let saved: BTreeMap<String, Tensor> = Tensor::read_safetensors(&opt_path)?.into_iter().collect();
@@ -374,16 +283,22 @@ pub fn load(t: &mut Trainer, dir: &Path) -> Result<()> {
             tch::no_grad(|| v.f_copy_(src))?;
         }
     }
-    let st = read_state(dir)?;
     opt.step = st.optimizer_step;
     t.restore_state(&st)?;
+    let mut lineage = lineage::or_legacy(&st.lineage);
+    lineage.push(lineage::Segment::start(st.step));
+    t.lineage = lineage;
+    t.verified.get_mut().record(dir);
+    if let Some(note) = recipe_diff::saved_total_steps(&saved_recipe).and_then(|old| recipe_diff::length_change_note(&t.recipe, old, st.step, st.optimizer_step)) {
+        eprintln!("{note}");
+    }
     Ok(())
 }
 
 /// A checkpoint directory from `path`: a checkpoint itself (it has `manifest.json`), a run
 /// directory (its newest checkpoint) or a run's `checkpoints/` directory. With `verified`, the
-/// newest checkpoint that verifies is taken (corrupted ones skipped with a warning) and a given
-/// checkpoint must verify; without it, the newest complete one, unverified.
+/// checkpoint `--resume auto` would take is chosen (corrupted ones skipped with a warning) and a
+/// given checkpoint must verify; without it, the newest complete one, unverified.
 pub fn resolve(path: &Path, verified: bool) -> Result<PathBuf> {
     if path.join("manifest.json").is_file() {
         if verified {
