@@ -153,6 +153,7 @@ command = ["python3", "{plugin}", "{flag}"]
 [algorithm.dapo.filter_groups]
 metric = "acc"
 max_num_gen_batches = 1000000
+gen_batch_factor = 1
 on_exhausted = "train_available"
 [optim]
 lr = 1e-3
