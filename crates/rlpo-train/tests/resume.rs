@@ -242,8 +242,11 @@ fn corrupted_checkpoint_is_skipped_and_changed_recipe_refused() {
 /// plan's.
 #[test]
 fn changed_total_steps_moves_every_schedule_to_the_new_length() {
-    let d3s = "[algorithm.d3s]\nsamples_init = 1\nsamples_final = 4\n";
-    let sets = |total: u64| vec!["optim.schedule=\"cosine\"".to_string(), "optim.min_lr_ratio=0.1".into(), format!("trainer.total_steps={total}")];
+    let d3s = "[algorithm.d3s]\nsamples_init = 2\nsamples_final = 8\n";
+    // G = 8 so the two plans differ in N_s at the resumed step (D³S needs N_s >= 2).
+    let sets = |total: u64| {
+        vec!["optim.schedule=\"cosine\"".to_string(), "optim.min_lr_ratio=0.1".into(), "rollout.group_size=8".into(), format!("trainer.total_steps={total}")]
+    };
     let tmp = tempfile::tempdir().unwrap();
     let mut long = Trainer::new(recipe_with(tmp.path(), "len", d3s, &sets(6))).unwrap();
     long.step().unwrap();
@@ -263,10 +266,11 @@ fn changed_total_steps_moves_every_schedule_to_the_new_length() {
         assert_eq!(resumed.get(k), planned3.get(k), "{k}: resumed vs a run planned for 3 steps");
         assert_ne!(resumed.get(k), planned6.get(k), "{k}: still on the 6-step plan");
     }
-    // Closed forms at the third step (2 of 3 done): cosine t = 2/3, N_s = round(1/3·1 + 2/3·4).
+    // Closed forms at the third step (2 of 3 done): cosine t = 2/3, N_s = round(1/3·2 + 2/3·8) = 6
+    // (the 6-step plan has round(2/3·2 + 1/3·8) = 4).
     let lr = 1e-3 * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * 2.0 / 3.0).cos()));
     assert!((resumed.get("optim/lr").unwrap() - lr).abs() < 1e-12, "{:?} vs {lr}", resumed.get("optim/lr"));
-    assert_eq!(resumed.get("select/d3s_samples_per_group"), Some(3.0));
+    assert_eq!(resumed.get("select/d3s_samples_per_group"), Some(6.0));
 }
 
 /// `--resume auto` hashes each file of the checkpoint it resumes once (selection and load share
