@@ -51,7 +51,9 @@ fn main() {
     let lib = libtorch.join("lib");
     println!("cargo:rustc-link-search=native={}", lib.display());
     if std::env::var_os("CARGO_FEATURE_NCCL").is_some() {
-        let nvidia = libtorch.parent().map(|p| p.join("nvidia")).unwrap_or_default();
+        // `.venv/torch` is a symlink: the nvidia wheels sit next to the real site-packages/torch.
+        let real = std::fs::canonicalize(&libtorch).unwrap_or_else(|_| libtorch.clone());
+        let nvidia = real.parent().map(|p| p.join("nvidia")).unwrap_or_default();
         let nccl = env_dir("NCCL_INCLUDE").unwrap_or_else(|| nvidia.join("nccl/include"));
         let cuda = env_dir("CUDA_INCLUDE").unwrap_or_else(|| nvidia.join("cu13/include"));
         require(&nccl.join("nccl.h"), "nccl.h (the nvidia-nccl wheel torch depends on; or set NCCL_INCLUDE)");

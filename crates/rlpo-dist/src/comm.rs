@@ -69,8 +69,8 @@ impl Comm {
     pub fn init(env: &LaunchEnv, opts: &CommOptions) -> Result<Comm> {
         let addr = format!("{}:{}", env.master_addr, env.master_port);
         let init_err = |msg: String| DistError::Init { rank: env.rank, world: env.world, addr: addr.clone(), timeout_s: opts.timeout.as_secs_f64(), msg };
-        if env.world < 2 {
-            return Err(init_err("a communicator needs at least 2 ranks (a single process needs none)".into()));
+        if env.world == 0 || env.rank >= env.world {
+            return Err(init_err(format!("rank {} is not in a world of {}", env.rank, env.world)));
         }
         if opts.cuda_device.is_some() && !has_nccl() {
             return Err(init_err("CUDA tensors need NCCL, and this rlpo was built without it (cargo build --features nccl)".into()));

@@ -12,10 +12,21 @@ const CHILD: &str = "RLPO_DIST_TEST_CHILD";
 
 /// In a child: this rank's communicator (timeout `RLPO_DIST_TEST_TIMEOUT_MS`); in the parent: None.
 pub fn as_rank() -> Option<(LaunchEnv, Comm)> {
+    as_rank_on(false)
+}
+
+/// [`as_rank`], with an NCCL group on `cuda:LOCAL_RANK` when `cuda`.
+pub fn as_rank_on(cuda: bool) -> Option<(LaunchEnv, Comm)> {
     std::env::var_os(CHILD)?;
-    let env = LaunchEnv::from_env().expect("launcher variables");
+    let mut env = LaunchEnv::from_env().expect("launcher variables");
+    if env.world == 1 {
+        // A group of one (the NCCL check on a single GPU): from_env treats it as no launch.
+        env.master_addr = std::env::var("MASTER_ADDR").unwrap();
+        env.master_port = std::env::var("MASTER_PORT").unwrap().parse().unwrap();
+    }
     let ms: u64 = std::env::var("RLPO_DIST_TEST_TIMEOUT_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(30_000);
-    let comm = Comm::init(&env, &CommOptions { timeout: Duration::from_millis(ms), cuda_device: None }).expect("init");
+    let opts = CommOptions { timeout: Duration::from_millis(ms), cuda_device: cuda.then_some(env.local_rank) };
+    let comm = Comm::init(&env, &opts).expect("init");
     Some((env, comm))
 }
 
