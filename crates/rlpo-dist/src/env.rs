@@ -245,7 +245,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!((e.rank, e.world, e.local_rank, e.local_world), (9, 16, 1, 8));
-        assert_eq!((e.master_addr.as_str(), e.master_port, e.source), ("gpu07", 20000 + 123456 % 20000, LaunchSource::Slurm));
+        assert_eq!((e.master_addr.as_str(), e.master_port, e.source), ("gpu07", 23456, LaunchSource::Slurm));
         // MASTER_ADDR / MASTER_PORT override; SLURM_NODELIST is the older name.
         let e = env(&[
             ("SLURM_PROCID", "0"),
