@@ -94,9 +94,10 @@ int rlpo_dist_has_nccl() {
 }
 
 // Rank 0 (`is_server`) hosts the store and waits up to `timeout_ms` for `world` clients; the
-// others connect to host:port, retrying until the timeout.
+// others connect to host:port, retrying until the timeout. Every key rlpo uses lives under
+// `prefix` (a launch attempt's own namespace in a store that may outlive it).
 int rlpo_store_new(const char* host, uint16_t port, int is_server, int world, int64_t timeout_ms,
-                   void** out, char** err) {
+                   const char* prefix, void** out, char** err) {
   return guarded(err, [&] {
     c10d::TCPStoreOptions opts;
     opts.port = port;
@@ -104,8 +105,8 @@ int rlpo_store_new(const char* host, uint16_t port, int is_server, int world, in
     opts.numWorkers = static_cast<std::size_t>(world);
     opts.waitWorkers = true;
     opts.timeout = std::chrono::milliseconds(timeout_ms);
-    auto store = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
-    *out = new Store{store};
+    auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), opts);
+    *out = new Store{c10::make_intrusive<c10d::PrefixStore>(std::string(prefix), tcp)};
   });
 }
 

@@ -51,6 +51,8 @@ pub struct Comm {
     world: usize,
     addr: String,
     timeout: Duration,
+    /// Rank 0 serves the TCPStore (else torchrun's agent does).
+    rank0_hosts: bool,
     // Field order is drop order: the heartbeat stops first, the store (rank 0: the server) last.
     _heartbeat: Heartbeat,
     gloo: Option<RawGroup>,
@@ -82,15 +84,29 @@ impl Comm {
                 env.world
             ))
         };
-        let store = RawStore::new(&env.master_addr, env.master_port, env.rank == 0, env.world, ms).map_err(hint)?;
-        let gloo = RawGroup::new_gloo(&store, "gloo/", env.rank, env.world, ms).map_err(hint)?;
+        let hosts_store = env.rank == 0 && !env.external_store;
+        let prefix = format!("rlpo/{}", env.attempt);
+        let store = RawStore::new(&env.master_addr, env.master_port, hosts_store, env.world, ms, &prefix).map_err(hint)?;
+        let gloo = RawGroup::new_gloo(&store, "gloo", env.rank, env.world, ms).map_err(hint)?;
         let nccl = match opts.cuda_device {
-            Some(d) => Some(RawGroup::new_nccl(&store, "nccl/", env.rank, env.world, d, ms).map_err(hint)?),
+            Some(d) => Some(RawGroup::new_nccl(&store, "nccl", env.rank, env.world, d, ms).map_err(hint)?),
             None => None,
         };
         let beat_store = store.clone_client().map_err(hint)?;
         let heartbeat = Heartbeat::start(beat_store, env.rank).map_err(hint)?;
-        Ok(Comm { rank: env.rank, world: env.world, addr, timeout: opts.timeout, _heartbeat: heartbeat, gloo: Some(gloo), nccl, store, broken: Cell::new(false), fault: Default::default() })
+        Ok(Comm {
+            rank: env.rank,
+            world: env.world,
+            addr,
+            timeout: opts.timeout,
+            rank0_hosts: !env.external_store,
+            _heartbeat: heartbeat,
+            gloo: Some(gloo),
+            nccl,
+            store,
+            broken: Cell::new(false),
+            fault: Default::default(),
+        })
     }
 
     /// This rank.
@@ -178,7 +194,7 @@ impl Comm {
     fn run(&self, op: &str, r: ffi::ShimResult<()>) -> Result<()> {
         let Err(cause) = r else { return Ok(()) };
         self.broken.set(true);
-        let d = health::diagnose(&self.store, self.rank, self.world, &self.addr);
+        let d = health::diagnose(&self.store, self.rank, self.world, &self.addr, self.rank0_hosts);
         let _ = self.store.add(health::SEEN, 1);
         self.fault.borrow_mut().get_or_insert_with(|| d.dead.clone());
         Err(DistError::Collective { rank: self.rank, op: op.into(), diagnosis: d.text, dead_ranks: d.dead, cause: cause.trim().to_string() })
@@ -210,7 +226,7 @@ impl Drop for Comm {
         // After a fault an NCCL communicator may block in its destructor (pending work on a
         // dead peer); the process is on its way out with an error, so leave it to the OS.
         std::mem::forget(self.nccl.take());
-        if self.rank == 0 {
+        if self.rank == 0 && self.rank0_hosts {
             // Gloo's group tears down cleanly even with a dead or stopped peer (tests/gloo.rs).
             self.linger(dead.len());
         }

@@ -9,6 +9,10 @@
 //!    port from `MASTER_PORT` or else `20000 + SLURM_JOB_ID % 20000` (distinct jobs sharing a
 //!    node get distinct ports);
 //! 3. nothing set (or a world size of 1): a single process.
+//!
+//! Under torchrun, `TORCHELASTIC_USE_AGENT_STORE=True` says the agent already serves a TCPStore
+//! at `MASTER_ADDR:MASTER_PORT`: rank 0 then connects to it instead of hosting one, and keys are
+//! scoped by `TORCHELASTIC_RESTART_COUNT` so a restarted attempt never reads the last one's.
 
 use crate::error::{DistError, Result};
 use crate::slurm;
@@ -41,12 +45,27 @@ pub struct LaunchEnv {
     pub master_port: u16,
     /// Where the values came from.
     pub source: LaunchSource,
+    /// The TCPStore at the master address is served by the launcher (torchrun's agent), not by
+    /// rank 0.
+    pub external_store: bool,
+    /// Launch attempt (torchrun's restart count; 0 otherwise): scopes the store's keys.
+    pub attempt: u32,
 }
 
 impl LaunchEnv {
     /// One process, no rendezvous.
     pub fn single() -> LaunchEnv {
-        LaunchEnv { rank: 0, world: 1, local_rank: 0, local_world: 1, master_addr: String::new(), master_port: 0, source: LaunchSource::Single }
+        LaunchEnv {
+            rank: 0,
+            world: 1,
+            local_rank: 0,
+            local_world: 1,
+            master_addr: String::new(),
+            master_port: 0,
+            source: LaunchSource::Single,
+            external_store: false,
+            attempt: 0,
+        }
     }
 
     /// From the process environment.
@@ -137,6 +156,8 @@ fn torchrun(get: &impl Fn(&str) -> Option<String>) -> Result<LaunchEnv> {
         master_addr: required(get, "MASTER_ADDR", "the host of rank 0")?,
         master_port: port("MASTER_PORT", &required(get, "MASTER_PORT", "the rendezvous port on MASTER_ADDR")?)?,
         source: LaunchSource::Torchrun,
+        external_store: get("TORCHELASTIC_USE_AGENT_STORE").is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1"),
+        attempt: get("TORCHELASTIC_RESTART_COUNT").map(|v| number("TORCHELASTIC_RESTART_COUNT", &v)).transpose()?.unwrap_or(0),
     })
 }
 
@@ -172,7 +193,7 @@ fn slurm_env(get: &impl Fn(&str) -> Option<String>) -> Result<LaunchEnv> {
         (None, Some(job)) => 20000 + (number::<u64>("SLURM_JOB_ID", &job)? % 20000) as u16,
         (None, None) => return Err(env_err("MASTER_PORT", "not set, and no SLURM_JOB_ID to derive it from")),
     };
-    Ok(LaunchEnv { rank, world, local_rank, local_world, master_addr, master_port, source: LaunchSource::Slurm })
+    Ok(LaunchEnv { rank, world, local_rank, local_world, master_addr, master_port, source: LaunchSource::Slurm, external_store: false, attempt: 0 })
 }
 
 #[cfg(test)]
@@ -197,6 +218,19 @@ mod tests {
         let e = env(&[("RANK", "3"), ("WORLD_SIZE", "4"), ("LOCAL_RANK", "1"), ("LOCAL_WORLD_SIZE", "2"), ("MASTER_ADDR", "h0"), ("MASTER_PORT", "29501")]).unwrap();
         assert_eq!((e.rank, e.world, e.local_rank, e.local_world), (3, 4, 1, 2));
         assert_eq!((e.master_addr.as_str(), e.master_port, e.source), ("h0", 29501, LaunchSource::Torchrun));
+        assert!(!e.external_store && e.attempt == 0);
+        // torchrun's agent serves the store; a restarted attempt gets its own keys.
+        let e = env(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("LOCAL_RANK", "0"),
+            ("MASTER_ADDR", "h0"),
+            ("MASTER_PORT", "29501"),
+            ("TORCHELASTIC_USE_AGENT_STORE", "True"),
+            ("TORCHELASTIC_RESTART_COUNT", "2"),
+        ])
+        .unwrap();
+        assert!(e.external_store && e.attempt == 2);
     }
 
     #[test]

@@ -17,7 +17,16 @@ use tch::Tensor;
 extern "C" {
     fn rlpo_dist_free_string(s: *mut c_char);
     fn rlpo_dist_has_nccl() -> c_int;
-    fn rlpo_store_new(host: *const c_char, port: u16, is_server: c_int, world: c_int, timeout_ms: i64, out: *mut *mut c_void, err: *mut *mut c_char) -> c_int;
+    fn rlpo_store_new(
+        host: *const c_char,
+        port: u16,
+        is_server: c_int,
+        world: c_int,
+        timeout_ms: i64,
+        prefix: *const c_char,
+        out: *mut *mut c_void,
+        err: *mut *mut c_char,
+    ) -> c_int;
     fn rlpo_store_clone(store: *mut c_void, out: *mut *mut c_void, err: *mut *mut c_char) -> c_int;
     fn rlpo_store_add(store: *mut c_void, key: *const c_char, delta: i64, out: *mut i64, err: *mut *mut c_char) -> c_int;
     fn rlpo_store_set(store: *mut c_void, key: *const c_char, data: *const u8, len: usize, err: *mut *mut c_char) -> c_int;
@@ -82,11 +91,13 @@ unsafe impl Send for RawStore {}
 unsafe impl Sync for RawStore {}
 
 impl RawStore {
-    pub(crate) fn new(host: &str, port: u16, is_server: bool, world: usize, timeout_ms: i64) -> ShimResult<RawStore> {
-        let host = cstring(host)?;
+    /// A client of the TCPStore at host:port (hosting it when `is_server`), its keys under `prefix`.
+    pub(crate) fn new(host: &str, port: u16, is_server: bool, world: usize, timeout_ms: i64, prefix: &str) -> ShimResult<RawStore> {
+        let (host, prefix) = (cstring(host)?, cstring(prefix)?);
         let (mut out, mut err) = (std::ptr::null_mut(), std::ptr::null_mut());
-        // SAFETY: valid C string, out-pointers to locals; `out` is set when the status is 0.
-        let status = unsafe { rlpo_store_new(host.as_ptr(), port, is_server as c_int, world as c_int, timeout_ms, &mut out, &mut err) };
+        // SAFETY: valid C strings, out-pointers to locals; `out` is set when the status is 0.
+        let status =
+            unsafe { rlpo_store_new(host.as_ptr(), port, is_server as c_int, world as c_int, timeout_ms, prefix.as_ptr(), &mut out, &mut err) };
         check(status, err).map(|()| RawStore(out))
     }
 

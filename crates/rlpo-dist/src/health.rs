@@ -2,11 +2,14 @@
 //!
 //! c10d's errors name a socket address, not a rank, and with every rank on one host they cannot
 //! be told apart. So every rank runs a heartbeat: a thread with its own TCPStore connection that
-//! increments `rlpo/heartbeat/<rank>` every [`PERIOD`]. When a collective fails, the rank reads
+//! increments `heartbeat/<rank>` (under the run's key prefix) every [`PERIOD`]. When a collective fails, the rank reads
 //! all counters, waits [`WINDOW`] and reads them again: a rank whose counter did not move is dead
 //! (or stopped: SIGSTOP, a hung host). A rank merely blocked in a collective keeps beating (its
 //! heartbeat runs on its own thread), so it is not blamed. If the store itself is gone, rank 0,
-//! which hosts it, is the one that died.
+//! which hosts it (unless torchrun's agent does), is the one that died.
+//!
+//! The first finding goes on a fault board in the store, so that ranks failing later only
+//! because the first ones left report the original cause instead of blaming the leavers.
 
 use crate::ffi::RawStore;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
@@ -19,7 +22,7 @@ pub const PERIOD: Duration = Duration::from_millis(500);
 pub const WINDOW: Duration = Duration::from_millis(3000);
 
 fn key(rank: usize) -> String {
-    format!("rlpo/heartbeat/{rank}")
+    format!("heartbeat/{rank}")
 }
 
 /// The running heartbeat of this rank; stops when dropped.
@@ -69,10 +72,10 @@ pub(crate) struct Diagnosis {
     pub text: String,
 }
 
-const BOARD_COUNT: &str = "rlpo/fault/count";
-const BOARD_TEXT: &str = "rlpo/fault/text";
+const BOARD_COUNT: &str = "fault/count";
+const BOARD_TEXT: &str = "fault/text";
 /// Incremented by every rank that has read its diagnosis (rank 0 keeps its store up until then).
-pub(crate) const SEEN: &str = "rlpo/fault/seen";
+pub(crate) const SEEN: &str = "fault/seen";
 
 /// Put a finding on the run's fault board (the first one wins): later failures, caused by ranks
 /// leaving because of this one, then report the first cause instead of blaming the leavers.
@@ -93,14 +96,12 @@ fn read_board(store: &RawStore) -> Result<Option<Diagnosis>, String> {
 
 /// Find the rank(s) at fault after a failed collective, using `store` (this rank's main
 /// client): the fault board if another rank already reported, else the heartbeats.
-pub(crate) fn diagnose(store: &RawStore, rank: usize, world: usize, store_addr: &str) -> Diagnosis {
-    let store_lost = |e: String| Diagnosis {
-        dead: if rank == 0 { vec![] } else { vec![0] },
-        text: if rank == 0 {
-            format!("this rank's own TCPStore stopped answering ({e})")
-        } else {
-            format!("rank 0 is gone: its TCPStore at {store_addr} does not answer ({e})")
-        },
+/// `rank0_hosts`: whether rank 0 serves the store (else the launcher does).
+pub(crate) fn diagnose(store: &RawStore, rank: usize, world: usize, store_addr: &str, rank0_hosts: bool) -> Diagnosis {
+    let store_lost = |e: String| match (rank0_hosts, rank) {
+        (true, 0) => Diagnosis { dead: vec![], text: format!("this rank's own TCPStore stopped answering ({e})") },
+        (true, _) => Diagnosis { dead: vec![0], text: format!("rank 0 is gone: its TCPStore at {store_addr} does not answer ({e})") },
+        (false, _) => Diagnosis { dead: vec![], text: format!("the launcher's TCPStore at {store_addr} does not answer: the launcher is gone ({e})") },
     };
     let read = || -> Result<Vec<i64>, String> { (0..world).map(|r| store.add(&key(r), 0)).collect() };
     let before = match read_board(store).and_then(|b| Ok((b, read()?))) {

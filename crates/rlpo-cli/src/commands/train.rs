@@ -2,6 +2,11 @@
 //! when none is given). The first Ctrl-C (SIGINT/SIGTERM) stops after the current step, saves a
 //! checkpoint and prints how to resume (exit 0); a second one exits at once (code 130), leaving
 //! the last complete checkpoint as it was.
+//!
+//! Several processes: `--nproc-per-node N` starts N local ranks (see `launch.rs`); torchrun and
+//! srun set the environment themselves. Phase 1 of the data-parallel step (issue 14): every rank
+//! loads, rendezvouses and passes a barrier; then rank 0 trains the full global batch alone and
+//! ranks > 0 exit 0 (the step's reductions are not wired yet).
 
 use anyhow::Result;
 use rlpo_train::{checkpoint, Recipe, Trainer};
@@ -20,16 +25,47 @@ pub struct Args {
     /// fresh (fails if the run directory already has checkpoints); or a checkpoint directory.
     #[arg(long, default_value = "auto")]
     resume: String,
+    /// Start N ranks of this command on this node (torchrun's variables set for each, output
+    /// prefixed with the rank, signals forwarded); see docs/distributed.md.
+    #[arg(long, value_name = "N")]
+    nproc_per_node: Option<usize>,
 }
 
 /// Load, train, report where the outputs are.
 pub fn run(args: Args) -> Result<()> {
     let recipe = Recipe::load(args.recipe.as_deref(), &args.set)?;
+    if let Some(n) = args.nproc_per_node {
+        // The recipe loaded once here, so a typo is reported once, not by every rank.
+        let code = crate::launch::launch(n)?;
+        if code != 0 {
+            std::process::exit(code);
+        }
+        return Ok(());
+    }
     let name = args.recipe.as_ref().map_or("embedded quickstart".to_string(), |p| p.display().to_string());
     eprintln!("rlpo train: {name} -> {}", recipe.run_dir().display());
     let run_dir = recipe.run_dir();
     let mut trainer = Trainer::new(recipe)?;
-    let existing = checkpoint::list(&checkpoint::checkpoints_dir(&run_dir));
+    if trainer.dist.is_distributed() {
+        let d = &trainer.dist;
+        d.barrier("start of training")?;
+        if !d.is_main() {
+            eprintln!("rank {} of {}: rendezvous and barrier done; the data-parallel step is not wired yet (issue 14 phase 2): rank 0 trains alone", d.rank(), d.world());
+            return Ok(());
+        }
+        eprintln!("rank 0 of {}: rendezvous and barrier done; training the full global batch on this rank (issue 14 phase 1)", d.world());
+    }
+    let result = train(&mut trainer, &args, &run_dir);
+    if let Err(e) = &result {
+        // The other ranks' next collective then names this failure instead of a dead peer.
+        trainer.dist.report_failure(&format!("{e:#}"));
+    }
+    result
+}
+
+/// Resume as asked, train, report.
+fn train(trainer: &mut Trainer, args: &Args, run_dir: &std::path::Path) -> Result<()> {
+    let existing = checkpoint::list(&checkpoint::checkpoints_dir(run_dir));
     match args.resume.as_str() {
         "never" => anyhow::ensure!(
             existing.is_empty(),
@@ -37,9 +73,9 @@ pub fn run(args: Args) -> Result<()> {
             run_dir.display()
         ),
         "auto" => {
-            if let Some(dir) = checkpoint::newest_verified(&run_dir) {
+            if let Some(dir) = checkpoint::newest_verified(run_dir) {
                 trainer.resume_from(&dir)?;
-                resumed(&trainer, &dir)?;
+                resumed(trainer, &dir)?;
             } else if !existing.is_empty() {
                 anyhow::bail!("{} has checkpoints but none verifies; use --resume PATH or --resume never with a new run.name", run_dir.display());
             }
@@ -47,7 +83,7 @@ pub fn run(args: Args) -> Result<()> {
         path => {
             let dir = PathBuf::from(path);
             trainer.resume_from(&dir)?;
-            resumed(&trainer, &dir)?;
+            resumed(trainer, &dir)?;
         }
     }
     if trainer.state.step >= trainer.recipe.trainer.total_steps {
@@ -69,13 +105,13 @@ pub fn run(args: Args) -> Result<()> {
     })?;
     let done = trainer.run()?;
     if !done {
-        let saved = checkpoint::list(&checkpoint::checkpoints_dir(&run_dir)).into_iter().next().map(|(_, d)| d.display().to_string());
+        let saved = checkpoint::list(&checkpoint::checkpoints_dir(run_dir)).into_iter().next().map(|(_, d)| d.display().to_string());
         eprintln!(
             "stopped at step {} of {}; checkpoint saved: {}\nresume with: {} (--resume auto is the default)",
             trainer.state.step,
             trainer.recipe.trainer.total_steps,
             saved.as_deref().unwrap_or("(none)"),
-            resume_command(&args)
+            resume_command(args)
         );
     }
     let last: Vec<f64> = trainer.history.iter().rev().take(5).filter_map(|m| m.get("reward/mean")).collect();

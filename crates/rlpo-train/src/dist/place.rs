@@ -99,7 +99,7 @@ mod tests {
     }
 
     fn env(local_rank: usize, local_world: usize) -> LaunchEnv {
-        LaunchEnv { rank: local_rank, world: local_world, local_rank, local_world, master_addr: "h".into(), master_port: 1, source: rlpo_dist::LaunchSource::Torchrun }
+        LaunchEnv { rank: local_rank, world: local_world, local_rank, local_world, master_addr: "h".into(), master_port: 1, source: rlpo_dist::LaunchSource::Torchrun, external_store: false, attempt: 0 }
     }
 
     #[test]
