@@ -75,7 +75,10 @@ impl Comm {
             return Err(init_err(format!("rank {} is not in a world of {}", env.rank, env.world)));
         }
         if opts.cuda_device.is_some() && !has_nccl() {
-            return Err(init_err("CUDA tensors need NCCL, and this rlpo was built without it (cargo build --features nccl)".into()));
+            return Err(DistError::Invalid {
+                op: "connecting the ranks".into(),
+                msg: "CUDA tensors need NCCL, and this rlpo was built without it (cargo build --release --features nccl)".into(),
+            });
         }
         let ms = opts.timeout.as_millis().clamp(1, i64::MAX as u128) as i64;
         let hint = |e: String| {

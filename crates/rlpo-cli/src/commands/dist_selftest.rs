@@ -3,6 +3,9 @@
 //! against a value computed here from the rank numbers alone. Run under a launcher (its own
 //! `--nproc-per-node`, torchrun, srun); prints `dist-selftest rank R of W: ok ...` per rank.
 //!
+//! `--cuda`: the gradient buckets live on `cuda:LOCAL_RANK` and go through NCCL (a build with
+//! the `nccl` feature; scripts/gpu_check.sh runs this); host values keep going through Gloo.
+//!
 //! For the fault tests, `--park-rank R` makes rank R stop taking part after the checks (it
 //! sleeps; the test kills or stops it) while the others enter one more all-reduce, which must
 //! fail with an error naming rank R.
@@ -22,6 +25,9 @@ pub struct Args {
     /// After the checks, rank R sleeps instead of joining the last all-reduce.
     #[arg(long, value_name = "R")]
     park_rank: Option<usize>,
+    /// Gradients on cuda:LOCAL_RANK, reduced through NCCL.
+    #[arg(long)]
+    cuda: bool,
 }
 
 /// Dispatch: launch, or be one rank.
@@ -35,9 +41,10 @@ pub fn run(a: Args) -> Result<()> {
     }
     let env = LaunchEnv::from_env()?;
     ensure!(env.is_distributed(), "dist-selftest needs several ranks: run it with --nproc-per-node N, torchrun or srun");
-    let dist = Dist::connect(env, None)?;
+    let device = if a.cuda { Device::Cuda(env.local_rank) } else { Device::Cpu };
+    let dist = Dist::connect(env.clone(), a.cuda.then_some(env.local_rank))?;
     let (r, w) = (dist.rank(), dist.world());
-    checks(&dist).with_context(|| format!("dist-selftest rank {r} of {w}"))?;
+    checks(&dist, device).with_context(|| format!("dist-selftest rank {r} of {w}"))?;
     let s = dist.stats();
     println!("dist-selftest rank {r} of {w}: ok ({} collectives, {} bytes, {:.3} s in collectives)", s.calls, s.bytes, s.seconds);
     if let Some(p) = a.park_rank {
@@ -54,7 +61,7 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-fn checks(d: &Dist) -> Result<()> {
+fn checks(d: &Dist, device: Device) -> Result<()> {
     let (r, w) = (d.rank() as f64, d.world() as f64);
     let ranks: Vec<f64> = (0..d.world()).map(|i| i as f64).collect();
     // sums and maxima of f64 slices
@@ -88,14 +95,15 @@ fn checks(d: &Dist) -> Result<()> {
     ensure!(Vec::<f32>::try_from(&t.reshape([-1]))? == [root as f32, 2.0 * root as f32], "broadcast_tensor gave {t:?}");
     // gradients in buckets: several shapes and dtypes, one non-contiguous, small buckets
     for (mode, bucket) in [(GradReduce::Sum, 64usize), (GradReduce::Mean, 1 << 20)] {
-        let grads = grads(r);
+        let grads: Vec<Tensor> = grads(r).iter().map(|g| g.to_device(device)).collect();
         d.all_reduce_grads(&grads, bucket, mode)?;
         let mut want = grads_sum(&ranks);
         if mode == GradReduce::Mean {
             want.iter_mut().for_each(|t| *t = &*t / w);
         }
         for (i, (g, e)) in grads.iter().zip(&want).enumerate() {
-            let diff = (g.to_kind(Kind::Double) - e.to_kind(Kind::Double)).abs().max().double_value(&[]);
+            ensure!(g.device() == device, "gradient {i} moved to {:?}", g.device());
+            let diff = (g.to_device(Device::Cpu).to_kind(Kind::Double) - e.to_kind(Kind::Double)).abs().max().double_value(&[]);
             ensure!(diff < 1e-6, "all_reduce_grads {mode:?}: gradient {i} off by {diff}");
         }
     }

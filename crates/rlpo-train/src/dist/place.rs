@@ -5,7 +5,8 @@
 //!   rank `k` uses `cuda:(k·D + i)` for each `cuda:i`. One device per rank gives `cuda:k`; a
 //!   learner on `cuda:0` and a rollout on `cuda:1` give rank `k` the pair `cuda:2k`, `cuda:2k+1`.
 //!   The recipe as written is what the run directory records; only the devices the rank opens
-//!   change.
+//!   change. When the launcher already gave each rank its own GPUs (`CUDA_VISIBLE_DEVICES`
+//!   listing exactly `D` devices, as Slurm's `--gpus-per-task` does), the indices stay as written.
 //! - CPU: with `run.threads = 0` (all cores) each of the `L` local ranks gets `cores / L`
 //!   LibTorch intra-op threads and as many rayon threads (the host decode kernels), so the ranks
 //!   of one node do not oversubscribe it; an explicit `run.threads` is taken per rank as given.
@@ -16,6 +17,14 @@ use rlpo_dist::LaunchEnv;
 
 /// `recipe` with this rank's devices (unchanged for a single process).
 pub fn place(recipe: &Recipe, env: &LaunchEnv) -> Result<Recipe> {
+    let visible = tch::Cuda::device_count().max(0) as usize;
+    let isolated = std::env::var("CUDA_VISIBLE_DEVICES").ok().map(|v| v.split(',').filter(|d| !d.trim().is_empty()).count());
+    place_on(recipe, env, visible, isolated)
+}
+
+/// [`place`] for `visible` CUDA devices, of which `isolated` are listed in
+/// `CUDA_VISIBLE_DEVICES` (None: unset).
+pub fn place_on(recipe: &Recipe, env: &LaunchEnv, visible: usize, isolated: Option<usize>) -> Result<Recipe> {
     let mut r = recipe.clone();
     if !env.is_distributed() {
         return Ok(r);
@@ -36,10 +45,9 @@ pub fn place(recipe: &Recipe, env: &LaunchEnv) -> Result<Recipe> {
         None => None,
     };
     let per_rank = learner.into_iter().chain(rollout).max().map_or(0, |m| m + 1);
-    if per_rank == 0 {
+    if per_rank == 0 || isolated == Some(per_rank) {
         return Ok(r);
     }
-    let visible = tch::Cuda::device_count().max(0) as usize;
     let shift = |key: &str, i: usize| -> Result<String> {
         let n = env.local_rank * per_rank + i;
         if n >= visible {
@@ -111,18 +119,29 @@ mod tests {
     }
 
     #[test]
-    fn cuda_ranks_get_their_own_devices_or_a_clear_error() {
-        // No GPU here: the shift is computed, then refused for want of devices, naming the key.
-        let e = place(&recipe(&["model.device=cuda"]), &env(1, 2)).unwrap_err().to_string();
-        if tch::Cuda::device_count() < 2 {
-            assert!(e.contains("model.device") && e.contains("needs cuda:1"), "{e}");
-        }
+    fn cuda_ranks_are_shifted_by_their_local_rank() {
+        let r = recipe(&["model.device=cuda"]);
+        assert_eq!(place_on(&r, &env(3, 8), 8, None).unwrap().model.device, "cuda:3");
         let r = recipe(&["model.device=cuda:0", "model.rollout_device=cuda:1"]);
-        let e = place(&r, &env(1, 2)).unwrap_err().to_string();
-        if tch::Cuda::device_count() < 3 {
-            assert!(e.contains("needs cuda:2 (2 device(s) per rank)"), "{e}");
-        }
-        let e = place(&recipe(&["model.device=cuda:x"]), &env(0, 2)).unwrap_err().to_string();
+        let p = place_on(&r, &env(3, 4), 8, None).unwrap();
+        assert_eq!((p.model.device.as_str(), p.model.rollout_device.as_deref()), ("cuda:6", Some("cuda:7")));
+        // Each rank already sees only its own devices (Slurm --gpus-per-task): indices as written.
+        let p = place_on(&r, &env(3, 4), 2, Some(2)).unwrap();
+        assert_eq!((p.model.device.as_str(), p.model.rollout_device.as_deref()), ("cuda:0", Some("cuda:1")));
+        // A CPU rollout beside a CUDA learner keeps its CPU.
+        let r = recipe(&["model.device=cuda", "model.rollout_device=cpu"]);
+        let p = place_on(&r, &env(1, 2), 2, None).unwrap();
+        assert_eq!((p.model.device.as_str(), p.model.rollout_device.as_deref()), ("cuda:1", Some("cpu")));
+    }
+
+    #[test]
+    fn too_few_devices_or_a_bad_name_is_an_error_naming_the_key() {
+        let e = place_on(&recipe(&["model.device=cuda"]), &env(1, 2), 1, None).unwrap_err().to_string();
+        assert!(e.contains("model.device") && e.contains("local rank 1 of 2 needs cuda:1") && e.contains("1 CUDA device(s) are visible"), "{e}");
+        let r = recipe(&["model.device=cuda:0", "model.rollout_device=cuda:1"]);
+        let e = place_on(&r, &env(1, 2), 3, None).unwrap_err().to_string();
+        assert!(e.contains("model.rollout_device") && e.contains("needs cuda:3 (2 device(s) per rank)"), "{e}");
+        let e = place_on(&recipe(&["model.device=cuda:x"]), &env(0, 2), 8, None).unwrap_err().to_string();
         assert!(e.contains("model.device"), "{e}");
     }
 
