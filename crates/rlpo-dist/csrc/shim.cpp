@@ -154,7 +154,24 @@ int rlpo_group_new_gloo(void* store, const char* prefix, int rank, int world, in
     auto prefixed = c10::make_intrusive<c10d::PrefixStore>(std::string(prefix),
                                                            static_cast<Store*>(store)->store);
     auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
-    opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    // As torch.distributed does: GLOO_SOCKET_IFNAME=eth0[,eth1] picks the interfaces, else the
+    // address this host's name resolves to (loopback when it does not resolve).
+    const char* ifnames = std::getenv("GLOO_SOCKET_IFNAME");
+    if (ifnames != nullptr && *ifnames != '\0') {
+      std::string all(ifnames);
+      std::size_t start = 0;
+      while (start <= all.size()) {
+        std::size_t end = all.find(',', start);
+        if (end == std::string::npos) end = all.size();
+        if (end > start) {
+          opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(all.substr(start, end - start)));
+        }
+        start = end + 1;
+      }
+    }
+    if (opts->devices.empty()) {
+      opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    }
     // One worker thread: rlpo issues collectives one at a time, in program order.
     opts->threads = 1;
     auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, world, opts);

@@ -8,8 +8,8 @@
 //!   the caller holds `&mut Tensor` for the ones written in place;
 //! - the shim never throws across the boundary: a failure is a non-zero status plus a malloc'd
 //!   message, which is copied and freed here.
-
-#![allow(unsafe_code)]
+//!
+//! (`unsafe_code` is allowed for this module alone, at its declaration in lib.rs.)
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use tch::Tensor;

@@ -192,3 +192,29 @@ fn failing_rank_0_is_reported_to_the_others() {
         assert_eq!(codes[r], Some(0), "{out}");
     }
 }
+
+#[test]
+fn a_missing_rank_fails_the_rendezvous_after_the_timeout() {
+    if as_rank().is_some() {
+        return;
+    }
+    let port = common::free_port();
+    let env = rlpo_dist::LaunchEnv {
+        rank: 0,
+        world: 2,
+        local_rank: 0,
+        local_world: 2,
+        master_addr: "127.0.0.1".into(),
+        master_port: port,
+        source: rlpo_dist::LaunchSource::Torchrun,
+        external_store: false,
+        attempt: 0,
+    };
+    let t0 = Instant::now();
+    let opts = rlpo_dist::CommOptions { timeout: Duration::from_secs(2), cuda_device: None };
+    let e = Comm::init(&env, &opts).err().expect("rank 1 never comes");
+    let msg = e.to_string();
+    assert!(matches!(e, DistError::Init { .. }), "{msg}");
+    assert!(msg.contains(&format!("rank 0 of 2: rendezvous at 127.0.0.1:{port} failed")) && msg.contains("1/2 clients joined"), "{msg}");
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+}
