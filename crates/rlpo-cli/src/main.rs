@@ -1,6 +1,7 @@
 //! The `rlpo` binary: a thin clap dispatch over library calls.
 
 mod commands;
+mod launch;
 
 use clap::{Parser, Subcommand};
 

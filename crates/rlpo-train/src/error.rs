@@ -45,6 +45,9 @@ pub enum TrainError {
     /// The dataset failed to load.
     #[error("data: {0}")]
     Data(#[from] rlpo_data::Error),
+    /// Rendezvous or a collective across ranks failed (names the rank at fault).
+    #[error("distributed: {0}")]
+    Dist(#[from] rlpo_dist::DistError),
     /// A LibTorch error.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

@@ -8,11 +8,14 @@
 //!   optimizer step, gradient clipping, AdamW with inspectable state;
 //! - [`metrics`]: TensorBoard event files, JSONL, console progress;
 //! - [`checkpoint`], [`export`], [`inspect`]: atomic verified checkpoints and resume, HF export,
-//!   checkpoint reports; [`run_lock`]: one trainer per run directory.
+//!   checkpoint reports; [`run_lock`]: one trainer per run directory;
+//! - [`dist`]: the seam every global reduction goes through (rank, world, sums, gathers,
+//!   broadcasts, gradient buckets; the identity for one process) and per-rank placement.
 
 pub mod batch;
 pub mod check;
 pub mod checkpoint;
+pub mod dist;
 pub mod error;
 pub mod export;
 pub mod inspect;

@@ -10,6 +10,7 @@
 
 use crate::batch::LearnerBatch;
 use crate::checkpoint;
+use crate::dist::{self, Dist};
 use crate::error::{invalid, io, Result, TrainError};
 use crate::learner::{Learner, OldLogp, UpdateInputs, UpdateReport};
 use crate::rmt::{self, RmtPrompts};
@@ -114,6 +115,9 @@ pub struct Trainer {
     pub(crate) broken: Option<String>,
     /// The step of the checkpoint this trainer was resumed from.
     pub(crate) resumed_at: Option<(u64, PathBuf)>,
+    /// This process's rank and communicator (the identity for a single process). Rank 0
+    /// alone writes the run directory.
+    pub dist: Dist,
 }
 
 impl Trainer {
@@ -123,11 +127,15 @@ impl Trainer {
         if !mp.is_dir() {
             return Err(invalid("model.path", format!("{} is not a directory (an HF model directory is expected)", mp.display())));
         }
-        if recipe.run.threads > 0 {
-            tch::set_num_threads(recipe.run.threads as i32);
-        }
+        // Several processes (torchrun, srun, --nproc-per-node): rendezvous before the model
+        // loads, so a bad launch fails fast; this rank's devices and threads come from its
+        // local rank (dist/place.rs). `recipe` stays as written: it is what the run records.
+        let launch = rlpo_dist::LaunchEnv::from_env()?;
+        let placed = dist::place::place(&recipe, &launch)?;
+        dist::place::bind_threads(recipe.run.threads, &launch);
+        let dist = Dist::connect(launch, dist::place::cuda_index(&placed))?;
         tch::manual_seed(recipe.run.seed as i64);
-        let device = parse_device(&recipe.model.device).map_err(|e| invalid("model.device", e.to_string()))?;
+        let device = parse_device(&placed.model.device).map_err(|e| invalid("model.device", e.to_string()))?;
         let kind = parse_dtype(&recipe.model.dtype).map_err(|e| invalid("model.dtype", e.to_string()))?;
         let opts = LoadOptions { device, kind };
         let tokenizer = Arc::new(TextTokenizer::from_dir(mp)?);
@@ -144,20 +152,22 @@ impl Trainer {
         let rmt = RmtPrompts::new(recipe.algorithm.rmt.as_ref(), &dataset, recipe.data.source, recipe.trainer.total_steps, recipe.run.seed)?;
         let engine = Engine::with_tokenizer(tokenizer.clone());
         let run_dir = recipe.run_dir();
-        std::fs::create_dir_all(&run_dir).map_err(|e| io(&run_dir, e))?;
-        let resolved = run_dir.join("recipe.resolved.toml");
-        std::fs::write(&resolved, recipe.to_toml()).map_err(|e| io(&resolved, e))?;
         let mut sinks: Vec<Box<dyn MetricSink>> = Vec::new();
-        if recipe.metrics.jsonl {
-            sinks.push(Box::new(JsonlSink::open(&run_dir.join("metrics.jsonl"))?));
+        if dist.is_main() {
+            std::fs::create_dir_all(&run_dir).map_err(|e| io(&run_dir, e))?;
+            let resolved = run_dir.join("recipe.resolved.toml");
+            std::fs::write(&resolved, recipe.to_toml()).map_err(|e| io(&resolved, e))?;
+            if recipe.metrics.jsonl {
+                sinks.push(Box::new(JsonlSink::open(&run_dir.join("metrics.jsonl"))?));
+            }
+            if recipe.metrics.tensorboard {
+                sinks.push(Box::new(TensorBoardSink::create(&run_dir.join("tensorboard"))?));
+            }
+            if recipe.metrics.console {
+                sinks.push(Box::new(ConsoleSink::new(recipe.trainer.total_steps, 0)));
+            }
         }
-        if recipe.metrics.tensorboard {
-            sinks.push(Box::new(TensorBoardSink::create(&run_dir.join("tensorboard"))?));
-        }
-        if recipe.metrics.console {
-            sinks.push(Box::new(ConsoleSink::new(recipe.trainer.total_steps, 0)));
-        }
-        let backend = RolloutBackend::new(&recipe, &model, &tokenizer)?;
+        let backend = RolloutBackend::new(&placed, &model, &tokenizer)?;
         let learner = Learner::new(model, &recipe, reference);
         let state = AlgoState::new(recipe.trainer.total_steps);
         Ok(Trainer {
@@ -181,6 +191,7 @@ impl Trainer {
             step_start: None,
             broken: None,
             resumed_at: None,
+            dist,
         })
     }
 

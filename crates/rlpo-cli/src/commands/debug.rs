@@ -6,7 +6,9 @@
 //!   `--decode-from P` also `decode_logits [B, T - P + 1, V]`: the prefix `[:, :P]` prefilled
 //!   into a KV cache, then one decode step per remaining token, i.e. the logits of positions
 //!   `P - 1 .. T - 1` as the rollout computes them. `scripts/gpu_check.sh` compares both with
-//!   transformers.
+//!   transformers;
+//! - `rlpo debug dist-selftest [--nproc-per-node N]`: every distributed operation of the
+//!   training step across real processes, checked against known values (`dist_selftest.rs`).
 
 use anyhow::{bail, Context, Result};
 use rlpo_model::{parse_device, parse_dtype, CausalLm, LoadOptions};
@@ -21,6 +23,8 @@ pub enum Command {
     Device,
     /// Write a model's logits for given token ids (see the module docs).
     Logits(LogitsArgs),
+    /// Check every distributed operation across ranks (run with --nproc-per-node, torchrun, srun).
+    DistSelftest(super::dist_selftest::Args),
 }
 
 /// Arguments of `rlpo debug logits`.
@@ -62,6 +66,7 @@ pub fn run(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Logits(a) => logits(a),
+        Command::DistSelftest(a) => super::dist_selftest::run(a),
     }
 }
 

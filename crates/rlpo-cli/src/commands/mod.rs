@@ -5,6 +5,7 @@ pub mod bench_checkpoint;
 pub mod bench_step;
 pub mod check;
 pub mod debug;
+pub mod dist_selftest;
 pub mod export;
 pub mod generate;
 pub mod inspect;
