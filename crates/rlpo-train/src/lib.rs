@@ -8,12 +8,15 @@
 //!   optimizer step, gradient clipping, AdamW with inspectable state;
 //! - [`metrics`]: TensorBoard event files, JSONL, console progress;
 //! - [`checkpoint`], [`export`], [`inspect`]: atomic verified checkpoints and resume, HF export,
-//!   checkpoint reports.
+//!   checkpoint reports;
+//! - [`eval`]: pass@k / maj@k evaluation (`rlpo eval`, `[eval]` during training) and
+//!   [`report`]: the self-contained HTML page of a run (`rlpo report`).
 
 pub mod batch;
 pub mod check;
 pub mod checkpoint;
 pub mod error;
+pub mod eval;
 pub mod export;
 pub mod inspect;
 pub mod learner;
@@ -22,6 +25,7 @@ pub mod optim;
 pub mod overrides;
 pub mod prompts;
 pub mod recipe;
+pub mod report;
 pub mod rmt;
 pub mod rollout_backend;
 pub mod step_metrics;

@@ -72,11 +72,11 @@ pub struct Trainer {
     pub recipe: Recipe,
     /// Run directory.
     pub run_dir: PathBuf,
-    tokenizer: Arc<TextTokenizer>,
+    pub(crate) tokenizer: Arc<TextTokenizer>,
     /// Policy + optimizer.
     pub learner: Learner,
-    engine: Engine,
-    backend: RolloutBackend,
+    pub(crate) engine: Engine,
+    pub(crate) backend: RolloutBackend,
     /// The next step's rollout when it was started early (`max_staleness >= 1`).
     pub prefetched: Option<Prefetched>,
     dataset: Dataset,
@@ -85,13 +85,17 @@ pub struct Trainer {
     rewards: RewardSet,
     /// Algorithm schedule state (step, progress, HAPO statistics).
     pub state: AlgoState,
-    sinks: Vec<Box<dyn MetricSink>>,
+    pub(crate) sinks: Vec<Box<dyn MetricSink>>,
     /// Weight version (incremented by every applied optimizer step).
     pub version: u64,
     /// Set by SIGINT/SIGTERM: stop after the current step.
     pub stop: Arc<AtomicBool>,
     /// Metrics of every finished step.
     pub history: Vec<StepMetrics>,
+    /// `[eval]`: held-out evaluation during training (`crate::eval::during_training`).
+    pub(crate) eval: Option<crate::eval::TrainingEval>,
+    /// `<run>/rollouts.jsonl`, the report's sample browser.
+    rollout_log: Option<crate::report::RolloutLog>,
 }
 
 impl Trainer {
@@ -136,6 +140,8 @@ impl Trainer {
             sinks.push(Box::new(ConsoleSink::new(recipe.trainer.total_steps, 0)));
         }
         let backend = RolloutBackend::new(&recipe, &model, &tokenizer)?;
+        let eval = crate::eval::TrainingEval::new(&recipe, &tokenizer)?;
+        let rollout_log = crate::report::RolloutLog::open(&run_dir, recipe.metrics.text_samples)?;
         let learner = Learner::new(model, &recipe, reference);
         let state = AlgoState::new(recipe.trainer.total_steps);
         Ok(Trainer {
@@ -154,6 +160,8 @@ impl Trainer {
             version: 0,
             stop: Arc::new(AtomicBool::new(false)),
             history: Vec::new(),
+            eval,
+            rollout_log,
         })
     }
 
@@ -366,6 +374,8 @@ impl Trainer {
 
     /// One training step; returns its metrics (also sent to the sinks).
     pub fn step(&mut self) -> Result<StepMetrics> {
+        // `[eval]`: the initial policy, logged as step 0 (a fresh run only).
+        self.eval_before_training()?;
         let t_step = Instant::now();
         let r = self.recipe.clone();
         let g = r.rollout.group_size as i64;
@@ -452,6 +462,9 @@ impl Trainer {
         self.version += report.applied as u64;
 
         step_metrics::fill(&mut m, &rollouts, &batch, &plan, &shaped, &old_entropy, &self.rewards, r.metrics.text_samples);
+        if let Some(log) = self.rollout_log.as_mut() {
+            log.write(m.step, &rollouts, &plan)?;
+        }
         self.finish_step(&mut m, t_step, Some((&report, plan.hapo_stats)))?;
         Ok(m)
     }
@@ -470,10 +483,15 @@ impl Trainer {
             }
         }
         m.set("train/policy_version", self.version as f64);
+        self.eval_after_step(m)?;
         for s in &mut self.sinks {
             s.record(m)?;
         }
         self.history.push(m.clone());
+        let every = self.recipe.metrics.report_every;
+        if every > 0 && m.step % every == 0 && self.recipe.metrics.jsonl {
+            crate::report::write(&self.run_dir)?;
+        }
         Ok(())
     }
 
@@ -500,6 +518,9 @@ impl Trainer {
         }
         for s in &mut self.sinks {
             s.finish()?;
+        }
+        if self.recipe.metrics.report_every > 0 && self.recipe.metrics.jsonl && self.state.step > 0 {
+            crate::report::write(&self.run_dir)?;
         }
         let done = self.state.step >= self.recipe.trainer.total_steps;
         if done && self.recipe.checkpoint.save_final {

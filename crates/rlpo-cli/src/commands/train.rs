@@ -94,6 +94,7 @@ fn resumed(trainer: &Trainer, dir: &std::path::Path) -> Result<()> {
     if dropped > 0 {
         eprintln!("metrics.jsonl: dropped {dropped} line(s) of steps after {} from the interrupted attempt", trainer.state.step);
     }
+    checkpoint::trim_step_log(&trainer.run_dir.join(rlpo_train::report::ROLLOUTS_FILE), trainer.state.step)?;
     Ok(())
 }
 
