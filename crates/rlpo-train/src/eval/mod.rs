@@ -8,13 +8,15 @@
 //! - [`summary`]: per-dataset numbers, the `eval/...` scalars and a text table;
 //! - [`audit`]: correct judgements that rest on a weak signal (`rlpo eval --audit`);
 //! - [`config`]: the `[eval]` recipe section, `--data` specs, k lists, the evaluation seed;
-//! - [`during_training`]: the trainer's hook (step 0, every `eval.every` steps, the last step).
+//! - [`during_training`]: the trainer's hook (step 0, every `eval.every` steps, the last step);
+//! - [`standalone`]: `rlpo eval` (model resolution, loading, output files).
 
 pub mod audit;
 pub mod config;
 pub mod during_training;
 pub mod estimators;
 pub mod runner;
+pub mod standalone;
 pub mod summary;
 
 pub use config::EvalConfig;

@@ -75,7 +75,11 @@ fn window_mean(v: &[Option<f64>], n: usize, last: bool) -> Option<f64> {
 /// The headline numbers: start -> end of the main curves, steps, wall time.
 fn headline(t: &MetricTable, total_steps: Option<u64>) -> Value {
     let get = |k: &str| t.series.get(k).map(Vec::as_slice).unwrap_or(&[]);
-    let pair = |k: &str, n: usize| json!({"first": window_mean(get(k), n, false), "last": window_mean(get(k), n, true), "window": n});
+    // At most 5 steps at each end, and never overlapping halves of a short run.
+    let pair = |k: &str, most: usize| {
+        let n = (get(k).iter().flatten().count() / 2).clamp(1, most);
+        json!({"first": window_mean(get(k), n, false), "last": window_mean(get(k), n, true), "window": n})
+    };
     let eval1 = get("eval/pass@1");
     let eval_steps: Vec<u64> = t.steps.iter().zip(eval1).filter(|(_, v)| v.is_some()).map(|(s, _)| *s).collect();
     let seconds: f64 = ["timing/step_s", "timing/eval_s"].iter().flat_map(|k| get(k).iter().flatten()).sum();

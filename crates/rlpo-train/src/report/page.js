@@ -27,8 +27,25 @@
     return String(Number(v.toPrecision(3)));
   }
 
+  // A tick label: as many decimals as the tick step needs, so neighbours never print the same.
+  function tickFmt(v, step) {
+    if (Math.abs(v) < step * 1e-6) return '0';
+    const dec = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+    if (dec > 5 || Math.abs(v) >= 1e6) {
+      const digits = Math.floor(Math.log10(Math.abs(v))) - Math.floor(Math.log10(step) + 1e-9);
+      return v.toExponential(Math.min(6, Math.max(1, digits)));
+    }
+    return v.toFixed(dec);
+  }
+
+  // A change: "±0" when it is rounding noise.
+  function deltaFmt(d, scale) {
+    return Math.abs(d) <= 1e-9 * Math.max(Math.abs(scale), 1e-12) ? '\u00b10' : (d > 0 ? '+' : '') + fmt(d);
+  }
+
   function seconds(s) {
     if (!isFinite(s)) return '-';
+    if (s < 10) return s.toFixed(1) + ' s';
     if (s < 120) return s.toFixed(0) + ' s';
     if (s < 7200) return (s / 60).toFixed(1) + ' min';
     return (s / 3600).toFixed(1) + ' h';
@@ -54,8 +71,11 @@
     return out;
   }
 
+  // Y range with nice bounds; never below 0 for data that is never negative.
   function domain(lo, hi) {
+    const nonNeg = lo >= 0;
     if (!(hi > lo)) { const pad = Math.abs(lo) * 0.1 || 1; lo -= pad; hi += pad; }
+    if (nonNeg && lo < 0) lo = 0;
     const step = niceStep(hi - lo, 4);
     return { lo: Math.floor(lo / step + 1e-9) * step, hi: Math.ceil(hi / step - 1e-9) * step, step: step };
   }
@@ -80,7 +100,7 @@
     }, svg);
     for (let v = y.lo; v <= y.hi + y.step * 1e-6; v += y.step) {
       el('line', { class: 'grid-line', x1: L, x2: L + pw, y1: Y(v), y2: Y(v) }, g);
-      el('text', { x: L - 6, y: Y(v) + 4, 'text-anchor': 'end' }, g, fmt(Math.abs(v) < y.step * 1e-6 ? 0 : v));
+      el('text', { x: L - 6, y: Y(v) + 4, 'text-anchor': 'end' }, g, tickFmt(v, y.step));
     }
     let xticks;
     if (opt.xlog2) {
@@ -93,7 +113,7 @@
     }
     for (const v of xticks) {
       el('line', { class: 'axis', x1: X(v), x2: X(v), y1: T + ph, y2: T + ph + 4 }, g);
-      el('text', { x: X(v), y: T + ph + 16, 'text-anchor': 'middle' }, g, fmt(v));
+      el('text', { x: X(v), y: T + ph + 16, 'text-anchor': 'middle' }, g, String(v));
     }
     el('line', { class: 'axis', x1: L, x2: L + pw, y1: T + ph, y2: T + ph }, g);
     el('line', { class: 'axis', x1: L, x2: L, y1: T, y2: T + ph }, g);
@@ -173,7 +193,7 @@
       v.appendChild(document.createTextNode(fmt(last) + (unit ? ' ' + unit : '')));
       const d = last - first;
       const good = higherIsBetter === null ? '' : ((d >= 0) === higherIsBetter ? 'up' : 'down');
-      el('div', { class: 'delta ' + good }, c, (d >= 0 ? '+' : '') + fmt(d) + (note ? ' \u00b7 ' + note : ''));
+      el('div', { class: 'delta ' + good }, c, deltaFmt(d, Math.max(Math.abs(first), Math.abs(last))) + (note ? ' \u00b7 ' + note : ''));
     }
     return c;
   }
