@@ -259,9 +259,9 @@
         const meta = el('div', { class: 'meta' }, row);
         const rv = el('b', { class: r.reward > 0 ? 'pos' : 'neg' }, meta, 'reward ' + fmt(r.reward));
         rv.dataset.reward = r.reward;
+        const adv = r.advantage === null ? '-' : (r.advantage > 0 ? '+' : '') + fmt(r.advantage);
+        meta.appendChild(document.createTextNode(` \u00b7 adv ${adv} \u00b7 ${r.kept ? 'in the loss' : 'not in the loss'}`));
         const parts = Object.entries(r.parts || {}).map(([k, v]) => `${k} ${fmt(v)}`).join(', ');
-        meta.appendChild(el('div', {}, null, 'advantage ' + fmt(r.advantage)));
-        meta.appendChild(el('div', {}, null, r.kept ? 'in the loss' : 'not in the loss'));
         if (parts) meta.appendChild(el('div', {}, null, parts));
         el('pre', {}, row, r.response);
       }

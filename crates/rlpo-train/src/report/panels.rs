@@ -81,14 +81,14 @@ pub fn choose(metrics: &BTreeMap<String, Vec<Option<f64>>>, f: Features) -> (Vec
         Panel { smooth: false, ..panel(id, title, "fraction of problems", &pairs) }
     };
     let candidates: Vec<(Panel, Option<(bool, &str)>)> = vec![
-        (panel("reward", "Reward", "mean reward per response", &[("reward/mean", "reward")]), None),
-        (panel("pass", "Pass rate", "fraction of responses with reward > 0", &[("reward/pass_rate", "pass rate")]), None),
+        (panel("reward", "Reward", "mean reward", &[("reward/mean", "reward")]), None),
+        (panel("pass", "Pass rate", "share with reward > 0", &[("reward/pass_rate", "pass rate")]), None),
         (by_k("eval-pass", "Held-out pass@k", "eval/pass@"), None),
         (by_k("eval-maj", "Held-out maj@k", "eval/maj@"), None),
         (panel("length", "Response length", "tokens", &[("response/length_mean", "mean"), ("response/length_max", "max")]), None),
-        (panel("truncated", "Truncated responses", "fraction cut at max_new_tokens", &[("response/clip_ratio", "truncated")]), None),
+        (panel("truncated", "Truncated responses", "share truncated", &[("response/clip_ratio", "truncated")]), None),
         (panel("entropy", "Entropy", "nats per token", &[("rollout/entropy_mean", "rollout"), ("actor/entropy", "actor")]), None),
-        (panel("clip", "Clip fraction", "fraction of loss tokens clipped", &[("actor/clip_frac", "clipped")]), None),
+        (panel("clip", "Clip fraction", "share of tokens clipped", &[("actor/clip_frac", "clipped")]), None),
         (panel("kl", "KL to the reference", "nats per token", &[("actor/kl", "KL")]), Some((f.kl, "loss.kl_coef = 0"))),
         (panel("lr", "Learning rate", "lr", &[("optim/lr", "lr")]), None),
         (panel("grad", "Gradient norm", "L2 norm before clipping", &[("actor/grad_norm", "grad norm")]), None),
@@ -119,7 +119,7 @@ pub fn choose(metrics: &BTreeMap<String, Vec<Option<f64>>>, f: Features) -> (Vec
             ),
             Some((f.d3s, "no [algorithm.d3s]")),
         ),
-        (panel("hapo-temp", "HAPO rollout temperature", "mean temperature per token", &[("rollout/temperature_mean", "temperature")]), Some((f.hapo, "no [algorithm.hapo]"))),
+        (panel("hapo-temp", "HAPO rollout temperature", "temperature", &[("rollout/temperature_mean", "temperature")]), Some((f.hapo, "no [algorithm.hapo]"))),
         (
             panel(
                 "hapo-clip",
