@@ -80,7 +80,7 @@ fn plotted(dom: &str) -> BTreeMap<String, Plotted> {
         for p in tags(&dom[*start..end], "path").into_iter().filter(|t| attr(t, "class").as_deref() == Some("raw")) {
             let key = attr(p, "data-metric").expect("raw path names its metric");
             let d = attr(p, "d").unwrap();
-            let nums: Vec<f64> = d.split(|c: char| c == 'M' || c == 'L' || c == ' ').filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
+            let nums: Vec<f64> = d.split(['M', 'L', ' ']).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
             let pts = nums.chunks(2).map(|xy| (x0 + (xy[0] - left) / w * (x1 - x0), y0 + (top + h - xy[1]) / h * (y1 - y0))).collect();
             out.insert(key, Plotted { pts, per_px: (y1 - y0) / h });
         }

@@ -489,7 +489,7 @@ impl Trainer {
         }
         self.history.push(m.clone());
         let every = self.recipe.metrics.report_every;
-        if every > 0 && m.step % every == 0 && self.recipe.metrics.jsonl {
+        if every > 0 && m.step.is_multiple_of(every) && self.recipe.metrics.jsonl {
             crate::report::write(&self.run_dir)?;
         }
         Ok(())

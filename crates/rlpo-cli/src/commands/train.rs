@@ -83,6 +83,10 @@ pub fn run(args: Args) -> Result<()> {
         eprintln!("mean reward of the last {} step(s): {:.3}", last.len(), last.iter().sum::<f64>() / last.len() as f64);
     }
     eprintln!("run directory: {} (metrics.jsonl, tensorboard/, final/)", trainer.run_dir.display());
+    let report = trainer.run_dir.join("report.html");
+    if report.is_file() {
+        eprintln!("report: {} (open it in a browser; rlpo report RUN rewrites it)", report.display());
+    }
     Ok(())
 }
 

@@ -65,7 +65,7 @@ impl TrainingEval {
 
     /// Whether an evaluation is due after training step `step` (1-based; 0 = before training).
     pub fn due(&self, step: u64, total_steps: u64) -> bool {
-        step % self.cfg.every == 0 || step == total_steps
+        step.is_multiple_of(self.cfg.every) || step == total_steps
     }
 }
 

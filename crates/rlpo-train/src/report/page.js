@@ -129,7 +129,7 @@
       } else {
         raw.setAttribute('style', 'opacity:.9;stroke-width:1.6');
       }
-      if (!opt.smooth || s.pts.length <= 60) {
+      if (s.pts.length <= (opt.smooth ? 60 : 200)) {
         for (const p of s.pts) el('circle', { class: 'pt', cx: X(p[0]).toFixed(2), cy: Y(p[1]).toFixed(2), r: opt.smooth ? 1.8 : 3, fill: s.color }, g);
       }
     }

@@ -26,7 +26,7 @@ pub struct Panel {
     pub unit: String,
     /// The series, drawn in palette order.
     pub series: Vec<Series>,
-    /// Smooth (EMA) over steps: false for sparse series such as evaluations.
+    /// Smooth (EMA) over steps: false for sparse series (evaluations) and schedules.
     pub smooth: bool,
 }
 
@@ -39,6 +39,12 @@ fn panel(id: &str, title: &str, unit: &str, series: &[(&str, &str)]) -> Panel {
         series: series.iter().map(|(k, l)| Series { key: k.to_string(), label: l.to_string() }).collect(),
         smooth: true,
     }
+}
+
+/// A schedule (learning rate, RMT budget and tiers): exact values, drawn without smoothing,
+/// which would only make it lag.
+fn schedule(p: Panel) -> Panel {
+    Panel { smooth: false, ..p }
 }
 
 /// The recipe features that gate panels, read from `recipe.resolved.toml`.
@@ -90,7 +96,7 @@ pub fn choose(metrics: &BTreeMap<String, Vec<Option<f64>>>, f: Features) -> (Vec
         (panel("entropy", "Entropy", "nats per token", &[("rollout/entropy_mean", "rollout"), ("actor/entropy", "actor")]), None),
         (panel("clip", "Clip fraction", "share of tokens clipped", &[("actor/clip_frac", "clipped")]), None),
         (panel("kl", "KL to the reference", "nats per token", &[("actor/kl", "KL")]), Some((f.kl, "loss.kl_coef = 0"))),
-        (panel("lr", "Learning rate", "lr", &[("optim/lr", "lr")]), None),
+        (schedule(panel("lr", "Learning rate", "lr", &[("optim/lr", "lr")])), None),
         (panel("grad", "Gradient norm", "L2 norm before clipping", &[("actor/grad_norm", "grad norm")]), None),
         (
             panel(
@@ -129,8 +135,8 @@ pub fn choose(metrics: &BTreeMap<String, Vec<Option<f64>>>, f: Features) -> (Vec
             ),
             Some((f.hapo, "no [algorithm.hapo]")),
         ),
-        (panel("rmt-budget", "RMT token budget", "tokens", &[("rmt/budget", "budget")]), Some((f.rmt, "no [algorithm.rmt]"))),
-        (panel("rmt-tiers", "RMT tier mix", "probability", &[("rmt/p_easy", "easy"), ("rmt/p_hard", "hard")]), Some((f.rmt, "no [algorithm.rmt]"))),
+        (schedule(panel("rmt-budget", "RMT token budget", "tokens", &[("rmt/budget", "budget")])), Some((f.rmt, "no [algorithm.rmt]"))),
+        (schedule(panel("rmt-tiers", "RMT tier mix", "probability", &[("rmt/p_easy", "easy"), ("rmt/p_hard", "hard")])), Some((f.rmt, "no [algorithm.rmt]"))),
     ];
     let logged = |k: &str| metrics.get(k).is_some_and(|v| v.iter().any(Option::is_some));
     let mut shown = Vec::new();
