@@ -17,6 +17,7 @@ RUN=${RUN:-quickstart-eval}
 OUT=${OUT:-eval/quickstart-heldout}
 BIN=target/release/rlpo
 cargo build --release -q --bin rlpo
+mkdir -p "$(dirname "$OUT")"
 EVAL=(--data synthetic:arithmetic --data-seed 1 --problems "$PROBLEMS" --samples 16 --k all --audit)
 
 echo "== 1/3 base model" >&2

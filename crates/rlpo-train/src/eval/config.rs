@@ -189,6 +189,22 @@ mod tests {
     }
 
     #[test]
+    fn a_recipe_with_eval_round_trips_and_set_can_add_it() {
+        use crate::recipe::{Recipe, QUICKSTART};
+        let p = std::path::Path::new("q.toml");
+        let text = format!("{QUICKSTART}\n[eval]\nevery = 3\nk = [1, 4]\n[eval.data]\nseed = 1\n");
+        let r = Recipe::from_toml(&text, p, &[]).unwrap();
+        let back = Recipe::from_toml(&r.to_toml(), p, &[]).unwrap();
+        assert_eq!(r, back, "recipe.resolved.toml must parse back to the same recipe");
+        assert_eq!(back.eval.as_ref().map(|e| (e.every, e.k.clone())), Some((3, vec![1, 4])));
+        let set = Recipe::from_toml(QUICKSTART, p, &["eval.data.seed=2".into(), "eval.every=5".into()]).unwrap();
+        assert_eq!(set.eval.map(|e| (e.every, e.data.seed)), Some((5, 2)));
+        assert!(Recipe::from_toml(QUICKSTART, p, &[]).unwrap().eval.is_none());
+        let e = Recipe::from_toml(QUICKSTART, p, &["eval.every=5".into()]).unwrap_err().to_string();
+        assert!(e.contains("data"), "[eval] without data is refused: {e}");
+    }
+
+    #[test]
     fn eval_section_is_checked() {
         let train = DataConfig::default();
         let held_out = DataConfig { seed: 1, ..DataConfig::default() };
