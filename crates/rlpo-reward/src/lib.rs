@@ -60,4 +60,4 @@ pub use policy::failed_groups;
 pub use samples::{load_samples, parse_samples};
 pub use set::{Failure, RewardSet, ScoredBatch};
 pub use table::{load_reward_config, parse_reward_config, render_table, reward_test_table};
-pub use types::{RewardFn, RewardInput, RewardOutput, RewardStatus};
+pub use types::{AnswerInfo, RewardFn, RewardInput, RewardOutput, RewardStatus};

@@ -2,7 +2,8 @@
 //! separately, with the recipe's failure policy applied and every failure counted.
 //!
 //! Total reward of a sample: `Σ_f weight_f · value_f`. Parts: `parts[name_f] = value_f`
-//! (unweighted), plus each function's own parts as `name_f/part`.
+//! (unweighted), plus each function's own parts as `name_f/part`. Verifiers' answer accounts
+//! ([`crate::AnswerInfo`]) are renamed the same way (`answers[name_f]`).
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -190,6 +191,7 @@ impl RewardSet {
         for i in 0..batch.len() {
             let mut total = 0.0;
             let mut parts = BTreeMap::new();
+            let mut answers = BTreeMap::new();
             let first_failure = failures.len();
             for (e, outs) in self.entries.iter().zip(&per_fn) {
                 let o = &outs[i];
@@ -202,10 +204,14 @@ impl RewardSet {
                 for (k, v) in &o.parts {
                     parts.insert(format!("{}/{k}", e.name), *v);
                 }
+                for (k, info) in &o.answers {
+                    let key = if k.is_empty() { e.name.clone() } else { format!("{}/{k}", e.name) };
+                    answers.insert(key, info.clone());
+                }
             }
             let status = combined_status(&failures[first_failure..]);
             let value = if status.is_ok() { total } else { f64::NAN };
-            outputs.push(RewardOutput { value, parts, status });
+            outputs.push(RewardOutput { value, parts, status, answers });
         }
         let scored = ScoredBatch { outputs, failures, on_error: self.on_error };
         self.counters.add_samples(batch.len() as u64);

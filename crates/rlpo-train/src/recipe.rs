@@ -227,11 +227,14 @@ pub struct MetricsConfig {
     /// Log `actor/entropy`, the current policy's entropy on loss tokens (an extra pass over the
     /// vocabulary in the update; `rollout/entropy_mean` is free). Default false.
     pub actor_entropy: bool,
+    /// Rewrite `<run>/report.html` (`rlpo report`) every this many steps and at the end of the
+    /// run; 0 = never during training. Default 10.
+    pub report_every: u64,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig { tensorboard: true, jsonl: true, console: true, text_samples: 2, actor_entropy: false }
+        MetricsConfig { tensorboard: true, jsonl: true, console: true, text_samples: 2, actor_entropy: false, report_every: 10 }
     }
 }
 
@@ -270,6 +273,9 @@ pub struct Recipe {
     /// `[metrics]`.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// `[eval]`: evaluation on held-out problems during training; absent = off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<crate::eval::EvalConfig>,
 }
 
 impl Recipe {
@@ -374,6 +380,9 @@ impl Recipe {
         }
         if self.trainer.logit_chunk_positions <= 0 {
             return Err(invalid("trainer.logit_chunk_positions", "must be positive"));
+        }
+        if let Some(e) = &self.eval {
+            e.validate(&self.data)?;
         }
         Ok(())
     }

@@ -82,11 +82,11 @@ pub struct Trainer {
     pub recipe: Recipe,
     /// Run directory.
     pub run_dir: PathBuf,
-    tokenizer: Arc<TextTokenizer>,
+    pub(crate) tokenizer: Arc<TextTokenizer>,
     /// Policy + optimizer.
     pub learner: Learner,
-    engine: Engine,
-    backend: RolloutBackend,
+    pub(crate) engine: Engine,
+    pub(crate) backend: RolloutBackend,
     /// The next step's rollout when it was started early (`max_staleness >= 1`).
     pub prefetched: Option<Prefetched>,
     dataset: Dataset,
@@ -95,7 +95,7 @@ pub struct Trainer {
     rewards: RewardSet,
     /// Algorithm schedule state (step, progress, HAPO statistics).
     pub state: AlgoState,
-    sinks: Vec<Box<dyn MetricSink>>,
+    pub(crate) sinks: Vec<Box<dyn MetricSink>>,
     /// Weight version (incremented by every applied optimizer step).
     pub version: u64,
     /// Set by SIGINT/SIGTERM: stop after the current step.
@@ -118,6 +118,10 @@ pub struct Trainer {
     /// This process's rank and communicator (the identity for a single process). Rank 0
     /// alone writes the run directory.
     pub dist: Dist,
+    /// `[eval]`: held-out evaluation during training (`crate::eval::during_training`).
+    pub(crate) eval: Option<crate::eval::TrainingEval>,
+    /// `<run>/rollouts.jsonl`, the report's sample browser.
+    rollout_log: Option<crate::report::RolloutLog>,
 }
 
 impl Trainer {
@@ -168,6 +172,9 @@ impl Trainer {
             }
         }
         let backend = RolloutBackend::new(&placed, &model, &tokenizer)?;
+        let eval = crate::eval::TrainingEval::new(&recipe, &tokenizer)?;
+        // The run directory is rank 0's: other ranks keep no sample log.
+        let rollout_log = if dist.is_main() { crate::report::RolloutLog::open(&run_dir, recipe.metrics.text_samples)? } else { None };
         let learner = Learner::new(model, &recipe, reference);
         let state = AlgoState::new(recipe.trainer.total_steps);
         Ok(Trainer {
@@ -192,6 +199,8 @@ impl Trainer {
             broken: None,
             resumed_at: None,
             dist,
+            eval,
+            rollout_log,
         })
     }
 
@@ -453,6 +462,8 @@ impl Trainer {
         if let Some(why) = &self.broken {
             return Err(TrainError::Aborted(format!("the trainer stopped mid-step ({why}); resume from its checkpoint in a new trainer")));
         }
+        // `[eval]`: the initial policy, logged as step 0 (a fresh run only).
+        self.eval_before_training()?;
         let t_step = Instant::now();
         let r = self.recipe.clone();
         let g = r.rollout.group_size as i64;
@@ -551,6 +562,9 @@ impl Trainer {
         self.version += report.applied as u64;
 
         step_metrics::fill(&mut m, &rollouts, &batch, &plan, &shaped, &old_entropy, &self.rewards, r.metrics.text_samples);
+        if let Some(log) = self.rollout_log.as_mut() {
+            log.write(m.step, &rollouts, &plan)?;
+        }
         self.finish_step(&mut m, t_step, Some((&report, plan.hapo_stats)))?;
         Ok(m)
     }
@@ -569,11 +583,16 @@ impl Trainer {
             }
         }
         m.set("train/policy_version", self.version as f64);
+        self.eval_after_step(m)?;
         // The step is complete: history first, so a failing sink still leaves its metrics for
         // the checkpoint.
         self.history.push(m.clone());
         for s in &mut self.sinks {
             s.record(m)?;
+        }
+        let every = self.recipe.metrics.report_every;
+        if every > 0 && m.step.is_multiple_of(every) && self.recipe.metrics.jsonl && self.dist.is_main() {
+            crate::report::write(&self.run_dir)?;
         }
         Ok(())
     }

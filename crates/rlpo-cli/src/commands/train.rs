@@ -158,6 +158,10 @@ fn train(trainer: &mut Trainer, args: &Args, run_dir: &std::path::Path, ckpt_roo
         eprintln!("mean reward of the last {} step(s): {:.3}", last.len(), last.iter().sum::<f64>() / last.len() as f64);
     }
     eprintln!("run directory: {} (metrics.jsonl, tensorboard/, final/)", trainer.run_dir.display());
+    let report = trainer.run_dir.join("report.html");
+    if report.is_file() {
+        eprintln!("report: {} (open it in a browser; rlpo report RUN rewrites it)", report.display());
+    }
     Ok(())
 }
 
@@ -169,6 +173,7 @@ fn resumed(trainer: &Trainer, dir: &std::path::Path) -> Result<()> {
     if dropped > 0 {
         eprintln!("metrics.jsonl: dropped {dropped} line(s) of steps after {} from the interrupted attempt", trainer.state.step);
     }
+    checkpoint::trim_step_log(&trainer.run_dir.join(rlpo_train::report::ROLLOUTS_FILE), trainer.state.step)?;
     Ok(())
 }
 

@@ -149,6 +149,9 @@ impl Trainer {
         for s in &mut self.sinks {
             s.finish()?;
         }
+        if self.recipe.metrics.report_every > 0 && self.recipe.metrics.jsonl && self.state.step > 0 && self.dist.is_main() {
+            crate::report::write(&self.run_dir)?;
+        }
         if self.state.step < self.recipe.trainer.total_steps {
             return Ok(RunEnd::Stopped { checkpoint: saved.map(|s| s.1), cut: None });
         }
