@@ -8,7 +8,8 @@
 //! - [`external`]: reward functions in any language, as long-lived child processes speaking JSON
 //!   lines, with timeouts, a concurrency limit, restarts with back-off and stderr capture.
 //! - [`RewardSet`]: weighted combination with separate parts, the `on_error` policy
-//!   ([`OnError`]: abort / zero / drop_group) and failure counters ([`metrics`]).
+//!   ([`OnError`]: abort / zero / drop_group), failure counters ([`metrics`]) and the failure
+//!   ceiling that stops a run drowning in failures ([`ceiling`]).
 //! - [`config`] + [`build`]: the recipe's `[reward]` section ([`validate`]: the same checks without
 //!   starting plugins); [`reward_test_table`]: the library
 //!   side of `rlpo reward test`.
@@ -31,6 +32,7 @@
 //! ```
 
 mod builder;
+pub mod ceiling;
 pub mod config;
 pub mod countdown;
 mod error;
