@@ -26,16 +26,19 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let recipe = Recipe::load(args.recipe.as_deref(), &args.set)?;
     let name = args.recipe.as_ref().map_or("embedded quickstart".to_string(), |p| p.display().to_string());
-    eprintln!("rlpo train: {name} -> {}", recipe.run_dir().display());
-    let run_dir = recipe.run_dir();
-    let mut trainer = Trainer::new(recipe)?;
+    // Relative recipe paths are relative to the working directory; say where this run writes.
+    let run_dir = std::path::absolute(recipe.run_dir())?;
+    eprintln!("rlpo train: {name} -> {}", run_dir.display());
+    // Before anything is written (Trainer::new creates the run directory and its logs).
     let existing = checkpoint::list(&checkpoint::checkpoints_dir(&run_dir));
+    anyhow::ensure!(
+        args.resume != "never" || existing.is_empty(),
+        "{} already has checkpoints; use --resume auto to continue it, or choose another run.name",
+        run_dir.display()
+    );
+    let mut trainer = Trainer::new(recipe)?;
     match args.resume.as_str() {
-        "never" => anyhow::ensure!(
-            existing.is_empty(),
-            "{} already has checkpoints; use --resume auto to continue it, or choose another run.name",
-            run_dir.display()
-        ),
+        "never" => {}
         "auto" => {
             if let Some(dir) = checkpoint::newest_verified(&run_dir) {
                 trainer.resume_from(&dir)?;
