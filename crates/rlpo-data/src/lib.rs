@@ -32,6 +32,7 @@ pub mod parquet;
 pub mod rng;
 pub mod sample;
 pub mod synthetic;
+mod tagged;
 pub mod text;
 
 pub use config::{DataConfig, FieldNames, SourceKind, TextConfig, TextSplit, TooLong, BUILTIN_TINY};

@@ -77,8 +77,9 @@ fn default_failure_window() -> usize {
     crate::ceiling::DEFAULT_FAILURE_WINDOW
 }
 
-/// One `[[reward.fns]]` entry, selected by `kind`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One `[[reward.fns]]` entry, selected by `kind` (deserialized by [`crate::tagged`], so that a
+/// bad value names its key).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FnConfig {
     /// Math answer verifier.
@@ -95,6 +96,26 @@ pub enum FnConfig {
     Match(MatchConfig),
     /// External plugin over JSON lines.
     External(ExternalConfig),
+}
+
+/// The `kind` spellings.
+const KINDS: &[&str] = &["math", "countdown", "format", "overlong", "length", "match", "external"];
+
+impl<'de> Deserialize<'de> for FnConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::tagged::{split, variant};
+        let (kind, rest) = split(d, "kind")?;
+        Ok(match kind.as_str() {
+            "math" => Self::Math(variant(rest, "kind", &kind)?),
+            "countdown" => Self::Countdown(variant(rest, "kind", &kind)?),
+            "format" => Self::Format(variant(rest, "kind", &kind)?),
+            "overlong" => Self::Overlong(variant(rest, "kind", &kind)?),
+            "length" => Self::Length(variant(rest, "kind", &kind)?),
+            "match" => Self::Match(variant(rest, "kind", &kind)?),
+            "external" => Self::External(variant(rest, "kind", &kind)?),
+            other => return Err(serde::de::Error::unknown_variant(other, KINDS)),
+        })
+    }
 }
 
 impl FnConfig {

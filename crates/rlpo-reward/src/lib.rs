@@ -48,6 +48,7 @@ pub mod rational;
 mod samples;
 mod set;
 mod table;
+mod tagged;
 mod types;
 
 pub use builder::{build, validate};

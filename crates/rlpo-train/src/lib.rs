@@ -22,6 +22,7 @@ pub mod optim;
 pub mod overrides;
 pub mod prompts;
 pub mod recipe;
+pub mod recipe_ranges;
 pub mod reward_run;
 pub mod rmt;
 pub mod rollout_backend;
