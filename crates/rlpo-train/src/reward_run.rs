@@ -3,8 +3,9 @@
 //! - Every line of the reward log (plugin stderr, tracebacks, restarts, timeouts, protocol
 //!   errors, non-finite values) is appended to `<run>/reward.log` as it arrives, including what
 //!   plugins wrote while starting, before the run directory existed.
-//! - When a batch has failures and the log got new lines, the last of them are printed on the
-//!   console, so a failing plugin is seen while it fails, not found later in a file.
+//! - When a batch has failures, a summary line goes into the log and the batch's newest log lines
+//!   (at most [`CONSOLE_LINES`]) are printed on the console, so a failing plugin is seen while it
+//!   fails, not found later in a file.
 //! - Lines written during a step are counted as the `reward/log_lines` metric (like the timings,
 //!   not reproducible: when a plugin's stderr lines arrive is up to the operating system).
 //! - The failure ceiling of `on_error = "zero"` / `"drop_group"` ([`rlpo_reward::ceiling`]) ends
@@ -82,21 +83,28 @@ impl RunRewards {
             }
             Err(e) => return Err(e.into()),
         };
-        let new_lines = self.lines.load(Ordering::Relaxed).saturating_sub(before);
-        if !scored.failures.is_empty() && new_lines > 0 {
-            let n = (new_lines as usize).min(CONSOLE_LINES);
+        if !scored.failures.is_empty() {
             let first = &scored.failures[0];
-            eprintln!(
-                "reward: {} of {} samples failed in this batch ({} error(s), {} timeout(s); first: sample {} in `{}`); last lines of {}:",
+            // Into reward.log too, so the file tells the whole story in order.
+            self.set.log().push(format!(
+                "[rlpo] {} of {} samples failed in this batch ({} error(s), {} timeout(s); on_error = \"{}\"); first: sample {} in `{}`: {}",
                 scored.outputs.iter().filter(|o| !o.is_ok()).count(),
                 scored.outputs.len(),
                 scored.errors(),
                 scored.timeouts(),
+                scored.on_error.as_str(),
                 first.index,
                 first.fn_name,
+                first.status
+            ));
+            let new_lines = self.lines.load(Ordering::Relaxed).saturating_sub(before).max(1);
+            eprintln!(
+                "reward: {} of {} samples failed in this batch; last lines of {}:",
+                scored.outputs.iter().filter(|o| !o.is_ok()).count(),
+                scored.outputs.len(),
                 self.log_path.as_deref().map_or_else(|| REWARD_LOG.into(), |p| p.display().to_string())
             );
-            for line in self.set.log().tail("", n) {
+            for line in self.set.log().tail("", (new_lines as usize).min(CONSOLE_LINES)) {
                 eprintln!("  {line}");
             }
         }
