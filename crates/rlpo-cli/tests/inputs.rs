@@ -101,7 +101,7 @@ fn check_names_an_overlong_prompt_at_row_520_and_the_trainer_follows_too_long() 
     jsonl(&data, 3, &[1, 2, 3]);
     let r = recipe(tmp.path(), "all", &data, 1);
     let out = rlpo().arg("train").arg(&r).args(["--set", "data.too_long=skip"]).output().unwrap();
-    assert!(text(&out.stderr).contains("none of the dataset fits"), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("all 3 prompts of the dataset are longer than the model's context (512 tokens)"), "{}", text(&out.stderr));
 }
 
 /// Every file under `dir` with its contents, sorted (a snapshot to compare).

@@ -148,6 +148,27 @@ fn sigint_to_the_process_group_with_a_slow_plugin_saves_and_the_resume_matches()
 }
 
 #[test]
+fn a_second_interrupt_exits_at_once_and_takes_the_plugins_along() {
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = format!("rlpo-second-judge-{}", std::process::id());
+    // A very slow plugin with children: the first step cannot finish while the test runs.
+    let r = recipe(tmp.path(), "second", 3, &judge("abort", &["--sleep", "30", "--fork", "--marker", &marker], ""));
+    let log = tmp.path().join("second-log");
+    let mut cmd = rlpo();
+    cmd.arg("train").arg(&r).current_dir(tmp.path()).process_group(0);
+    let mut child = spawn_logged(&mut cmd, &log);
+    wait_until(&mut child, 300, "the plugin and its children", || with_marker(&marker).len() >= 4);
+    let group = format!("-{}", child.id());
+    assert!(std::process::Command::new("kill").args(["-INT", "--", &group]).status().unwrap().success());
+    wait_until(&mut child, 60, "the first interrupt's message", || read(&log.with_extension("err")).contains("interrupt: finishing"));
+    assert!(std::process::Command::new("kill").args(["-INT", "--", &group]).status().unwrap().success());
+    let status = wait_exit(&mut child, 60);
+    assert_eq!(status.code(), Some(130), "{}", read(&log.with_extension("err")));
+    // exit() skipped every destructor; the plugin group was killed explicitly.
+    assert!(none_left(&marker).is_empty(), "left behind: {:?}\n{}", with_marker(&marker), read(&log.with_extension("err")));
+}
+
+#[test]
 fn a_forking_plugin_that_times_out_leaves_no_process_behind() {
     let tmp = tempfile::tempdir().unwrap();
     let marker = format!("rlpo-fork-judge-{}", std::process::id());

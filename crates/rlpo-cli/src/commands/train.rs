@@ -36,7 +36,24 @@ pub fn run(args: Args) -> Result<()> {
         "{} already has checkpoints; use --resume auto to continue it, or choose another run.name",
         run_dir.display()
     );
+    // Installed before the trainer starts its reward plugins: they run in their own process
+    // groups, so an interrupt during start-up must reach this handler (not kill rlpo outright and
+    // orphan them). A first interrupt then stops before the first step.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            // Second signal: leave now; nothing half-written is published under a final name.
+            // Reward plugins run in their own process groups (the terminal's signal does not
+            // reach them) and exit() skips their destructors: stop them here.
+            rlpo_reward::external::kill_all_groups();
+            eprintln!("second interrupt: exiting immediately");
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: finishing the current step (press Ctrl-C again to exit at once)");
+    })?;
     let mut trainer = Trainer::new(recipe)?;
+    trainer.stop = stop;
     match args.resume.as_str() {
         "never" => {}
         "auto" => {
@@ -61,15 +78,6 @@ pub fn run(args: Args) -> Result<()> {
         );
         return Ok(());
     }
-    let stop = trainer.stop.clone();
-    ctrlc::set_handler(move || {
-        if stop.swap(true, Ordering::SeqCst) {
-            // Second signal: leave now; nothing half-written is published under a final name.
-            eprintln!("second interrupt: exiting immediately");
-            std::process::exit(130);
-        }
-        eprintln!("interrupt: finishing the current step (press Ctrl-C again to exit at once)");
-    })?;
     let done = trainer.run()?;
     if !done {
         let saved = checkpoint::list(&checkpoint::checkpoints_dir(&run_dir)).into_iter().next().map(|(_, d)| d.display().to_string());

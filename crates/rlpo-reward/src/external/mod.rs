@@ -46,7 +46,7 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// typo (a plugin with that many workers would not be one process).
 pub const MAX_CONCURRENCY: usize = 1024;
 
-pub use process::{plugin_env, DEFAULT_ENV};
+pub use process::{kill_all_groups, plugin_env, DEFAULT_ENV};
 
 /// Settings of one external plugin.
 #[derive(Debug, Clone)]

@@ -48,6 +48,32 @@ pub enum Event {
     },
 }
 
+/// Process groups of the plugin instances alive in this process, and whether
+/// [`kill_all_groups`] has run (after which no plugin may start).
+struct Live {
+    groups: std::collections::BTreeSet<u32>,
+    closed: bool,
+}
+
+static LIVE: std::sync::Mutex<Live> = std::sync::Mutex::new(Live { groups: std::collections::BTreeSet::new(), closed: false });
+
+fn live() -> std::sync::MutexGuard<'static, Live> {
+    LIVE.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// SIGKILL to the process group of every plugin instance still alive, for an exit that skips
+/// destructors (`std::process::exit` on a second Ctrl-C): the plugins are in their own process
+/// groups, so the terminal's signal does not reach them, and nothing else would stop them.
+/// Afterwards no plugin can start (a restart racing with the exit would be orphaned): spawning
+/// holds the same lock, so every instance is either killed here or never started.
+pub fn kill_all_groups() {
+    let mut live = live();
+    live.closed = true;
+    for &pgid in &live.groups {
+        kill_group(pgid);
+    }
+}
+
 /// Variables every plugin gets from rlpo's environment (when set): what a program needs to find
 /// its interpreter, its home, a temporary directory and the locale. `LC_*` is a prefix.
 pub const DEFAULT_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_*", "TMPDIR"];
@@ -86,6 +112,11 @@ impl PluginProcess {
         let (program, args) = command
             .split_first()
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"))?;
+        // Held until the group is registered: see `kill_all_groups`.
+        let mut registry = live();
+        if registry.closed {
+            return Err(std::io::Error::other("rlpo is exiting; no plugin is started"));
+        }
         let mut child = Command::new(program)
             .args(args)
             .env_clear()
@@ -95,20 +126,36 @@ impl PluginProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        let missing = || std::io::Error::other("child pipe missing");
-        let stdin = child.stdin.take().ok_or_else(missing)?;
-        let stdout = child.stdout.take().ok_or_else(missing)?;
-        let stderr = child.stderr.take().ok_or_else(missing)?;
-
-        let (tx, rx) = channel::unbounded::<String>();
-        thread::Builder::new().name(format!("reward-{name}-stdin")).spawn(move || write_loop(stdin, rx))?;
-        thread::Builder::new()
-            .name(format!("reward-{name}-stdout"))
-            .spawn(move || read_loop(stdout, generation, events))?;
-        let (prefix, log) = (format!("[{name}] "), log.clone());
-        let stderr_thread = thread::Builder::new().name(format!("reward-{name}-stderr")).spawn(move || {
-            for_each_line(stderr, |line| log.push(format!("{prefix}{}", line.trim_end())));
-        })?;
+        let pid = child.id();
+        registry.groups.insert(pid);
+        drop(registry);
+        let threads = (|| {
+            let missing = || std::io::Error::other("child pipe missing");
+            let stdin = child.stdin.take().ok_or_else(missing)?;
+            let stdout = child.stdout.take().ok_or_else(missing)?;
+            let stderr = child.stderr.take().ok_or_else(missing)?;
+            let (tx, rx) = channel::unbounded::<String>();
+            thread::Builder::new().name(format!("reward-{name}-stdin")).spawn(move || write_loop(stdin, rx))?;
+            thread::Builder::new()
+                .name(format!("reward-{name}-stdout"))
+                .spawn(move || read_loop(stdout, generation, events))?;
+            let (prefix, log) = (format!("[{name}] "), log.clone());
+            let stderr_thread = thread::Builder::new().name(format!("reward-{name}-stderr")).spawn(move || {
+                for_each_line(stderr, |line| log.push(format!("{prefix}{}", line.trim_end())));
+            })?;
+            Ok((tx, stderr_thread))
+        })();
+        let (tx, stderr_thread) = match threads {
+            Ok(t) => t,
+            Err(e) => {
+                // Never leave an instance nobody owns.
+                kill_group(pid);
+                let _ = child.kill();
+                let _ = child.wait();
+                live().groups.remove(&pid);
+                return Err(e);
+            }
+        };
         Ok(Self { child, generation, stdin: Some(tx), stderr_thread: Some(stderr_thread) })
     }
 
@@ -172,6 +219,7 @@ impl Drop for PluginProcess {
         kill_group(self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
+        live().groups.remove(&self.child.id());
     }
 }
 
