@@ -176,10 +176,19 @@ impl RewardOutput {
 ///
 /// - return exactly one output per input, in input order (a wrong count is a hard error);
 /// - never panic on odd input: report per-sample problems with [`RewardOutput::error`];
-/// - a value of a failed sample is never read as a reward, so put `NaN` there (the constructors do).
+/// - a value of a failed sample is never read as a reward, so put `NaN` there (the constructors do);
+/// - an ok output must carry a finite value and finite parts: anything else is turned into a
+///   failure of that sample (`returned a non-finite value`), never into a number.
 ///
 /// `Send + Sync` because a [`crate::RewardSet`] scores its functions on parallel threads.
 pub trait RewardFn: Send + Sync {
     /// Scores `batch`, one output per input.
     fn score(&self, batch: &[RewardInput]) -> Vec<RewardOutput>;
+
+    /// `Some(reason)` once the function can never score again (an external plugin that used up
+    /// its restarts). Under `on_error = "zero"` / `"drop_group"` the reward set then stops the run
+    /// instead of failing every later sample. Default: never.
+    fn gave_up(&self) -> Option<String> {
+        None
+    }
 }

@@ -15,7 +15,8 @@ pub const QUICKSTART: &str = include_str!("../../../recipes/quickstart.toml");
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
-    /// Run name; the run directory is `<checkpoint.root>/<name>`. Default "run".
+    /// Run name; the run directory is `<checkpoint.root>/<name>`: one plain directory name (no
+    /// `/`, `\\`, `..`, not empty). Default "run".
     pub name: String,
     /// Master seed of the rollout rows (with the step, prompt and sample index) and of torch.
     /// The data order has its own `[data] seed`. Default 0.
@@ -34,8 +35,8 @@ impl Default for RunConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSection {
-    /// HF model directory (config.json, safetensors, tokenizer.json); relative paths are relative
-    /// to the working directory.
+    /// HF model directory (config.json, safetensors, tokenizer.json). Like every path in a recipe,
+    /// a relative path is relative to the working directory rlpo runs in (not the recipe file).
     pub path: PathBuf,
     /// Device of the learner and the colocated rollout: `cpu`, `cuda`, `cuda:N`. Default `cpu`.
     pub device: String,
@@ -309,6 +310,8 @@ impl Recipe {
     pub fn validate(&self) -> Result<()> {
         let g = self.rollout.group_size;
         self.rollout.validate()?;
+        // Sizes first: the batch arithmetic below multiplies them.
+        crate::recipe_ranges::validate(self)?;
         rlpo_algo::validate_sections(&self.algorithm, &self.loss, g)?;
         self.validate_algorithm_vs_reward()?;
         self.data.validate()?;
@@ -369,18 +372,8 @@ impl Recipe {
         if micro > mini || !mini.is_multiple_of(micro) {
             return Err(invalid("trainer.micro_batch_rows", format!("must divide mini_batch_rows ({mini}), got {micro}")));
         }
-        if self.optim.lr <= 0.0 || !self.optim.lr.is_finite() {
-            return Err(invalid("optim.lr", format!("must be positive, got {}", self.optim.lr)));
-        }
-        if !(0.0..1.0).contains(&self.optim.beta1) || !(0.0..1.0).contains(&self.optim.beta2) {
-            return Err(invalid("optim.beta1/beta2", "must be in [0, 1)"));
-        }
-        if self.optim.grad_clip < 0.0 {
-            return Err(invalid("optim.grad_clip", "must be >= 0 (0 = off)"));
-        }
-        if self.trainer.logit_chunk_positions <= 0 {
-            return Err(invalid("trainer.logit_chunk_positions", "must be positive"));
-        }
+        // The [reward] section's values (names, regexes, plugin options), without starting plugins.
+        rlpo_reward::validate(&self.reward)?;
         if let Some(e) = &self.eval {
             e.validate(&self.data)?;
         }

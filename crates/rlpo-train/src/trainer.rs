@@ -13,6 +13,7 @@ use crate::checkpoint;
 use crate::dist::{self, Dist};
 use crate::error::{invalid, io, Result, TrainError};
 use crate::learner::{Learner, OldLogp, UpdateInputs, UpdateReport};
+use crate::reward_run::{self, RunRewards};
 use crate::rmt::{self, RmtPrompts};
 use crate::rollout_backend::RolloutBackend;
 use crate::metrics::{ConsoleSink, JsonlSink, MetricSink, StepMetrics, TensorBoardSink};
@@ -22,7 +23,7 @@ use crate::step_metrics;
 use rlpo_algo::{compose, AlgoState};
 use rlpo_data::Dataset;
 use rlpo_model::{parse_device, parse_dtype, CausalLm, LoadOptions, TextTokenizer};
-use rlpo_reward::{RewardInput, RewardOutput, RewardSet, ScoredBatch};
+use rlpo_reward::{RewardInput, RewardOutput, ScoredBatch};
 use rlpo_rollout::{Engine, GenerateRequest, Group, RolloutBatch, RolloutSeed};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -92,7 +93,7 @@ pub struct Trainer {
     dataset: Dataset,
     /// RMT's prompts, budgets and curriculum (when `[algorithm.rmt]` is on).
     pub rmt: Option<RmtPrompts>,
-    rewards: RewardSet,
+    rewards: RunRewards,
     /// Algorithm schedule state (step, progress, HAPO statistics).
     pub state: AlgoState,
     pub(crate) sinks: Vec<Box<dyn MetricSink>>,
@@ -122,6 +123,8 @@ pub struct Trainer {
     pub(crate) eval: Option<crate::eval::TrainingEval>,
     /// `<run>/rollouts.jsonl`, the report's sample browser.
     rollout_log: Option<crate::report::RolloutLog>,
+    /// Prompts skipped as too long (`data.too_long = "skip"`) since the last finished step.
+    skipped_too_long: u64,
 }
 
 impl Trainer {
@@ -152,13 +155,14 @@ impl Trainer {
             None
         };
         let dataset = Dataset::from_config(&recipe.data, &std::env::current_dir().map_err(|e| io(".", e))?)?;
-        let rewards = rlpo_reward::build(&recipe.reward)?;
+        let mut rewards = RunRewards::build(&recipe.reward)?;
         let rmt = RmtPrompts::new(recipe.algorithm.rmt.as_ref(), &dataset, recipe.data.source, recipe.trainer.total_steps, recipe.run.seed)?;
         let engine = Engine::with_tokenizer(tokenizer.clone());
         let run_dir = recipe.run_dir();
         let mut sinks: Vec<Box<dyn MetricSink>> = Vec::new();
         if dist.is_main() {
             std::fs::create_dir_all(&run_dir).map_err(|e| io(&run_dir, e))?;
+            rewards.open_log(&run_dir)?;
             let resolved = run_dir.join("recipe.resolved.toml");
             std::fs::write(&resolved, recipe.to_toml()).map_err(|e| io(&resolved, e))?;
             if recipe.metrics.jsonl {
@@ -201,13 +205,24 @@ impl Trainer {
             dist,
             eval,
             rollout_log,
+            skipped_too_long: 0,
         })
     }
 
-    /// Stage 0: the next `n` prompts, tokenized.
+    /// Stage 0: the next `n` prompts that fit the model's context (`data.too_long`).
+    fn next_prompts(&mut self, n: usize, step: u64) -> Result<PromptBatch> {
+        let context = self.learner.model.config.max_position_embeddings.max(0) as usize;
+        let (policy, len) = (self.recipe.data.too_long, self.dataset.len());
+        let mut skipped = 0;
+        let batch = prompts::fill(n, context, policy, len, &mut skipped, |k| self.draw_prompts(k, step));
+        self.skipped_too_long += skipped;
+        batch
+    }
+
+    /// The next `n` prompts, tokenized.
     /// RMT draws them by its curriculum and turns them into budgeted RL prompts (with NTP
     /// sequences) for training step `step` (0-based).
-    fn next_prompts(&mut self, n: usize, step: u64) -> Result<PromptBatch> {
+    fn draw_prompts(&mut self, n: usize, step: u64) -> Result<PromptBatch> {
         let system = self.recipe.model.system_prompt.clone();
         let Some(rmt) = self.rmt.as_mut() else {
             let samples = self.dataset.next_batch(n);
@@ -344,7 +359,7 @@ impl Trainer {
                 });
             }
         }
-        Ok((self.rewards.score_all(&inputs)?, responses))
+        Ok((self.rewards.score(&inputs)?, responses))
     }
 
     /// Stages 0-3: prompts, rollout, rewards, and the DAPO filter with refill.
@@ -378,10 +393,12 @@ impl Trainer {
             let t0 = Instant::now();
             let (scored, responses) = self.score(&prompts, &groups)?;
             add(timings, "timing/reward_s", t0.elapsed().as_secs_f64());
+            add(timings, "reward/log_lines", self.rewards.take_log_lines() as f64);
             // `on_error = "drop_group"` removes groups with a failed reward; `abort` already
             // returned an error from score_all, `zero` keeps the rows with value 0 (counted).
-            let mut keep = scored.keep_mask(g)?;
-            let scores: Vec<f64> = scored.values().iter().map(|v| if v.is_finite() { *v } else { 0.0 }).collect();
+            // One flag per group (the DAPO filter's mask is per group too).
+            let mut keep = reward_run::kept_groups(&scored, g)?;
+            let scores = reward_run::scores_for_training(&scored, &keep, g)?;
             // `acc` is the verifier's own verdict (a format bonus or partial credit makes
             // `score > 0` wrong); `score` is the final shaped reward, overlong penalty included.
             let correct = match &correctness {
@@ -561,7 +578,7 @@ impl Trainer {
         // Stage 8: weight sync. Colocated: the rollout reads the learner's tensors, nothing to copy.
         self.version += report.applied as u64;
 
-        step_metrics::fill(&mut m, &rollouts, &batch, &plan, &shaped, &old_entropy, &self.rewards, r.metrics.text_samples);
+        step_metrics::fill(&mut m, &rollouts, &batch, &plan, &shaped, &old_entropy, self.rewards.set(), r.metrics.text_samples);
         if let Some(log) = self.rollout_log.as_mut() {
             log.write(m.step, &rollouts, &plan)?;
         }
@@ -583,6 +600,7 @@ impl Trainer {
             }
         }
         m.set("train/policy_version", self.version as f64);
+        m.set("data/skipped_too_long", std::mem::take(&mut self.skipped_too_long) as f64);
         self.eval_after_step(m)?;
         // The step is complete: history first, so a failing sink still leaves its metrics for
         // the checkpoint.
@@ -621,7 +639,7 @@ impl Trainer {
 
     /// The reward counters so far.
     pub fn rewards_metrics(&self) -> rlpo_reward::metrics::RewardMetrics {
-        self.rewards.metrics()
+        self.rewards.set().metrics()
     }
 
     /// Where the dataset continues.
@@ -639,7 +657,7 @@ impl Trainer {
             rm.restore(st.rmt_sampler.as_ref())?;
         }
         self.learner.nonfinite_in_a_row = st.nonfinite_in_a_row;
-        let c = self.rewards.counters();
+        let c = self.rewards.set().counters();
         let [samples, errors, timeouts, restarts] = st.reward_counters;
         c.add_samples(samples);
         c.add_errors(errors);

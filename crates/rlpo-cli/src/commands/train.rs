@@ -40,8 +40,9 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let recipe = Recipe::load(args.recipe.as_deref(), &args.set)?;
     let name = args.recipe.as_ref().map_or("embedded quickstart".to_string(), |p| p.display().to_string());
-    eprintln!("rlpo train: {name} -> {}", recipe.run_dir().display());
-    let run_dir = recipe.run_dir();
+    // Relative recipe paths are relative to the working directory; say where this run writes.
+    let run_dir = std::path::absolute(recipe.run_dir())?;
+    eprintln!("rlpo train: {name} -> {}", run_dir.display());
     if let Some(n) = args.nproc_per_node {
         // The recipe loaded once here, so a typo is reported once, not by every rank.
         let code = crate::launch::launch(n)?;
@@ -53,13 +54,12 @@ pub fn run(args: Args) -> Result<()> {
     // Rank 0 alone owns the run directory (lock, leftovers); the other ranks write nothing there.
     let main_rank = rlpo_dist::LaunchEnv::from_env()?.rank == 0;
     let ckpt_root = checkpoint::checkpoints_dir(&run_dir);
-    if args.resume == "never" {
-        anyhow::ensure!(
-            checkpoint::list(&ckpt_root).is_empty(),
-            "{} already has checkpoints; use --resume auto to continue it, or choose another run.name",
-            run_dir.display()
-        );
-    }
+    // Before anything is written (Trainer::new creates the run directory and its logs).
+    anyhow::ensure!(
+        args.resume != "never" || checkpoint::list(&ckpt_root).is_empty(),
+        "{} already has checkpoints; use --resume auto to continue it, or choose another run.name",
+        run_dir.display()
+    );
     // One trainer per run directory; held until this function returns.
     let _lock = if main_rank {
         let (lock, stale) = RunLock::acquire(&run_dir)?;
@@ -74,7 +74,24 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         None
     };
+    // Installed before the trainer starts its reward plugins: they run in their own process
+    // groups, so an interrupt during start-up must reach this handler (not kill rlpo outright and
+    // orphan them). A first interrupt then stops before the first step.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            // Second signal: leave now; nothing half-written is published under a final name.
+            // Reward plugins run in their own process groups (the terminal's signal does not
+            // reach them) and exit() skips their destructors: stop them here.
+            rlpo_reward::external::kill_all_groups();
+            eprintln!("second interrupt: exiting immediately");
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: finishing the current step (press Ctrl-C again to exit at once)");
+    })?;
     let mut trainer = Trainer::new(recipe)?;
+    trainer.stop = stop;
     if trainer.dist.is_distributed() {
         let d = &trainer.dist;
         d.barrier("start of training")?;
@@ -117,15 +134,6 @@ fn train(trainer: &mut Trainer, args: &Args, run_dir: &std::path::Path, ckpt_roo
         );
         return Ok(());
     }
-    let stop = trainer.stop.clone();
-    ctrlc::set_handler(move || {
-        if stop.swap(true, Ordering::SeqCst) {
-            // Second signal: leave now; nothing half-written is published under a final name.
-            eprintln!("second interrupt: exiting immediately");
-            std::process::exit(130);
-        }
-        eprintln!("interrupt: finishing the current step (press Ctrl-C again to exit at once)");
-    })?;
     match trainer.run() {
         Ok(RunEnd::Completed) => {}
         Ok(RunEnd::Stopped { checkpoint, cut }) => {

@@ -200,12 +200,12 @@ fn check_measures_prompts_and_validates_rewards() {
     };
     let r = Recipe::from_toml(&base(""), Path::new("t.toml"), &[]).unwrap();
     let report = check(&r).unwrap_or_else(|e| panic!("{e}"));
-    assert!(report.contains("longest of the first") && report.contains("memory plan"), "{report}");
+    // Every row of the data is measured (1000 synthetic prompts), not a sample of them.
+    assert!(report.contains("longest of all 1000 prompts") && report.contains("memory plan"), "{report}");
     assert!(!report.contains("budget"), "a CPU recipe without --gpu-mem has no budget: {report}");
-    // A bad regex is caught by `rlpo check`, naming the key, before any training.
+    // A bad regex is caught when the recipe is loaded (`rlpo check` and `rlpo train`), naming the key.
     let bad = base("[[reward.fns]]\nkind = \"format\"\npattern = \"([unclosed\"\n");
-    let r = Recipe::from_toml(&bad, Path::new("t.toml"), &[]).unwrap();
-    let msg = check(&r).expect_err("bad regex").to_string();
+    let msg = Recipe::from_toml(&bad, Path::new("t.toml"), &[]).expect_err("bad regex").to_string();
     assert!(msg.contains("reward.fns[1].pattern"), "{msg}");
     // A cuda device that is not here is a warning, not an error.
     let r = Recipe::from_toml(&base(""), Path::new("t.toml"), &["model.device=cuda:0".into()]).unwrap();
