@@ -85,7 +85,13 @@ fn good_plugin_scores_every_sample_with_parts_and_stderr_in_the_log() {
     let out2 = p.score(&samples(5, &[]));
     assert!(out2.iter().all(RewardOutput::is_ok));
     assert_eq!(counters.snapshot().restarts, 0);
-    let lines = log.drain();
+    // stderr is read by its own thread: the line may land a moment after the answers.
+    let mut lines = log.drain();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !lines.iter().any(|l| l.starts_with("[good] ready pid=")) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        lines.extend(log.drain());
+    }
     let ready = lines.iter().find(|l| l.starts_with("[good] ready pid=")).expect("stderr captured with prefix");
     // Dropping the reward function ends the plugin process.
     let pid: u32 = ready.trim_start_matches("[good] ready pid=").parse().expect("pid");

@@ -123,7 +123,7 @@ fn range(base: &str, key: &str) -> Option<Range> {
         return Some(F(finite));
     }
     Some(match key {
-        "run.seed" | "data.seed" | "optim.warmup_steps" | "checkpoint.save_every" | "checkpoint.keep_every" | "metrics.text_samples" => {
+        "run.seed" | "data.seed" | "optim.warmup_steps" | "checkpoint.save_every" | "checkpoint.keep_every" | "metrics.text_samples" | "metrics.report_every" => {
             I(any_u64)
         }
         "run.threads" | "rollout.threads_per_worker" => I(|n| (0..=4096).contains(&n)),
@@ -157,25 +157,28 @@ fn range(base: &str, key: &str) -> Option<Range> {
         "reward.max_failure_fraction" => F(unit_closed),
         "reward.failure_window" => I(|n| (1..=1 << 20).contains(&n)),
         "algorithm.adv_eps" => F(non_negative),
-        // G = 4.
-        "algorithm.d3s.samples_init" | "algorithm.d3s.samples_final" => I(|n| (1..=4).contains(&n)),
+        // G = 4; a single row has no variance to maximise.
+        "algorithm.d3s.samples_init" | "algorithm.d3s.samples_final" => I(|n| (2..=4).contains(&n)),
         "algorithm.d3s.token_keep_init" | "algorithm.d3s.token_keep_final" => F(unit_open_bottom),
         "algorithm.dapo.filter_groups.max_num_gen_batches" => I(|n| (1..=u32::MAX as i64).contains(&n)),
+        "algorithm.dapo.filter_groups.gen_batch_factor" => F(|x| x.is_finite() && x >= 1.0),
+        // TIS: a ratio cap of at least 1.
+        "algorithm.rollout_correction.threshold" => F(|x| x.is_finite() && x >= 1.0),
         // max_len 64: 1 <= cache_len < max_len.
         "algorithm.dapo.overlong.cache_len" => I(|n| (1..64).contains(&n)),
         "algorithm.dapo.overlong.max_len" => I(|n| n > 16),
         "algorithm.dapo.overlong.penalty_factor" => F(non_negative),
         "algorithm.hapo.quantile" => F(unit_closed),
         "algorithm.hapo.tau" => F(unit_open_top),
-        "algorithm.hapo.alpha" | "algorithm.hapo.beta" => F(non_negative),
+        "algorithm.hapo.alpha" => F(non_negative),
+        // beta > 1 would flip the sign of low-entropy tokens' advantages.
+        "algorithm.hapo.beta" => F(unit_closed),
         // inf: never fall back.
         "algorithm.hapo.fallback_threshold" => F(|x| x > 0.0),
         // budget_min 4 <= budget_init 32.
         "algorithm.rmt.budget_init" => I(|n| n >= 4),
         "algorithm.rmt.budget_min" => I(|n| (1..=32).contains(&n)),
         "algorithm.rmt.budget_decay" => F(unit_open_bottom),
-        "algorithm.rmt.r_max" => F(positive),
-        "algorithm.rmt.length_weight" => F(unit_closed),
         // 0 < start (0.3) < end (0.7) < 1.
         "algorithm.rmt.curriculum_start" => F(|x| x > 0.0 && x < 0.7),
         "algorithm.rmt.curriculum_end" => F(|x| x > 0.3 && x < 1.0),
