@@ -61,6 +61,27 @@ impl TooLong {
     }
 }
 
+/// How a string prompt reaches the model (`data.prompt_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptFormat {
+    /// A string prompt becomes one user message (after `model.system_prompt`, when set) rendered
+    /// with the model's chat template, as verl and TRL feed instruct models.
+    Chat,
+    /// A string prompt is tokenized as it is (base models, completion-style prompts).
+    Raw,
+}
+
+impl PromptFormat {
+    /// The recipe spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            PromptFormat::Chat => "chat",
+            PromptFormat::Raw => "raw",
+        }
+    }
+}
+
 /// The `[data]` recipe section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -83,6 +104,10 @@ pub struct DataConfig {
     /// A prompt with at least as many tokens as the model's context (`max_position_embeddings`),
     /// chat template included: `"error"` (default) stops naming the row, `"skip"` skips it.
     pub too_long: TooLong,
+    /// String prompts: `"chat"` (one user message through the chat template) or `"raw"` (as
+    /// is). Unset: `"chat"` when the model has a chat template, else `"raw"`; a synthetic task
+    /// with `chat = false` is raw. Chat-list prompts always go through the template.
+    pub prompt_format: Option<PromptFormat>,
     /// Field names for file sources.
     pub fields: FieldNames,
     /// Options for `source = "synthetic"`; absent means single-digit arithmetic with defaults.
@@ -101,6 +126,7 @@ impl Default for DataConfig {
             max_samples: None,
             require_answer: true,
             too_long: TooLong::default(),
+            prompt_format: None,
             fields: FieldNames::default(),
             synthetic: None,
             text: None,
@@ -217,6 +243,13 @@ impl DataConfig {
             return Err(config_err(
                 "data.text",
                 format!("only used by data.source = \"text\", but data.source = \"{src}\""),
+            ));
+        }
+        let raw_synthetic = self.source == SourceKind::Synthetic && !self.synthetic_or_default().chat();
+        if raw_synthetic && self.prompt_format == Some(PromptFormat::Chat) {
+            return Err(config_err(
+                "data.prompt_format",
+                "= \"chat\" contradicts data.synthetic.chat = false (plain-text prompts): set one of them",
             ));
         }
         if self.max_samples == Some(0) {

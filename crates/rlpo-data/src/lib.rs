@@ -35,7 +35,7 @@ pub mod synthetic;
 mod tagged;
 pub mod text;
 
-pub use config::{DataConfig, FieldNames, SourceKind, TextConfig, TextSplit, TooLong, BUILTIN_TINY};
+pub use config::{DataConfig, FieldNames, PromptFormat, SourceKind, TextConfig, TextSplit, TooLong, BUILTIN_TINY};
 pub use curriculum::{difficulty_tiers, tiers_by_quantile, TierSampler, TierSamplerState, Tiers};
 pub use dataset::{DataCursor, Dataset};
 pub use error::{Error, Result, RowRef};

@@ -103,6 +103,11 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
+    /// Whether the model directory has a chat template.
+    pub fn has_chat_template(&self) -> bool {
+        self.template.is_some()
+    }
+
     /// Render `messages` with the chat template.
     pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
         let t = self.template.as_ref().ok_or_else(|| {

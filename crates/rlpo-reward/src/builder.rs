@@ -29,6 +29,43 @@ pub fn validate(cfg: &RewardConfig) -> Result<()> {
     build_with(cfg, false).map(|_| ())
 }
 
+/// One external plugin started by [`start_plugins_once`].
+#[derive(Debug)]
+pub struct PluginStart {
+    /// Its recipe key, `reward.fns[i]`.
+    pub key: String,
+    /// Its part name.
+    pub name: String,
+    /// Its command line.
+    pub command: Vec<String>,
+    /// Seconds from spawn to a completed start-up handshake, or why it failed (quoting its
+    /// stderr).
+    pub result: Result<f64>,
+}
+
+/// For `rlpo check`: start every external plugin of `cfg` once, each on its own, wait for its
+/// start-up handshake (within its `startup_timeout_s`) and stop it again. Every plugin is tried,
+/// so one report names all that fail (a typo in the program, a script that dies on import, one
+/// that never answers the handshake).
+pub fn start_plugins_once(cfg: &RewardConfig) -> Vec<PluginStart> {
+    let mut out = Vec::new();
+    for (i, fc) in cfg.fns.iter().enumerate() {
+        let FnConfig::External(c) = fc else { continue };
+        let key = format!("reward.fns[{i}]");
+        let name = fc.name_and_weight().0.to_string();
+        let set = RewardSet::new(cfg.on_error);
+        let t0 = std::time::Instant::now();
+        // Dropping the started plugin closes its stdin and kills its process group.
+        let result = build_one(fc, &name, &key, &set, true).map(|f| {
+            let secs = t0.elapsed().as_secs_f64();
+            drop(f);
+            secs
+        });
+        out.push(PluginStart { key, name, command: c.command.clone(), result });
+    }
+    out
+}
+
 /// Stands in for an external plugin in [`validate`]; never asked to score.
 struct NotStarted;
 

@@ -53,7 +53,7 @@ mod table;
 mod tagged;
 mod types;
 
-pub use builder::{build, validate};
+pub use builder::{build, start_plugins_once, validate, PluginStart};
 pub use config::{FnConfig, OnError, RewardConfig};
 pub use correctness::Correctness;
 pub use error::{RewardError, Result};

@@ -132,7 +132,12 @@ fn crash_with_pipelining_isolates_the_culprit() {
     assert!(out.iter().enumerate().all(|(k, o)| k == 5 || k == 12 || o.is_ok()), "{out:?}");
     // Per crashing sample: one crash with others in flight, one crash alone.
     assert_eq!(counters.snapshot().restarts, 4);
-    assert!(log.drain().iter().any(|l| l.contains("failed samples [5] (alone in flight)")));
+    let lines = log.drain();
+    // Each line says what happened: the samples in flight together are re-sent one at a time,
+    // then the culprit alone fails; no line lists an empty set of failed samples.
+    assert!(lines.iter().any(|l| l.contains("in flight together: re-sending them one at a time")), "{lines:#?}");
+    assert!(lines.iter().any(|l| l.contains("sample(s) [5] fail (each was alone in flight); re-sending samples [6, 7, 8] one at a time")), "{lines:#?}");
+    assert!(!lines.iter().any(|l| l.contains("[]")), "{lines:#?}");
 }
 
 #[test]

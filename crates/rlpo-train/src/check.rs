@@ -1,16 +1,24 @@
-//! `rlpo check RECIPE`: everything that can be checked without running — the recipe, the
-//! `[reward]` section (built without starting plugins), the model config, the prompt length of
-//! every data row (streamed, each row that does not fit the context named) — and the plan of a step: batches and the memory plan per device ([`memory`]).
+//! `rlpo check RECIPE`: everything that can be checked without training — the recipe, the
+//! `[reward]` section, each external reward plugin started once with its handshake (unless
+//! `--no-plugins`), the model directory, the prompt format and the length of every data row as
+//! the model will see it (streamed, each row that does not fit the context named) — and the plan
+//! of a step: batches, checkpoint size, the memory plan per device ([`memory`]).
 //!
-//! With a memory budget (`--gpu-mem`, or 80 GiB by default on a `cuda` device) a plan whose peak
-//! does not fit is refused with its biggest item named. A CUDA device that is not visible on this
-//! machine is only a warning: recipes are often checked on another machine than the GPU one.
+//! Every finding is collected before anything is refused: [`CheckReport::problems`] lists what
+//! stops a run (a missing model or data file, a plugin that does not start, rows that do not fit
+//! under `data.too_long = "error"`, a memory plan over its budget), and the binary exits
+//! non-zero after printing the whole report when there is one. With a memory budget
+//! (`--gpu-mem`, or 80 GiB by default on a `cuda` device) the biggest item of a plan that does not
+//! fit is named. A CUDA device that is not visible on this machine is only a warning: recipes are
+//! often checked on another machine than the GPU one.
 
 pub mod memory;
 #[cfg(test)]
 mod memory_tests;
 
 use crate::error::{invalid, Result};
+use crate::inspect::human_bytes;
+use crate::prompts::PromptStyle;
 use crate::recipe::Recipe;
 use memory::{MemoryPlan, StepShape, GIB};
 use rlpo_model::{ModelConfig, TextTokenizer};
@@ -25,36 +33,92 @@ pub const PROMPT_LEN_ESTIMATE: usize = 256;
 pub struct CheckOptions {
     /// Memory per device in bytes (`--gpu-mem`); `None` = 80 GiB on CUDA, no limit on CPU.
     pub gpu_mem: Option<f64>,
+    /// Do not start external reward plugins (`--no-plugins`).
+    pub no_plugins: bool,
+}
+
+/// What [`check_with`] found.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    /// The plan, line by line.
+    pub text: String,
+    /// Things to look at that do not stop a run.
+    pub warnings: Vec<String>,
+    /// Things that stop a run, each naming the recipe key or file at fault.
+    pub problems: Vec<String>,
+}
+
+impl CheckReport {
+    /// No problem found.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl std::fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)?;
+        for w in &self.warnings {
+            writeln!(f, "warning: {w}")?;
+        }
+        Ok(())
+    }
 }
 
 /// [`check_with`] with default options.
-pub fn check(recipe: &Recipe) -> Result<String> {
+pub fn check(recipe: &Recipe) -> Result<CheckReport> {
     check_with(recipe, &CheckOptions::default())
 }
 
-/// A human-readable report; `Err` carries the first blocking problem (a bad `[reward]` value, an
-/// unreadable model config or tokenizer, data that fails to load, a plan over the budget).
-pub fn check_with(recipe: &Recipe, opts: &CheckOptions) -> Result<String> {
-    let mut out = String::new();
-    let mut warn = Vec::new();
+/// The recipe's spelling of an enum value (`grpo`, `token_mean`), not its Rust name.
+fn spelled<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    }
+}
+
+/// Bytes of one checkpoint of `cfg` trained in `param_bytes`-byte parameters: the model in its
+/// dtype, and (with `checkpoint.save_optimizer`) AdamW's two fp32 moments plus fp32 master
+/// weights for parameters below fp32 — what `checkpoint::save` writes, to within the tokenizer
+/// and JSON files.
+pub fn checkpoint_bytes(cfg: &ModelConfig, param_bytes: usize, save_optimizer: bool) -> (f64, f64) {
+    let p = cfg.num_parameters() as f64;
+    let model = p * param_bytes as f64;
+    let opt = if save_optimizer { p * 8.0 + if param_bytes < 4 { p * 4.0 } else { 0.0 } } else { 0.0 };
+    (model, opt)
+}
+
+/// The report. `Err` only for what stops the check itself (an unreadable recipe value); every
+/// finding about files, plugins, data and memory is in the report.
+pub fn check_with(recipe: &Recipe, opts: &CheckOptions) -> Result<CheckReport> {
+    let mut rep = CheckReport::default();
     let r = recipe;
     let g = r.rollout.group_size;
     let b = r.trainer.prompts_per_step;
     let rows = b * g;
+    let mut out = String::new();
     out += &format!("run            {} (seed {}) -> {}\n", r.run.name, r.run.seed, r.run_dir().display());
     rlpo_reward::validate(&r.reward)?;
+    let kind = rlpo_model::parse_dtype(&r.model.dtype).map_err(|e| invalid("model.dtype", e.to_string()))?;
     let model_cfg = if r.model.path.is_dir() {
-        Some(ModelConfig::from_dir(&r.model.path)?)
+        match ModelConfig::from_dir(&r.model.path) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                rep.problems.push(format!("model.path: {e}"));
+                None
+            }
+        }
     } else {
-        warn.push(format!("model.path {} does not exist here (required to train)", r.model.path.display()));
+        rep.problems.push(format!("model.path: {} is not a directory here (an HF model directory with config.json, *.safetensors and tokenizer.json is required to train)", r.model.path.display()));
         None
     };
-    let kind = rlpo_model::parse_dtype(&r.model.dtype).map_err(|e| invalid("model.dtype", e.to_string()))?;
     if let Some(c) = &model_cfg {
         out += &format!(
-            "model          {} ({:?}, {:.1}M parameters, {} layers, vocab {}) on {} in {}\n",
+            "model          {} ({}, {:.1}M parameters, {} layers, vocab {}) on {} in {}\n",
             r.model.path.display(),
-            c.family,
+            format!("{:?}", c.family).to_lowercase(),
             c.num_parameters() as f64 / 1e6,
             c.num_hidden_layers,
             c.vocab_size,
@@ -64,7 +128,7 @@ pub fn check_with(recipe: &Recipe, opts: &CheckOptions) -> Result<String> {
     }
     let cuda = r.model.device.trim().to_ascii_lowercase().starts_with("cuda");
     if cuda && tch::Cuda::device_count() == 0 {
-        warn.push(format!("model.device = {} but no CUDA device is visible on this machine", r.model.device));
+        rep.warnings.push(format!("model.device = {} but no CUDA device is visible on this machine", r.model.device));
     }
     out += &format!("prompts/step   {b} x group_size {g} = {rows} rollouts, at most {} new tokens each\n", r.rollout.max_new_tokens);
     out += &format!(
@@ -76,9 +140,10 @@ pub fn check_with(recipe: &Recipe, opts: &CheckOptions) -> Result<String> {
         r.optimizer_steps_per_step() as u64 * r.trainer.total_steps
     );
     out += &format!(
-        "algorithm      advantage {:?}, base loss {:?}, d3s {}, hapo {}, rmt {}, dapo filter {}, overlong {}\n",
-        r.algorithm.advantage,
-        r.loss.base,
+        "algorithm      advantage = {}, loss.base = {}, loss.agg = {}, d3s {}, hapo {}, rmt {}, dapo filter {}, overlong {}\n",
+        spelled(&r.algorithm.advantage),
+        spelled(&r.loss.base),
+        spelled(&r.loss.agg_mode()),
         on(r.algorithm.d3s.is_some()),
         on(r.algorithm.hapo.is_some()),
         on(r.algorithm.rmt.is_some()),
@@ -86,9 +151,26 @@ pub fn check_with(recipe: &Recipe, opts: &CheckOptions) -> Result<String> {
         on(r.algorithm.dapo.overlong.is_some())
     );
     out += &format!("reward         {} function(s), on_error = {} (validated)\n", r.reward.fns.len(), r.reward.on_error.as_str());
-    let (prompt_len, prompt_src) = prompt_length(r, &mut warn)?;
+    out += &plugins(r, opts, &mut rep);
+    let (prompt_len, prompt_src, preview) = prompt_length(r, &mut rep);
+    out += &preview;
     out += &format!("prompt length  {prompt_len} tokens ({prompt_src})\n");
     if let Some(c) = &model_cfg {
+        let (model_b, opt_b) = checkpoint_bytes(c, kind.elt_size_in_bytes(), r.checkpoint.save_optimizer);
+        let each = (model_b + opt_b) as u64;
+        let opt_note = if r.checkpoint.save_optimizer {
+            format!("optimizer {}", human_bytes(opt_b as u64))
+        } else {
+            "no optimizer state: checkpoint.save_optimizer = false, so a stopped run restarts from its weights with --init-from instead of resuming bit-exactly".into()
+        };
+        out += &format!(
+            "checkpoints    ~{} each (model {}, {opt_note}); keep_last = {} -> ~{} on disk{}\n",
+            human_bytes(each),
+            human_bytes(model_b as u64),
+            r.checkpoint.keep_last,
+            human_bytes(each * r.checkpoint.keep_last.max(1) as u64),
+            if r.checkpoint.save_final { format!(", plus final/ {}", human_bytes(model_b as u64)) } else { String::new() }
+        );
         let shape = StepShape {
             param_bytes: kind.elt_size_in_bytes(),
             micro_rows: r.micro_batch_rows(),
@@ -112,31 +194,50 @@ pub fn check_with(recipe: &Recipe, opts: &CheckOptions) -> Result<String> {
             let peak = plan.peak();
             if peak > budget {
                 let big = plan.biggest().expect("a plan has items");
-                return Err(invalid(
+                rep.problems.push(format!(
+                    "{}: the memory plan does not fit: peak {:.2} GiB per device > budget {:.2} GiB ({whence}); biggest item: {} {:.2} GiB ({} phase; {} shrinks it)",
                     big.knob,
-                    format!(
-                        "the memory plan does not fit: peak {:.2} GiB per device > budget {:.2} GiB ({whence}); biggest item: {} {:.2} GiB ({} phase; {} shrinks it)\n{}",
-                        peak / GIB,
-                        budget / GIB,
-                        big.name,
-                        big.bytes / GIB,
-                        big.phase.label(),
-                        big.knob,
-                        plan.render()
-                    ),
+                    peak / GIB,
+                    budget / GIB,
+                    big.name,
+                    big.bytes / GIB,
+                    big.phase.label(),
+                    big.knob,
                 ));
+            } else {
+                out += &format!("  fits the {:.2} GiB budget ({whence}) with {:.2} GiB to spare\n", budget / GIB, (budget - peak) / GIB);
             }
-            out += &format!("  fits the {:.2} GiB budget ({whence}) with {:.2} GiB to spare\n", budget / GIB, (budget - peak) / GIB);
         } else if let Some(total) = host_memory_bytes() {
             if plan.peak() > total {
-                warn.push(format!("the plan's peak {:.2} GiB exceeds this machine's {:.2} GiB of RAM", plan.peak() / GIB, total / GIB));
+                rep.warnings.push(format!("the plan's peak {:.2} GiB exceeds this machine's {:.2} GiB of RAM", plan.peak() / GIB, total / GIB));
             }
         }
     }
-    for w in &warn {
-        out += &format!("warning: {w}\n");
+    rep.text = out;
+    Ok(rep)
+}
+
+/// The `plugins` lines: each external reward command started once (or why not).
+fn plugins(r: &Recipe, opts: &CheckOptions, rep: &mut CheckReport) -> String {
+    let n = r.reward.fns.iter().filter(|f| matches!(f, rlpo_reward::FnConfig::External(_))).count();
+    if n == 0 {
+        return String::new();
     }
-    Ok(out)
+    if opts.no_plugins {
+        return format!("plugins        {n} external command(s) not started (--no-plugins)\n");
+    }
+    let mut out = String::new();
+    for p in rlpo_reward::start_plugins_once(&r.reward) {
+        let cmd = p.command.join(" ");
+        match p.result {
+            Ok(secs) => out += &format!("plugin         {} `{cmd}`: started, handshake answered in {secs:.1} s\n", p.name),
+            Err(e) => {
+                out += &format!("plugin         {} `{cmd}`: FAILED to start (see below)\n", p.name);
+                rep.problems.push(format!("{}.command: {e}", p.key));
+            }
+        }
+    }
+    out
 }
 
 /// Prompts tokenized per batch while scanning the data (bounds memory for any file size).
@@ -145,41 +246,79 @@ const SCAN_CHUNK: usize = 256;
 const NAMED_ROWS: usize = 5;
 
 /// The longest prompt, in tokens, over **every** row of the data (read one row at a time),
-/// rendered and tokenized exactly as the trainer does; [`PROMPT_LEN_ESTIMATE`] when the model
-/// directory or the data file is not here. Data that exists but fails to load is an error. Rows
-/// whose prompt does not fit the model's context are named: an error under
-/// `data.too_long = "error"`, a warning under `"skip"`.
-fn prompt_length(r: &Recipe, warn: &mut Vec<String>) -> Result<(usize, String)> {
-    let estimate = |why: &str| (PROMPT_LEN_ESTIMATE, format!("estimate: {why}"));
-    let data_missing = match (&r.data.path, matches!(r.data.source, rlpo_data::SourceKind::Synthetic)) {
-        (Some(p), false) => !p.starts_with("builtin:") && !p.exists(),
+/// rendered and tokenized exactly as the trainer does, with the `prompts` lines (the resolved
+/// `data.prompt_format` and the first row as the model sees it); [`PROMPT_LEN_ESTIMATE`] when
+/// the model directory or the data file is not here (a problem). Data that fails to load, and
+/// rows that do not fit the model's context under `data.too_long = "error"`, are problems.
+fn prompt_length(r: &Recipe, rep: &mut CheckReport) -> (usize, String, String) {
+    let estimate = |why: &str| (PROMPT_LEN_ESTIMATE, format!("estimate: {why}"), String::new());
+    let data_missing = match (&r.data.path, r.data.source) {
+        (Some(p), rlpo_data::SourceKind::Jsonl | rlpo_data::SourceKind::Parquet | rlpo_data::SourceKind::Text) => {
+            !p.starts_with("builtin:") && !p.exists()
+        }
         _ => false,
     };
     if data_missing {
         let p = r.data.path.as_ref().expect("checked above");
-        warn.push(format!("data.path {} does not exist here (required to train)", p.display()));
+        rep.problems.push(format!("data.path: {} does not exist here (required to train)", p.display()));
     }
     if !r.model.path.is_dir() {
-        return Ok(estimate("no tokenizer here"));
+        return estimate("no tokenizer here");
     }
+    let loaded = TextTokenizer::from_dir(&r.model.path).map_err(|e| e.to_string()).and_then(|tok| {
+        let style = PromptStyle::resolve(&r.data, &tok, r.model.system_prompt.as_deref(), "data").map_err(|e| e.to_string())?;
+        let context = ModelConfig::from_dir(&r.model.path).map_err(|e| e.to_string())?.max_position_embeddings.max(0) as usize;
+        Ok((tok, style, context))
+    });
+    let (tok, style, context) = match loaded {
+        Ok(x) => x,
+        Err(e) => {
+            rep.problems.push(format!("model.path: {e}"));
+            return estimate("the tokenizer does not load");
+        }
+    };
     if data_missing {
-        return Ok(estimate("data.path not here"));
+        return estimate("data.path not here");
     }
+    match scan_data(r, &tok, &style, context) {
+        Ok((scan, preview)) => {
+            if !scan.too_long.is_empty() {
+                let what = scan.describe(r);
+                match r.data.too_long {
+                    rlpo_data::TooLong::Error => {
+                        rep.problems.push(format!("data.too_long: {what}; set data.too_long = \"skip\" to skip them, or shorten them"))
+                    }
+                    rlpo_data::TooLong::Skip => rep.warnings.push(format!("{what}; data.too_long = \"skip\": they will be skipped")),
+                }
+            }
+            (scan.longest.max(1), format!("longest of all {} prompts, as the model sees them", scan.rows), preview)
+        }
+        Err(e) => {
+            rep.problems.push(format!("data: {e}"));
+            estimate("the data does not load")
+        }
+    }
+}
+
+/// Stream every row through the trainer's rendering: the totals and the `prompts` preview
+/// (rendered from the first row).
+fn scan_data(r: &Recipe, tok: &TextTokenizer, style: &PromptStyle, context: usize) -> Result<(Scan, String)> {
     let cwd = std::env::current_dir().map_err(|e| crate::error::io(".", e))?;
-    let tok = TextTokenizer::from_dir(&r.model.path)?;
-    let context = ModelConfig::from_dir(&r.model.path)?.max_position_embeddings.max(0) as usize;
     let mut scan = Scan { context, ..Scan::default() };
     let mut chunk = Vec::with_capacity(SCAN_CHUNK);
-    let system = r.model.system_prompt.as_deref();
+    let mut first: Option<rlpo_data::Sample> = None;
     let flush = |chunk: &mut Vec<(rlpo_data::RowRef, rlpo_data::Sample)>, scan: &mut Scan| -> Result<()> {
         let (rows, samples): (Vec<_>, Vec<_>) = std::mem::take(chunk).into_iter().unzip();
-        let batch = crate::prompts::build(&tok, samples, system)?;
+        let batch = crate::prompts::build(tok, samples, style)?;
         for (row, (ids, s)) in rows.into_iter().zip(batch.ids.iter().zip(&batch.samples)) {
             scan.add(row, &s.id, ids.len());
         }
         Ok(())
     };
     rlpo_data::for_each_sample(&r.data, &cwd, |row, sample| {
+        if first.is_none() {
+            first = Some(sample.clone());
+        }
         chunk.push((row, sample));
         if chunk.len() == SCAN_CHUNK {
             flush(&mut chunk, &mut scan).map_err(|e| rlpo_data::Error::Stopped { reason: e.to_string() })?;
@@ -187,14 +326,9 @@ fn prompt_length(r: &Recipe, warn: &mut Vec<String>) -> Result<(usize, String)> 
         Ok(())
     })?;
     flush(&mut chunk, &mut scan)?;
-    if !scan.too_long.is_empty() {
-        let what = scan.describe(r);
-        match r.data.too_long {
-            rlpo_data::TooLong::Error => return Err(invalid("data.too_long", format!("{what}; set data.too_long = \"skip\" to skip them, or shorten them"))),
-            rlpo_data::TooLong::Skip => warn.push(format!("{what}; data.too_long = \"skip\": they will be skipped")),
-        }
-    }
-    Ok((scan.longest.max(1), format!("longest of all {} prompts, chat template included", scan.rows)))
+    // RMT mid-training documents are not prompts: RMT builds chat prompts from them.
+    let example = first.as_ref().filter(|_| r.data.source != rlpo_data::SourceKind::Text);
+    Ok((scan, crate::prompts::preview(style, tok, example)?))
 }
 
 /// Running totals of the data scan.

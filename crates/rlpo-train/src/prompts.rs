@@ -1,12 +1,17 @@
-//! Stage 0: dataset samples to prompt token ids (chat template for chat prompts, plain encoding
-//! for text prompts), with the optional system message of `[model] system_prompt`.
+//! Stage 0: dataset samples to prompt token ids, exactly as the model will see them.
+//!
+//! [`PromptStyle`] is the resolved `data.prompt_format`: chat-list prompts always go through the
+//! model's chat template; a string prompt becomes one user message through the template
+//! (`chat`, the default whenever the tokenizer has a template) or is tokenized as is (`raw`).
+//! `[model] system_prompt` is prepended as a system message to every templated prompt that does
+//! not start with one; a raw string prompt has no place for it (a warning says so).
 //!
 //! [`fill`] applies `data.too_long`: a prompt with at least as many tokens as the model's context
 //! cannot be rolled out, so it stops the run naming the row (`"error"`) or is skipped, counted and
 //! replaced by the next one (`"skip"`).
 
-use crate::error::{Result, TrainError};
-use rlpo_data::{Prompt, Sample, TooLong};
+use crate::error::{invalid, Result, TrainError};
+use rlpo_data::{DataConfig, Prompt, PromptFormat, Sample, SourceKind, TooLong};
 use rlpo_model::{ChatMessage, TextTokenizer};
 
 /// The prompts of one generation batch.
@@ -23,24 +28,104 @@ pub struct PromptBatch {
     pub ntp: Vec<Option<crate::rmt::NtpSeq>>,
 }
 
+/// How prompts are rendered in a run: `data.prompt_format` resolved against the model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptStyle {
+    /// What a string prompt becomes.
+    pub format: PromptFormat,
+    /// Why this format applies (the recipe key, or the default's reason).
+    pub why: String,
+    /// `[model] system_prompt`.
+    pub system_prompt: Option<String>,
+}
+
+impl PromptStyle {
+    /// Resolve `data.prompt_format` for `tok`: an explicit value wins (`"chat"` needs a chat
+    /// template: an error naming the key otherwise); unset, a synthetic task with `chat = false`
+    /// is raw, otherwise chat when the model has a template and raw when it has none.
+    pub fn resolve(data: &DataConfig, tok: &TextTokenizer, system_prompt: Option<&str>, key: &str) -> Result<PromptStyle> {
+        let has_template = tok.has_chat_template();
+        let (format, why) = match data.prompt_format {
+            Some(PromptFormat::Chat) if !has_template => {
+                return Err(invalid(
+                    &format!("{key}.prompt_format"),
+                    "= \"chat\" but the model has no chat template (chat_template.jinja or tokenizer_config.json's chat_template): use \"raw\"",
+                ))
+            }
+            Some(f) => (f, format!("{key}.prompt_format = \"{}\"", f.name())),
+            None if data.source == SourceKind::Synthetic && !data.synthetic_or_default().chat() => {
+                (PromptFormat::Raw, format!("default for {key}.synthetic.chat = false"))
+            }
+            None if has_template => (PromptFormat::Chat, format!("default: the model has a chat template; {key}.prompt_format = \"raw\" feeds text as is")),
+            None => (PromptFormat::Raw, format!("default: the model has no chat template")),
+        };
+        Ok(PromptStyle { format, why, system_prompt: system_prompt.map(str::to_string) })
+    }
+
+    /// The text the model sees for `prompt`.
+    pub fn render(&self, tok: &TextTokenizer, prompt: &Prompt) -> Result<String> {
+        let chat = |msgs: Vec<ChatMessage>| -> Result<String> {
+            let mut chat: Vec<ChatMessage> = Vec::with_capacity(msgs.len() + 1);
+            if let Some(sys) = &self.system_prompt {
+                if msgs.first().is_none_or(|m| m.role != "system") {
+                    chat.push(ChatMessage::new("system", sys));
+                }
+            }
+            chat.extend(msgs);
+            Ok(tok.apply_chat_template(&chat, true)?)
+        };
+        match prompt {
+            Prompt::Chat(msgs) => chat(msgs.iter().map(|m| ChatMessage::new(&m.role, &m.content)).collect()),
+            Prompt::Text(t) if self.format == PromptFormat::Chat => chat(vec![ChatMessage::new("user", t)]),
+            Prompt::Text(t) => Ok(t.clone()),
+        }
+    }
+
+    /// One line saying what string prompts become, for `rlpo check` and `rlpo train`.
+    pub fn describe(&self) -> String {
+        let what = match (self.format, &self.system_prompt) {
+            (PromptFormat::Chat, Some(_)) => "string prompts -> system message (model.system_prompt) + user message through the chat template",
+            (PromptFormat::Chat, None) => "string prompts -> one user message through the chat template",
+            (PromptFormat::Raw, _) => "string prompts fed as raw text (no chat template); chat-list prompts use the template",
+        };
+        format!("{} ({what}; {})", self.format.name(), self.why)
+    }
+
+    /// A warning when `model.system_prompt` cannot reach raw string prompts.
+    pub fn warning(&self) -> Option<String> {
+        (self.format == PromptFormat::Raw && self.system_prompt.is_some()).then(|| {
+            "model.system_prompt is not used for string prompts under prompt_format = \"raw\" (only chat-list prompts get it)".to_string()
+        })
+    }
+}
+
+/// `prompts  <format> (...)`, any warning, and `example` rendered as the model sees it with its
+/// token count: what `rlpo check` and `rlpo train` print.
+pub fn preview(style: &PromptStyle, tok: &TextTokenizer, example: Option<&Sample>) -> Result<String> {
+    let mut out = format!("prompts        {}\n", style.describe());
+    if let Some(w) = style.warning() {
+        out += &format!("warning: {w}\n");
+    }
+    if let Some(s) = example {
+        let text = style.render(tok, &s.prompt)?;
+        let n = tok.encode(&text, false)?.len();
+        out += &format!("example prompt (sample `{}`, {n} tokens, exactly as the model sees it):\n", s.id);
+        for line in text.lines() {
+            out += &format!("  | {line}\n");
+        }
+        if text.ends_with('\n') {
+            out += "  | \n";
+        }
+    }
+    Ok(out)
+}
+
 /// Render and tokenize `samples`.
-pub fn build(tok: &TextTokenizer, samples: Vec<Sample>, system_prompt: Option<&str>) -> Result<PromptBatch> {
+pub fn build(tok: &TextTokenizer, samples: Vec<Sample>, style: &PromptStyle) -> Result<PromptBatch> {
     let mut ids = Vec::with_capacity(samples.len());
     let mut texts = Vec::with_capacity(samples.len());
     for s in &samples {
-        let text = match &s.prompt {
-            Prompt::Chat(msgs) => {
-                let mut chat: Vec<ChatMessage> = Vec::with_capacity(msgs.len() + 1);
-                if let Some(sys) = system_prompt {
-                    if msgs.first().is_none_or(|m| m.role != "system") {
-                        chat.push(ChatMessage::new("system", sys));
-                    }
-                }
-                chat.extend(msgs.iter().map(|m| ChatMessage::new(&m.role, &m.content)));
-                tok.apply_chat_template(&chat, true)?
-            }
-            Prompt::Text(t) => t.clone(),
-        };
+        let text = style.render(tok, &s.prompt)?;
         ids.push(tok.encode(&text, false)?);
         texts.push(text);
     }
@@ -51,9 +136,10 @@ pub fn build(tok: &TextTokenizer, samples: Vec<Sample>, system_prompt: Option<&s
 /// The error for a prompt that does not fit the model's context.
 pub fn too_long_error(sample: &Sample, tokens: usize, context: usize) -> TrainError {
     TrainError::Aborted(format!(
-        "prompt of sample `{}` has {tokens} tokens (chat template included), the model's context is {context} \
-         (data.too_long = \"error\"; `rlpo check` lists every such row; data.too_long = \"skip\" skips them)",
-        sample.id
+        "prompt of sample `{}` has {tokens} tokens (as the model sees it, template included), the model's context is {context} \
+         (data.too_long = \"error\"; `{} check` lists every such row; data.too_long = \"skip\" skips them)",
+        sample.id,
+        crate::program::name()
     ))
 }
 

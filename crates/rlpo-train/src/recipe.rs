@@ -205,11 +205,16 @@ pub struct CheckpointConfig {
     pub keep_last: usize,
     /// Also keep every checkpoint whose step is a multiple of this; 0 = off. Default 0.
     pub keep_every: u64,
+    /// Write AdamW's state (`optimizer.safetensors`: two fp32 moments, plus fp32 master weights
+    /// for bf16/f16 parameters; about 2-3x the model) into every checkpoint. `false` keeps the
+    /// weights only: a checkpoint then cannot be resumed bit-exactly, only started from with
+    /// `rlpo train --init-from`. Default true.
+    pub save_optimizer: bool,
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        CheckpointConfig { root: "checkpoints".into(), save_final: true, save_every: 10, keep_last: 2, keep_every: 0 }
+        CheckpointConfig { root: "checkpoints".into(), save_final: true, save_every: 10, keep_last: 2, keep_every: 0, save_optimizer: true }
     }
 }
 
@@ -223,8 +228,18 @@ pub struct MetricsConfig {
     pub jsonl: bool,
     /// Console progress bar. Default true.
     pub console: bool,
-    /// Sample completions logged as text every step. Default 2.
+    /// Sample completions logged as TensorBoard text every step (the first response of each of
+    /// the first N groups); with `samples_jsonl = false`, also the groups `rollouts.jsonl` keeps.
+    /// Default 2.
     pub text_samples: usize,
+    /// Write every row of every step (prompt, response, reward and parts, advantage, whether it
+    /// entered the loss or which filter dropped it) to `<run>/rollouts.jsonl`. `false`: only
+    /// the first `text_samples` groups per step. Default true.
+    pub samples_jsonl: bool,
+    /// Bound on the disk space of the `rollouts*.jsonl` files, in MB (10^6 bytes): the file is
+    /// rotated at a quarter of it into `rollouts.1.jsonl` .. `rollouts.3.jsonl`, the oldest
+    /// dropped. Default 200.
+    pub samples_max_mb: u64,
     /// Log `actor/entropy`, the current policy's entropy on loss tokens (an extra pass over the
     /// vocabulary in the update; `rollout/entropy_mean` is free). Default false.
     pub actor_entropy: bool,
@@ -235,7 +250,16 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig { tensorboard: true, jsonl: true, console: true, text_samples: 2, actor_entropy: false, report_every: 10 }
+        MetricsConfig {
+            tensorboard: true,
+            jsonl: true,
+            console: true,
+            text_samples: 2,
+            samples_jsonl: true,
+            samples_max_mb: 200,
+            actor_entropy: false,
+            report_every: 10,
+        }
     }
 }
 

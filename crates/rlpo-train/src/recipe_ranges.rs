@@ -1,5 +1,5 @@
 //! Ranges of the recipe's numeric keys that the owning sections do not check themselves: the
-//! trainer's sections (`[run]`, `[optim]`, `[trainer]`, `[checkpoint]`) and upper bounds on
+//! trainer's sections (`[run]`, `[optim]`, `[trainer]`, `[checkpoint]`, `[metrics]`) and upper bounds on
 //! sizes in `[rollout]` that would overflow the step arithmetic or ask for absurd allocations.
 //! `[algorithm]`, `[loss]`, `[data]` and `[reward]` validate their own values (every error names
 //! the key); `tests/recipe_numbers.rs` feeds boundary values (0, -1, NaN, ±inf, huge) to every
@@ -27,6 +27,8 @@ pub const MAX_TOTAL_STEPS: u64 = 1_000_000_000;
 pub const MAX_PPO_EPOCHS: usize = 1000;
 /// Largest `trainer.logit_chunk_positions`.
 pub const MAX_LOGIT_CHUNK: i64 = 1 << 30;
+/// Largest `metrics.samples_max_mb` (1 TB).
+pub const MAX_SAMPLES_MB: u64 = 1_000_000;
 /// Largest `trainer.max_nonfinite_in_a_row` and `checkpoint.keep_last`.
 pub const MAX_COUNT: u64 = 1 << 20;
 
@@ -108,6 +110,7 @@ pub fn validate(r: &Recipe) -> Result<()> {
     at_most("trainer.logit_chunk_positions", t.logit_chunk_positions, 1, MAX_LOGIT_CHUNK)?;
 
     at_most("checkpoint.keep_last", r.checkpoint.keep_last as u64, 1, MAX_COUNT)?;
+    at_most("metrics.samples_max_mb", r.metrics.samples_max_mb, 1, MAX_SAMPLES_MB)?;
     if let Some(f) = &r.algorithm.dapo.filter_groups {
         // 0 would mean "refill forever": a step whose groups all have equal rewards never ends.
         at_most("algorithm.dapo.filter_groups.max_num_gen_batches", f.max_num_gen_batches, 1, i64::from(u32::MAX))?;

@@ -1,4 +1,13 @@
-//! Stage 9: the numbers of one step, from the rollouts, the learner batch, the plan and the update.
+//! Stage 9: the numbers of one step, from the rollouts, the learner batch, the plan and the update,
+//! and the warnings for a step that cannot teach the policy anything ([`warnings`]).
+//!
+//! Signal metrics, each over the step's rows or groups:
+//! - `reward/frac_zero_std`: groups whose rewards are all equal (every advantage 0, no gradient),
+//!   over every group scored this step, including those a DAPO filter or `drop_group` removed
+//!   (groups with a failed reward are left out);
+//! - `reward/failed_frac`: rows whose reward failed (error or timeout), over every scored row;
+//! - `reward/bonus_only_frac`: trained rows with a positive reward that the verifier
+//!   (`reward.correctness`) calls wrong: reward that comes from format or length bonuses alone.
 
 use crate::batch::LearnerBatch;
 use crate::learner::UpdateReport;
@@ -41,7 +50,10 @@ pub fn fill(
     // The verifier's correctness (`reward.correctness`), not `reward > 0`; absent without one.
     if r.correct.iter().all(|c| c.is_finite()) {
         m.set("reward/pass_rate", mean_std(&r.correct).0);
+        let bonus_only = r.scores.iter().zip(&r.correct).filter(|(s, c)| **s > 0.0 && **c < 0.5).count();
+        m.set("reward/bonus_only_frac", bonus_only as f64 / r.scores.len().max(1) as f64);
     }
+    set_signal(m, r);
     let shaped_v: Vec<f64> = Vec::try_from(shaped.to_kind(Kind::Double).to_device(tch::Device::Cpu)).unwrap_or_default();
     m.set("reward/shaped_mean", mean_std(&shaped_v).0);
     let mut parts: BTreeMap<String, Vec<f64>> = BTreeMap::new();
@@ -118,6 +130,56 @@ pub fn fill(
         );
         m.texts.push((format!("samples/{i}"), text));
     }
+}
+
+/// `reward/frac_zero_std` and `reward/failed_frac` over every group and row scored this step.
+fn set_signal(m: &mut StepMetrics, r: &ScoredRollouts) {
+    let g = r.groups.first().map_or(1, |grp| grp.completions.len()).max(1);
+    let mut groups: Vec<Vec<f64>> = r.scores.chunks(g).map(<[f64]>::to_vec).collect();
+    // Dropped rows come in whole groups, contiguous, numbered by `group`.
+    let mut last = None;
+    for d in &r.dropped {
+        if last != Some(d.group) {
+            groups.push(Vec::new());
+            last = Some(d.group);
+        }
+        groups.last_mut().expect("pushed").push(d.reward.unwrap_or(f64::NAN));
+    }
+    let scored: Vec<&Vec<f64>> = groups.iter().filter(|v| !v.is_empty() && v.iter().all(|x| x.is_finite())).collect();
+    let zero = scored.iter().filter(|v| v.iter().all(|x| *x == v[0])).count();
+    m.set("reward/frac_zero_std", if scored.is_empty() { f64::NAN } else { zero as f64 / scored.len() as f64 });
+    let failed = r.outputs.iter().filter(|o| !o.is_ok()).count() + r.dropped.iter().filter(|d| d.error.is_some()).count();
+    let rows = r.outputs.len() + r.dropped.len();
+    m.set("reward/failed_frac", failed as f64 / rows.max(1) as f64);
+}
+
+/// Console warnings for a step that cannot teach the policy anything, from its metrics: every
+/// group with equal rewards, every reward failed, or a positive reward with no correct answer.
+pub fn warnings(m: &StepMetrics, run_dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let step = m.step;
+    if m.get("reward/failed_frac") == Some(1.0) {
+        out.push(format!(
+            "warning: step {step}: every reward failed (reward/failed_frac = 1): the policy learns nothing from them; see {}",
+            run_dir.join(crate::reward_run::REWARD_LOG).display()
+        ));
+    } else if m.get("reward/frac_zero_std") == Some(1.0) {
+        out.push(format!(
+            "warning: step {step}: every group's responses got the same reward (reward/frac_zero_std = 1, reward/mean {:.3}): all advantages are 0, nothing to learn this step (`{} inspect {} --samples {step}` shows them)",
+            m.get("reward/mean").unwrap_or(f64::NAN),
+            crate::program::name(),
+            run_dir.display()
+        ));
+    }
+    if let (Some(pass), Some(bonus)) = (m.get("reward/pass_rate"), m.get("reward/bonus_only_frac")) {
+        if pass == 0.0 && bonus > 0.0 {
+            out.push(format!(
+                "warning: step {step}: no response is correct (reward/pass_rate = 0) but {:.0}% have a positive reward: it comes from bonus parts only (format, length), not from the verifier",
+                100.0 * bonus
+            ));
+        }
+    }
+    out
 }
 
 /// `rollout/mismatch_kl` (mean k3 of `old_logp − rollout_logp`) and `rollout/mismatch_max`

@@ -56,6 +56,9 @@ pub struct ScoredRollouts {
     pub gen_batches: usize,
     /// Groups dropped by the filter or the reward policy.
     pub dropped_groups: usize,
+    /// The rows of every group scored this step that never reached the loss, with the reason
+    /// (`rollouts.jsonl`, `reward/frac_zero_std`).
+    pub dropped: Vec<crate::report::RolloutRow>,
 }
 
 /// A rollout started ahead of its training step (`max_staleness >= 1`): submitted to the
@@ -125,6 +128,10 @@ pub struct Trainer {
     rollout_log: Option<crate::report::RolloutLog>,
     /// Prompts skipped as too long (`data.too_long = "skip"`) since the last finished step.
     skipped_too_long: u64,
+    /// How prompts are rendered (`data.prompt_format` resolved against the model).
+    pub prompt_style: prompts::PromptStyle,
+    /// Rows per step printed on the console (`rlpo train --show-samples N`); 0 = none.
+    pub show_samples: usize,
 }
 
 impl Trainer {
@@ -146,6 +153,7 @@ impl Trainer {
         let kind = parse_dtype(&recipe.model.dtype).map_err(|e| invalid("model.dtype", e.to_string()))?;
         let opts = LoadOptions { device, kind };
         let tokenizer = Arc::new(TextTokenizer::from_dir(mp)?);
+        let prompt_style = prompts::PromptStyle::resolve(&recipe.data, &tokenizer, recipe.model.system_prompt.as_deref(), "data")?;
         let model = CausalLm::load(mp, &opts)?;
         let reference = if recipe.loss.kl_coef > 0.0 {
             let mut r = CausalLm::load(mp, &opts)?;
@@ -178,7 +186,7 @@ impl Trainer {
         let backend = RolloutBackend::new(&placed, &model, &tokenizer)?;
         let eval = crate::eval::TrainingEval::new(&recipe, &tokenizer)?;
         // The run directory is rank 0's: other ranks keep no sample log.
-        let rollout_log = if dist.is_main() { crate::report::RolloutLog::open(&run_dir, recipe.metrics.text_samples)? } else { None };
+        let rollout_log = if dist.is_main() { crate::report::RolloutLog::open(&run_dir, &recipe.metrics)? } else { None };
         let learner = Learner::new(model, &recipe, reference);
         let state = AlgoState::new(recipe.trainer.total_steps);
         Ok(Trainer {
@@ -206,7 +214,16 @@ impl Trainer {
             eval,
             rollout_log,
             skipped_too_long: 0,
+            prompt_style,
+            show_samples: 0,
         })
+    }
+
+    /// What string prompts become and the first dataset row as the model will see it
+    /// (`rlpo train` prints it before the first step; RMT mid-training documents have none).
+    pub fn prompt_preview(&self) -> Result<String> {
+        let example = self.dataset.get(0).filter(|_| self.recipe.data.source != rlpo_data::SourceKind::Text);
+        prompts::preview(&self.prompt_style, &self.tokenizer, example)
     }
 
     /// Stage 0: the next `n` prompts that fit the model's context (`data.too_long`).
@@ -223,14 +240,13 @@ impl Trainer {
     /// RMT draws them by its curriculum and turns them into budgeted RL prompts (with NTP
     /// sequences) for training step `step` (0-based).
     fn draw_prompts(&mut self, n: usize, step: u64) -> Result<PromptBatch> {
-        let system = self.recipe.model.system_prompt.clone();
         let Some(rmt) = self.rmt.as_mut() else {
             let samples = self.dataset.next_batch(n);
-            return prompts::build(&self.tokenizer, samples, system.as_deref());
+            return prompts::build(&self.tokenizer, samples, &self.prompt_style);
         };
         let drawn = rmt.draw(&mut self.dataset, n, step)?;
         let (samples, ntp) = rmt.prepare(drawn, step, &self.tokenizer, &self.learner.model)?;
-        let mut batch = prompts::build(&self.tokenizer, samples, system.as_deref())?;
+        let mut batch = prompts::build(&self.tokenizer, samples, &self.prompt_style)?;
         batch.ntp = ntp;
         rmt.attach_solutions(&mut batch, &self.tokenizer)?;
         Ok(batch)
@@ -372,6 +388,7 @@ impl Trainer {
         let mut acc_rollouts: Option<ScoredRollouts> = None;
         let mut gen_batches = 0;
         let mut dropped = 0;
+        let mut lost_groups = 0;
         loop {
             let t0 = Instant::now();
             if gen_batches == 0 {
@@ -398,6 +415,7 @@ impl Trainer {
             // returned an error from score_all, `zero` keeps the rows with value 0 (counted).
             // One flag per group (the DAPO filter's mask is per group too).
             let mut keep = reward_run::kept_groups(&scored, g)?;
+            let reward_keep = keep.clone();
             let scores = reward_run::scores_for_training(&scored, &keep, g)?;
             // `acc` is the verifier's own verdict (a format bonus or partial credit makes
             // `score > 0` wrong); `score` is the final shaped reward, overlong penalty included.
@@ -430,8 +448,17 @@ impl Trainer {
                 responses,
                 gen_batches,
                 dropped_groups: dropped,
-            }
-            .retain_groups(&keep, g);
+                dropped: Vec::new(),
+            };
+            // What never reaches the loss is still logged, with the reason.
+            let step = self.state.step + 1;
+            let by_filter: Vec<bool> = reward_keep.iter().zip(&keep).map(|(r, k)| !r || *k).collect();
+            let mut lost = crate::report::rollouts::dropped_rows(&part, &reward_keep, g, "reward_failed", step, lost_groups);
+            lost_groups += reward_keep.iter().filter(|k| !**k).count();
+            lost.extend(crate::report::rollouts::dropped_rows(&part, &by_filter, g, "dapo_filter", step, lost_groups));
+            lost_groups += by_filter.iter().filter(|k| !**k).count();
+            let mut part = part.retain_groups(&keep, g);
+            part.dropped = lost;
             let merged = match acc_rollouts.take() {
                 None => part,
                 Some(mut a) => {
@@ -462,7 +489,10 @@ impl Trainer {
                 }
                 rlpo_algo::dapo::RefillAction::Train { keep_groups, .. } => {
                     let a = acc_rollouts.as_mut().expect("set above");
+                    let surplus: Vec<bool> = (0..a.groups.len()).map(|i| i < keep_groups).collect();
+                    let lost = crate::report::rollouts::dropped_rows(a, &surplus, g, "refill_surplus", self.state.step + 1, lost_groups);
                     a.truncate_groups(keep_groups, g);
+                    a.dropped.extend(lost);
                     break;
                 }
                 rlpo_algo::dapo::RefillAction::Skip => break,
@@ -582,6 +612,11 @@ impl Trainer {
         if let Some(log) = self.rollout_log.as_mut() {
             log.write(m.step, &rollouts, &plan)?;
         }
+        if self.show_samples > 0 {
+            let mut rows = crate::report::rollouts::step_rows(m.step, &rollouts, &plan, None);
+            rows.truncate(self.show_samples);
+            m.notes.push(crate::report::rollouts::render_rows(&rows, false));
+        }
         self.finish_step(&mut m, t_step, Some((&report, plan.hapo_stats)))?;
         Ok(m)
     }
@@ -602,6 +637,12 @@ impl Trainer {
         m.set("train/policy_version", self.version as f64);
         m.set("data/skipped_too_long", std::mem::take(&mut self.skipped_too_long) as f64);
         self.eval_after_step(m)?;
+        m.notes.extend(step_metrics::warnings(m, &self.run_dir));
+        if !self.recipe.metrics.console && self.dist.is_main() {
+            for n in &m.notes {
+                eprintln!("{}", n.trim_end());
+            }
+        }
         // The step is complete: history first, so a failing sink still leaves its metrics for
         // the checkpoint.
         self.history.push(m.clone());
@@ -697,6 +738,7 @@ impl ScoredRollouts {
         self.correct.extend(other.correct);
         self.responses.extend(other.responses);
         self.outputs.extend(other.outputs);
+        self.dropped.extend(other.dropped);
     }
 
     fn truncate_groups(&mut self, groups: usize, g: usize) {
@@ -712,6 +754,7 @@ impl ScoredRollouts {
                 responses: vec![],
                 gen_batches: 0,
                 dropped_groups: 0,
+                dropped: vec![],
             },
         );
         *self = taken.retain_groups(&keep, g);

@@ -1,6 +1,8 @@
-//! `rlpo check RECIPE [--gpu-mem 80GiB]`: validate a recipe without running it and print the plan,
-//! including the memory plan per device; a plan that does not fit the memory budget is refused
-//! (non-zero exit) with its biggest item named.
+//! `rlpo check RECIPE [--gpu-mem 80GiB] [--no-plugins]`: validate a recipe without training and
+//! print the plan (prompt format and an example prompt, batches, checkpoint size, memory per
+//! device). Everything found is printed first; then the command exits non-zero when something
+//! required to train is missing or broken (model or data file, a reward plugin that does not
+//! start, rows that do not fit, a plan over the memory budget), so it can guard a script or CI.
 
 use anyhow::{anyhow, Result};
 use rlpo_train::check::{check_with, memory::parse_size, CheckOptions};
@@ -19,16 +21,27 @@ pub struct Args {
     /// Default: 80 GiB for a `cuda` device, no limit on CPU.
     #[arg(long, value_name = "SIZE")]
     gpu_mem: Option<String>,
+    /// Do not start the recipe's external reward commands (by default each is started once and
+    /// must answer its start-up handshake).
+    #[arg(long)]
+    no_plugins: bool,
 }
 
-/// Validate and print.
+/// Validate and print; an error after the report when a problem was found.
 pub fn run(args: Args) -> Result<()> {
     let recipe = Recipe::load(args.recipe.as_deref(), &args.set)?;
     let gpu_mem = match &args.gpu_mem {
         Some(s) => Some(parse_size(s).map_err(|e| anyhow!("--gpu-mem: {e}"))?),
         None => None,
     };
-    print!("{}", check_with(&recipe, &CheckOptions { gpu_mem })?);
-    println!("ok");
-    Ok(())
+    let report = check_with(&recipe, &CheckOptions { gpu_mem, no_plugins: args.no_plugins })?;
+    print!("{report}");
+    if report.ok() {
+        println!("ok");
+        return Ok(());
+    }
+    for p in &report.problems {
+        eprintln!("problem: {p}");
+    }
+    anyhow::bail!("{} problem(s) found: this recipe cannot train as it is", report.problems.len())
 }

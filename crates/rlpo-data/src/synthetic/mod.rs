@@ -72,6 +72,11 @@ impl SyntheticConfig {
         }
     }
 
+    /// Whether prompts are chat messages (`chat = true`, the default) or plain text.
+    pub fn chat(&self) -> bool {
+        self.common().chat
+    }
+
     fn common(&self) -> Common<'_> {
         match self {
             SyntheticConfig::Arithmetic(c) => Common {

@@ -268,15 +268,18 @@ impl<'a> Session<'a> {
                         self.suspects.push_back(idx);
                     }
                 }
-                if culprits.is_empty() && self.suspects.is_empty() {
-                    self.say(format!("plugin {what} ({status}) with no request in flight"));
-                } else {
-                    self.say(format!(
-                        "plugin {what} ({status}); failed samples {culprits:?} (alone in flight); \
-                         re-sending one at a time {:?}",
-                        self.suspects
-                    ));
-                }
+                let suspects: Vec<usize> = self.suspects.iter().copied().collect();
+                let msg = match (culprits.is_empty(), suspects.is_empty()) {
+                    (true, true) => format!("plugin {what} ({status}) with no request in flight"),
+                    (false, true) => format!("plugin {what} ({status}) while scoring sample(s) {culprits:?}, each alone in flight: they fail (status error)"),
+                    (true, false) => format!(
+                        "plugin {what} ({status}) with samples {suspects:?} in flight together: re-sending them one at a time to find the culprit"
+                    ),
+                    (false, false) => format!(
+                        "plugin {what} ({status}); sample(s) {culprits:?} fail (each was alone in flight); re-sending samples {suspects:?} one at a time"
+                    ),
+                };
+                self.say(msg);
             }
         }
         self.st.consecutive_failures += 1;

@@ -46,7 +46,7 @@ impl TrainingEval {
     /// Load the held-out problems and build the evaluation's reward set; `None` without `[eval]`.
     pub fn new(recipe: &Recipe, tokenizer: &TextTokenizer) -> Result<Option<Self>> {
         let Some(cfg) = recipe.eval.clone() else { return Ok(None) };
-        let problems = runner::load_problems(&cfg.data, cfg.problems, tokenizer, recipe.model.system_prompt.as_deref(), "eval.data")?;
+        let problems = runner::load_problems(&cfg.data, &recipe.data, cfg.problems, tokenizer, recipe.model.system_prompt.as_deref(), "eval.data")?;
         let rewards = rlpo_reward::build(&recipe.reward)?;
         let mut params = recipe.rollout.clone();
         params.group_size = cfg.samples;

@@ -59,12 +59,16 @@ pub fn verifier_of(cfg: &RewardConfig) -> Option<String> {
 }
 
 /// The first `n` problems of `data` (epoch-0 order; fewer when the data has fewer rows), rendered
-/// with the chat template. Relative paths resolve against the working directory.
-pub fn load_problems(data: &DataConfig, n: usize, tokenizer: &TextTokenizer, system_prompt: Option<&str>, key: &str) -> Result<PromptBatch> {
+/// as training renders them: `data.prompt_format` of the evaluation data, else of the training
+/// data (`train_data`), resolved against the model. Relative paths resolve against the working
+/// directory.
+pub fn load_problems(data: &DataConfig, train_data: &DataConfig, n: usize, tokenizer: &TextTokenizer, system_prompt: Option<&str>, key: &str) -> Result<PromptBatch> {
     let cwd = std::env::current_dir().map_err(|e| io(".", e))?;
     let mut ds = Dataset::from_config(data, &cwd).map_err(|e| invalid(key, e.to_string()))?;
     let take = n.min(ds.len());
-    prompts::build(tokenizer, ds.next_batch(take), system_prompt)
+    let (style_data, style_key) = if data.prompt_format.is_some() { (data.clone(), key) } else { (DataConfig { prompt_format: train_data.prompt_format, ..data.clone() }, "data") };
+    let style = prompts::PromptStyle::resolve(&style_data, tokenizer, system_prompt, style_key)?;
+    prompts::build(tokenizer, ds.next_batch(take), &style)
 }
 
 /// How to sample an evaluation.

@@ -106,7 +106,7 @@ pub fn evaluate(recipe: &Recipe, job: &EvalJob, progress: &mut dyn FnMut(usize, 
     let kind = rlpo_model::parse_dtype(&recipe.model.dtype).map_err(|e| invalid("model.dtype", e.to_string()))?;
     let tokenizer = Arc::new(TextTokenizer::from_dir(dir)?);
     let model = CausalLm::load(dir, &LoadOptions { device, kind })?;
-    let problems = runner::load_problems(&job.data, job.problems, &tokenizer, recipe.model.system_prompt.as_deref(), "--data")?;
+    let problems = runner::load_problems(&job.data, &recipe.data, job.problems, &tokenizer, recipe.model.system_prompt.as_deref(), "--data")?;
     let rewards = rlpo_reward::build(&recipe.reward)?;
     let verifier = runner::verifier_of(&recipe.reward);
     // The training rollout path, synchronous (no overlap to gain here).

@@ -20,6 +20,9 @@ pub struct StepMetrics {
     pub histograms: BTreeMap<String, Vec<f64>>,
     /// Sample completions: `(tag, markdown text)`.
     pub texts: Vec<(String, String)>,
+    /// Lines for the console only, printed above the progress bar: the step's warnings and the
+    /// samples `rlpo train --show-samples N` asks for.
+    pub notes: Vec<String>,
 }
 
 impl StepMetrics {
@@ -149,10 +152,16 @@ impl MetricSink for ConsoleSink {
         self.bar.set_position(m.step);
         self.bar.set_message(msg.clone());
         if !self.bar.is_hidden() {
+            for n in &m.notes {
+                self.bar.println(n.trim_end());
+            }
             return Ok(());
         }
         // No terminal (CI, pipes): one plain line per step instead of a redrawn bar.
         eprintln!("step {} {msg}", m.step);
+        for n in &m.notes {
+            eprintln!("{}", n.trim_end());
+        }
         Ok(())
     }
     fn finish(&mut self) -> Result<()> {

@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 
 /// At most this many steps of samples go into the page (evenly spaced, first and last kept).
 const MAX_SAMPLE_STEPS: usize = 200;
+/// Rows per step the page shows (the first: trained groups first, then dropped ones).
+const MAX_SAMPLE_ROWS: usize = 32;
 
 /// `metrics.jsonl` merged by step: the steps in order and, per key, one value per step.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -112,12 +114,16 @@ fn coverage_curves(run_dir: &Path, t: &MetricTable) -> Vec<Value> {
         .collect()
 }
 
-/// Sample rows by step, at most [`MAX_SAMPLE_STEPS`] steps.
+/// Sample rows by step, at most [`MAX_SAMPLE_STEPS`] steps of at most [`MAX_SAMPLE_ROWS`] rows.
 fn samples(run_dir: &Path) -> (BTreeMap<u64, Vec<RolloutRow>>, usize) {
     let (rows, bad) = rollouts::read_rows(run_dir);
     let mut by_step: BTreeMap<u64, Vec<RolloutRow>> = BTreeMap::new();
     for r in rows {
-        by_step.entry(r.step).or_default().push(r);
+        // rollouts.jsonl holds every row of a step; the page shows the first ones.
+        let v = by_step.entry(r.step).or_default();
+        if v.len() < MAX_SAMPLE_ROWS {
+            v.push(r);
+        }
     }
     if by_step.len() > MAX_SAMPLE_STEPS {
         let steps: Vec<u64> = by_step.keys().copied().collect();
@@ -243,6 +249,7 @@ mod tests {
             parts: BTreeMap::new(),
             advantage: Some(0.5),
             kept: true,
+            ..Default::default()
         };
         std::fs::write(dir.path().join(ROLLOUTS_FILE), serde_json::to_string(&row).unwrap() + "\n").unwrap();
         let page = render(dir.path()).unwrap();
