@@ -38,6 +38,8 @@ enum Command {
     Eval(commands::eval::Args),
     /// Write RUN/report.html: one self-contained page with the run's curves, samples and recipe.
     Report(commands::report::Args),
+    /// Start TensorBoard (the project venv's) on a run or on a directory of runs.
+    Tensorboard(commands::tensorboard::Args),
 }
 
 /// One glibc malloc arena for the whole process, unless the user set `MALLOC_ARENA_MAX`.
@@ -62,6 +64,8 @@ fn single_malloc_arena() {
 
 fn main() {
     single_malloc_arena();
+    // Hints in messages (the resume command, `rlpo check ...`) use the name as typed.
+    rlpo_train::program::set_name(&rlpo_train::program::from_argv0(std::env::args_os().next()));
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(args) => commands::train::run(args),
@@ -74,6 +78,7 @@ fn main() {
         Command::Inspect(args) => commands::inspect::run(args),
         Command::Eval(args) => commands::eval::run(args),
         Command::Report(args) => commands::report::run(args),
+        Command::Tensorboard(args) => commands::tensorboard::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {}", error_chain(&e));

@@ -60,7 +60,8 @@ fn sigint_saves_a_checkpoint_and_the_printed_command_resumes_it() {
     let cmd = err.lines().find_map(|l| l.strip_prefix("resume with: ")).unwrap_or_else(|| panic!("no resume hint:\n{err}"));
     let cmd = cmd.split(" (--resume").next().unwrap();
     let words: Vec<&str> = cmd.split_whitespace().collect();
-    assert_eq!(&words[..2], ["rlpo", "train"], "{cmd}");
+    // The hint names the binary as it was invoked (here by its absolute path).
+    assert_eq!(&words[..2], [env!("CARGO_BIN_EXE_rlpo"), "train"], "{cmd}");
     let out = run_ok(rlpo().args(&words[1..]).current_dir(tmp.path()));
     let err2 = text(&out.stderr);
     assert!(err2.contains(&format!("resumed from {} (step {k})", ckpt.display())), "{err2}");

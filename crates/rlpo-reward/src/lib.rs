@@ -62,5 +62,5 @@ pub use metrics::{RewardCounters, RewardMetrics};
 pub use policy::failed_groups;
 pub use samples::{load_samples, parse_samples};
 pub use set::{Failure, RewardSet, ScoredBatch};
-pub use table::{load_reward_config, parse_reward_config, render_table, reward_test_table};
+pub use table::{load_reward_config, parse_reward_config, render_table, reward_test, reward_test_table, RewardTest};
 pub use types::{AnswerInfo, RewardFn, RewardInput, RewardOutput, RewardStatus};

@@ -30,11 +30,27 @@ pub fn parse_reward_config(text: &str, path: &Path) -> Result<RewardConfig> {
     section.try_into().map_err(|e: toml::de::Error| recipe_err(format!("[reward]: {}", e.message())))
 }
 
+/// What `rlpo reward test` prints and whether every sample scored.
+#[derive(Debug, Clone)]
+pub struct RewardTest {
+    /// The printable table (see [`reward_test_table`]).
+    pub table: String,
+    /// Samples scored.
+    pub samples: usize,
+    /// Samples with at least one failed function (error or timeout).
+    pub failed: usize,
+}
+
 /// Scores the samples of `samples_path` with the reward setup of `recipe_path` and returns a
 /// printable table: one row per sample (total, each part, response excerpt, status) and a summary
 /// line (mean over ok samples, error and timeout counts, what the policy would do). Failures do
 /// not stop the table; they are shown.
 pub fn reward_test_table(recipe_path: &Path, samples_path: &Path) -> Result<String> {
+    reward_test(recipe_path, samples_path).map(|t| t.table)
+}
+
+/// [`reward_test_table`] with the count of samples that failed, so the CLI can exit non-zero.
+pub fn reward_test(recipe_path: &Path, samples_path: &Path) -> Result<RewardTest> {
     let cfg = load_reward_config(recipe_path)?;
     let samples = load_samples(samples_path)?;
     let set = build(&cfg)?;
@@ -48,7 +64,8 @@ pub fn reward_test_table(recipe_path: &Path, samples_path: &Path) -> Result<Stri
             let _ = writeln!(out, "  {line}");
         }
     }
-    Ok(out)
+    let failed = scored.outputs.iter().filter(|o| !o.is_ok()).count();
+    Ok(RewardTest { table: out, samples: scored.outputs.len(), failed })
 }
 
 /// Column order: each function's part, then its sub-parts (`name/...`) sorted.

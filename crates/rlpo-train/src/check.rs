@@ -71,7 +71,7 @@ pub fn check(recipe: &Recipe) -> Result<CheckReport> {
 }
 
 /// The recipe's spelling of an enum value (`grpo`, `token_mean`), not its Rust name.
-fn spelled<T: serde::Serialize>(v: &T) -> String {
+pub(crate) fn spelled<T: serde::Serialize>(v: &T) -> String {
     match serde_json::to_value(v) {
         Ok(serde_json::Value::String(s)) => s,
         Ok(other) => other.to_string(),

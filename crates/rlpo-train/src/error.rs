@@ -67,6 +67,15 @@ pub enum TrainError {
     /// the last completed step and returns normally.
     #[error("interrupted: {0}")]
     Interrupted(String),
+    /// A checkpoint cannot be resumed with this recipe (changed keys, or no optimizer state).
+    /// The binary adds how to start a new run from its weights (`--init-from`).
+    #[error("refusing to resume {}: {why}", dir.display())]
+    ResumeRefused {
+        /// The checkpoint.
+        dir: PathBuf,
+        /// Why.
+        why: String,
+    },
     /// A training step failed; what was saved and how to continue are in the failure.
     #[error("{0}")]
     StepFailed(Box<crate::trainer::StepFailure>),

@@ -7,6 +7,7 @@
 
 use crate::checkpoint::{self, TrainerState};
 use crate::error::Result;
+use crate::recipe::Recipe;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -45,17 +46,58 @@ fn show(v: Option<&toml::Value>) -> String {
     match v {
         Some(toml::Value::String(s)) => s.clone(),
         Some(other) => other.to_string(),
-        None => "(default)".into(),
+        None => "(not set)".into(),
     }
 }
 
+/// The value in force for `key` of a recipe that parses (what training used), for keys whose
+/// resolved form leaves them unset (`None` = the algorithm's default).
+fn effective(r: &Recipe, key: &str) -> Option<String> {
+    Some(match key {
+        "loss.agg" => crate::check::spelled(&r.loss.agg_mode()),
+        "loss.clip" => {
+            let (lo, hi) = r.loss.clip_widths();
+            format!("[{lo}, {hi}]")
+        }
+        "data.prompt_format" => match r.data.prompt_format {
+            Some(f) => f.name().to_string(),
+            None => "unset (chat when the model has a chat template)".into(),
+        },
+        _ => return None,
+    })
+}
+
+/// `(key, value)` lines of the checkpoint's recipe: the values training used (defaults resolved),
+/// read key by key so that a recipe of an older build still shows what it can.
 fn recipe_summary(dir: &Path) -> std::result::Result<Vec<(String, String)>, String> {
     let path = dir.join("recipe.resolved.toml");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let t: toml::Table = text.parse().map_err(|e| format!("{}: {e}", path.display()))?;
-    let mut out: Vec<(String, String)> = ["run.name", "model.path", "model.dtype", "algorithm.advantage", "loss.base", "loss.agg", "trainer.total_steps", "optim.lr"]
+    let parsed = Recipe::from_toml(&text, &path, &[]).ok();
+    let keys = [
+        "run.name",
+        "model.path",
+        "model.dtype",
+        "data.prompt_format",
+        "algorithm.advantage",
+        "loss.base",
+        "loss.agg",
+        "loss.clip",
+        "trainer.total_steps",
+        "trainer.prompts_per_step",
+        "rollout.group_size",
+        "optim.lr",
+        "checkpoint.save_optimizer",
+    ];
+    let mut out: Vec<(String, String)> = keys
         .iter()
-        .map(|k| (k.to_string(), show(lookup(&t, k))))
+        .map(|k| {
+            let v = match lookup(&t, k) {
+                Some(v) => show(Some(v)),
+                None => parsed.as_ref().and_then(|r| effective(r, k)).unwrap_or_else(|| show(None)),
+            };
+            (k.to_string(), v)
+        })
         .collect();
     // DAPO's table is always spelled out; its parts are on when present as tables or `true`.
     let mut parts: Vec<String> = lookup(&t, "algorithm.dapo")
@@ -84,6 +126,53 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     }
     files.push(("manifest.json".into(), std::fs::metadata(dir.join("manifest.json")).ok().map(|md| md.len())));
     Ok(Inspection { state: checkpoint::read_state(&dir).map_err(|e| e.to_string()), recipe: recipe_summary(&dir), files, verified, dir })
+}
+
+/// The run directory of `path`: a run directory itself, or the run of a checkpoint
+/// (`<run>/checkpoints/step-NNNNNN`) or of its `checkpoints/`.
+pub fn run_dir_of(path: &Path) -> PathBuf {
+    if path.join("manifest.json").is_file() {
+        if let Some(run) = path.parent().and_then(Path::parent) {
+            return run.to_path_buf();
+        }
+    }
+    if path.file_name().is_some_and(|n| n == "checkpoints") {
+        if let Some(run) = path.parent() {
+            return run.to_path_buf();
+        }
+    }
+    path.to_path_buf()
+}
+
+/// `rlpo inspect RUN --samples STEP`: the rows `<run>/rollouts*.jsonl` holds for `step` (`None` =
+/// the newest step logged), grouped by prompt. `Err` when there are none, saying which steps
+/// there are.
+pub fn samples(path: &Path, step: Option<u64>, full: bool) -> Result<String> {
+    let run = run_dir_of(path);
+    let (found, rows) = crate::report::rollouts::rows_of_step(&run, step);
+    if rows.is_empty() {
+        let (all, _) = crate::report::rollouts::read_rows(&run);
+        let (lo, hi) = (all.iter().map(|r| r.step).min(), all.iter().map(|r| r.step).max());
+        let have = match (lo, hi) {
+            (Some(a), Some(b)) => format!("it has steps {a}..={b}"),
+            _ => "it has none (metrics.samples_jsonl = false and metrics.text_samples = 0, or no step finished yet)".into(),
+        };
+        return Err(crate::error::TrainError::Aborted(format!(
+            "{}: no logged rollouts for step {}; {have}",
+            run.join(crate::report::ROLLOUTS_FILE).display(),
+            found.or(step).map_or("(latest)".into(), |s| s.to_string())
+        )));
+    }
+    let kept = rows.iter().filter(|r| r.kept).count();
+    let dropped = rows.iter().filter(|r| r.dropped_by.is_some()).count();
+    let mut out = format!(
+        "step {} of {}: {} rows ({kept} in the loss, {dropped} in groups dropped before it)\n",
+        found.unwrap_or(0),
+        run.display(),
+        rows.len()
+    );
+    out += &crate::report::rollouts::render_rows(&rows, full);
+    Ok(out)
 }
 
 /// Bytes as `12.3 MB` (decimal units).
@@ -120,6 +209,12 @@ impl std::fmt::Display for Inspection {
                 let _ = writeln!(s, "optimizer steps {}", st.optimizer_step);
                 let [samples, errors, timeouts, restarts] = st.reward_counters;
                 let _ = writeln!(s, "reward calls    {samples} samples, {errors} errors, {timeouts} timeouts, {restarts} restarts");
+                let opt = if st.optimizer_saved {
+                    "saved (resumable bit-exactly)"
+                } else {
+                    "not saved (checkpoint.save_optimizer = false): weights only, start a new run from it with `train --init-from`"
+                };
+                let _ = writeln!(s, "optimizer state {opt}");
             }
             Err(e) => {
                 let _ = writeln!(s, "trainer state   UNREADABLE: {e}");

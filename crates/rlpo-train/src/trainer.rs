@@ -137,6 +137,17 @@ pub struct Trainer {
 impl Trainer {
     /// Load the model, tokenizer, data and rewards of `recipe` and open the run directory.
     pub fn new(recipe: Recipe) -> Result<Trainer> {
+        Self::start(recipe, None)
+    }
+
+    /// [`Trainer::new`] with the policy's weights taken from `init` (a checkpoint, a run or an
+    /// HF model directory; [`checkpoint::init`]) instead of `model.path`: a new run with a
+    /// fresh optimizer, schedule and data order.
+    pub fn init_from(recipe: Recipe, init: &std::path::Path) -> Result<Trainer> {
+        Self::start(recipe, Some(init))
+    }
+
+    fn start(recipe: Recipe, init: Option<&std::path::Path>) -> Result<Trainer> {
         let mp = &recipe.model.path;
         if !mp.is_dir() {
             return Err(invalid("model.path", format!("{} is not a directory (an HF model directory is expected)", mp.display())));
@@ -155,6 +166,9 @@ impl Trainer {
         let tokenizer = Arc::new(TextTokenizer::from_dir(mp)?);
         let prompt_style = prompts::PromptStyle::resolve(&recipe.data, &tokenizer, recipe.model.system_prompt.as_deref(), "data")?;
         let model = CausalLm::load(mp, &opts)?;
+        if let Some(dir) = init {
+            checkpoint::init::load_weights(&model, dir)?;
+        }
         let reference = if recipe.loss.kl_coef > 0.0 {
             let mut r = CausalLm::load(mp, &opts)?;
             r.var_store_mut().freeze();

@@ -12,4 +12,5 @@ pub mod generate;
 pub mod inspect;
 pub mod report;
 pub mod reward;
+pub mod tensorboard;
 pub mod train;

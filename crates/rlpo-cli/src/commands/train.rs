@@ -4,7 +4,15 @@
 //! Ctrl-C (SIGINT/SIGTERM) stops after the current step (or cuts a DAPO refill), saves a
 //! checkpoint and prints how to resume (exit 0); a second one exits at once (code 130), leaving
 //! the last complete checkpoint as it was. A failed step saves the last completed step and
-//! exits 1 naming the cause, with the resume command.
+//! exits 1 naming the cause, with the resume command (spelled with the name the binary was
+//! invoked by).
+//!
+//! Before anything is written, a resume the checkpoint would refuse (changed training keys, a
+//! weights-only checkpoint) is refused with the command that starts a new run from its weights
+//! instead: `--init-from CKPT` (weights only; fresh optimizer, schedule and data order). A run
+//! directory this command created is removed again when it ends before training began, so a
+//! refused run leaves nothing behind. Before the first step it prints the prompt format and one
+//! rendered prompt; `--show-samples N` prints N rollouts of every step.
 //!
 //! Several processes: `--nproc-per-node N` starts N local ranks (see `launch.rs`); torchrun and
 //! srun set the environment themselves. Rank 0 holds the run lock and writes the run directory.
@@ -13,9 +21,10 @@
 //! reductions are not wired yet).
 
 use anyhow::Result;
+use rlpo_train::checkpoint::init as init_from;
 use rlpo_train::run_lock::RunLock;
-use rlpo_train::{checkpoint, Recipe, RunEnd, TrainError, Trainer};
-use std::path::PathBuf;
+use rlpo_train::{checkpoint, program, Recipe, RunEnd, TrainError, Trainer};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 /// Arguments of `rlpo train`.
@@ -30,10 +39,37 @@ pub struct Args {
     /// fresh (fails if the run directory already has checkpoints); or a checkpoint directory.
     #[arg(long, default_value = "auto")]
     resume: String,
+    /// Start a new run from the weights of a checkpoint, a run (its newest checkpoint) or an HF
+    /// model directory (`final/`, an export), with a fresh optimizer, schedule and data order;
+    /// the recipe may differ from the one that wrote it (e.g. a new learning rate).
+    #[arg(long, value_name = "CKPT", conflicts_with = "resume")]
+    init_from: Option<PathBuf>,
+    /// Print the first N rollouts of every step on the console (prompt, response, reward,
+    /// advantage); all of them are in RUN/rollouts.jsonl.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    show_samples: usize,
     /// Start N ranks of this command on this node (torchrun's variables set for each, output
     /// prefixed with the rank, signals forwarded); see docs/distributed.md.
     #[arg(long, value_name = "N")]
     nproc_per_node: Option<usize>,
+}
+
+/// Removes a run directory this command created when it ends before training began (a refused
+/// resume, a model that does not load, a plugin that does not start): a refused run leaves
+/// nothing behind. Dropped while the run lock is still held.
+struct FreshRunDir {
+    dir: PathBuf,
+    armed: bool,
+}
+
+impl Drop for FreshRunDir {
+    fn drop(&mut self) {
+        if self.armed {
+            if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+                eprintln!("note: could not remove {} after the failed start: {e}", self.dir.display());
+            }
+        }
+    }
 }
 
 /// Load, train, report where the outputs are.
@@ -54,12 +90,9 @@ pub fn run(args: Args) -> Result<()> {
     // Rank 0 alone owns the run directory (lock, leftovers); the other ranks write nothing there.
     let main_rank = rlpo_dist::LaunchEnv::from_env()?.rank == 0;
     let ckpt_root = checkpoint::checkpoints_dir(&run_dir);
+    let created = !run_dir.exists();
     // Before anything is written (Trainer::new creates the run directory and its logs).
-    anyhow::ensure!(
-        args.resume != "never" || checkpoint::list(&ckpt_root).is_empty(),
-        "{} already has checkpoints; use --resume auto to continue it, or choose another run.name",
-        run_dir.display()
-    );
+    preflight(&args, &recipe, &run_dir, &ckpt_root)?;
     // One trainer per run directory; held until this function returns.
     let _lock = if main_rank {
         let (lock, stale) = RunLock::acquire(&run_dir)?;
@@ -74,6 +107,8 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         None
     };
+    // Declared after the lock, so it is dropped (and the directory removed) while the lock is held.
+    let mut fresh = FreshRunDir { dir: run_dir.clone(), armed: created && main_rank };
     // Installed before the trainer starts its reward plugins: they run in their own process
     // groups, so an interrupt during start-up must reach this handler (not kill rlpo outright and
     // orphan them). A first interrupt then stops before the first step.
@@ -90,8 +125,20 @@ pub fn run(args: Args) -> Result<()> {
         }
         eprintln!("interrupt: finishing the current step (press Ctrl-C again to exit at once)");
     })?;
-    let mut trainer = Trainer::new(recipe)?;
+    let mut trainer = match &args.init_from {
+        Some(dir) => Trainer::init_from(recipe, dir)?,
+        None => Trainer::new(recipe)?,
+    };
     trainer.stop = stop;
+    trainer.show_samples = args.show_samples;
+    if main_rank {
+        eprint!("{}", trainer.prompt_preview()?);
+        if let Some(dir) = &args.init_from {
+            let weights = init_from::weights_dir(dir)?;
+            init_from::record(&run_dir, &weights)?;
+            eprintln!("init: weights from {} (fresh optimizer, schedule and data order)", weights.display());
+        }
+    }
     if trainer.dist.is_distributed() {
         let d = &trainer.dist;
         d.barrier("start of training")?;
@@ -101,7 +148,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         eprintln!("rank 0 of {}: rendezvous and barrier done; training the full global batch on this rank (issue 14 phase 1)", d.world());
     }
-    let result = train(&mut trainer, &args, &run_dir, &ckpt_root);
+    let result = train(&mut trainer, &args, &run_dir, &ckpt_root, &mut fresh);
     if let Err(e) = &result {
         // The other ranks' next collective then names this failure instead of a dead peer.
         trainer.dist.report_failure(&format!("{e:#}"));
@@ -109,20 +156,95 @@ pub fn run(args: Args) -> Result<()> {
     result
 }
 
+/// What `rlpo train` checks before it writes anything: `--resume never` on a run with
+/// checkpoints, `--init-from` on a run that already has some, a run started with `--init-from`
+/// and stopped before its first checkpoint, and whether the checkpoint to resume accepts this
+/// recipe (a refusal names `--init-from` as the way to start from its weights instead).
+fn preflight(args: &Args, recipe: &Recipe, run_dir: &Path, ckpt_root: &Path) -> Result<()> {
+    let have = checkpoint::list(ckpt_root);
+    anyhow::ensure!(
+        args.resume != "never" || have.is_empty(),
+        "{} already has checkpoints; use --resume auto to continue it, or choose another run.name",
+        run_dir.display()
+    );
+    if let Some(dir) = &args.init_from {
+        anyhow::ensure!(
+            have.is_empty(),
+            "--init-from starts a new run, but {} already has checkpoints: continue it with `{}` (no --init-from), or choose another run.name (--set run.name=NEW)",
+            run_dir.display(),
+            resume_command(args, false)
+        );
+        init_from::weights_dir(dir)?;
+        return Ok(());
+    }
+    if have.is_empty() {
+        if let Some(from) = init_from::recorded(run_dir) {
+            anyhow::bail!(
+                "{} was started with --init-from {} and has no checkpoint yet: add `--init-from {}` again (or --resume never with another run.name to start from model.path)",
+                run_dir.display(),
+                from.display(),
+                from.display()
+            );
+        }
+    }
+    let candidate = match args.resume.as_str() {
+        "never" => None,
+        // The checkpoint --resume auto will most likely take (it is verified later).
+        "auto" => have.iter().map(|(_, d)| d.clone()).find(|d| d.join("manifest.json").is_file()),
+        path => Some(PathBuf::from(path)),
+    };
+    if let Some(dir) = candidate {
+        match checkpoint::preflight(&dir, recipe) {
+            Err(TrainError::ResumeRefused { dir, why }) => return Err(refusal(args, &dir, &why)),
+            // Unreadable files: resume itself reports them (and --resume auto may skip it).
+            Err(_) | Ok(()) => {}
+        }
+    }
+    Ok(())
+}
+
+/// A refused resume, with the command that starts a new run from the checkpoint's weights.
+fn refusal(args: &Args, dir: &Path, why: &str) -> anyhow::Error {
+    let mut cmd = vec![format!("{} train", program::name())];
+    if let Some(p) = &args.recipe {
+        cmd.push(quote(&p.display().to_string()));
+    }
+    for s in &args.set {
+        cmd.push(format!("--set {}", quote(s)));
+    }
+    cmd.push(format!("--init-from {}", quote(&dir.display().to_string())));
+    cmd.push("--set run.name=NEW_NAME".into());
+    anyhow::anyhow!(
+        "refusing to resume {}: {why}\nto start a new run from its weights instead (fresh optimizer and schedule, this recipe): {}",
+        dir.display(),
+        cmd.join(" ")
+    )
+}
+
 /// Resume as asked, train, report.
-fn train(trainer: &mut Trainer, args: &Args, run_dir: &std::path::Path, ckpt_root: &std::path::Path) -> Result<()> {
+fn train(trainer: &mut Trainer, args: &Args, run_dir: &Path, ckpt_root: &Path, fresh: &mut FreshRunDir) -> Result<()> {
+    let resume = |r: Result<(), TrainError>| -> Result<()> {
+        match r {
+            Err(TrainError::ResumeRefused { dir, why }) => Err(refusal(args, &dir, &why)),
+            other => other.map_err(Into::into),
+        }
+    };
     match args.resume.as_str() {
+        _ if args.init_from.is_some() => {}
         "never" => {}
         "auto" => {
-            if let Some(dir) = trainer.resume_auto()? {
-                resumed(trainer, &dir)?;
-            } else if !checkpoint::list(ckpt_root).is_empty() {
-                anyhow::bail!("{} has checkpoints but none verifies; use --resume PATH or --resume never with a new run.name", run_dir.display());
+            match trainer.resume_auto() {
+                Ok(Some(dir)) => resumed(trainer, &dir)?,
+                Ok(None) if !checkpoint::list(ckpt_root).is_empty() => {
+                    anyhow::bail!("{} has checkpoints but none verifies; use --resume PATH or --resume never with a new run.name", run_dir.display());
+                }
+                Ok(None) => {}
+                Err(e) => resume(Err(e))?,
             }
         }
         path => {
             let dir = PathBuf::from(path);
-            trainer.resume_from(&dir)?;
+            resume(trainer.resume_from(&dir))?;
             resumed(trainer, &dir)?;
         }
     }
@@ -134,8 +256,18 @@ fn train(trainer: &mut Trainer, args: &Args, run_dir: &std::path::Path, ckpt_roo
         );
         return Ok(());
     }
-    match trainer.run() {
-        Ok(RunEnd::Completed) => {}
+    if trainer.dist.is_main() {
+        let p = program::name();
+        let q = quote(&run_dir.display().to_string());
+        eprintln!("samples: {p} inspect {q} --samples last (every row of every step is in rollouts.jsonl)");
+        if trainer.recipe.metrics.tensorboard {
+            eprintln!("curves:  {p} tensorboard {q}");
+        }
+    }
+    // Training has begun: whatever happens now, the run directory is kept.
+    fresh.armed = false;
+    let completed = match trainer.run() {
+        Ok(RunEnd::Completed) => true,
         Ok(RunEnd::Stopped { checkpoint, cut }) => {
             if let Some(cut) = cut {
                 eprintln!("interrupt: {cut}; the step is redone on resume");
@@ -145,8 +277,9 @@ fn train(trainer: &mut Trainer, args: &Args, run_dir: &std::path::Path, ckpt_roo
                 trainer.state.step,
                 trainer.recipe.trainer.total_steps,
                 checkpoint.as_deref().map_or("(none: no step completed)".into(), |d| d.display().to_string()),
-                resume_command(args)
+                resume_command(args, checkpoint.is_none())
             );
+            false
         }
         Err(TrainError::StepFailed(f)) => {
             let mut lines = vec![f.to_string()];
@@ -156,21 +289,35 @@ fn train(trainer: &mut Trainer, args: &Args, run_dir: &std::path::Path, ckpt_roo
                 Some((step, dir)) => format!("the last checkpoint is {} (step {step})", dir.display()),
                 None => "no checkpoint: the run has not completed a step that could be saved".into(),
             });
-            lines.push(format!("resume with: {}", resume_command(args)));
+            lines.push(format!("resume with: {}", resume_command(args, f.checkpoint.is_none())));
             anyhow::bail!("{}", lines.join("\n"));
         }
         Err(e) => return Err(e.into()),
-    }
+    };
     let last: Vec<f64> = trainer.history.iter().rev().take(5).filter_map(|m| m.get("reward/mean")).collect();
     if !last.is_empty() {
         eprintln!("mean reward of the last {} step(s): {:.3}", last.len(), last.iter().sum::<f64>() / last.len() as f64);
     }
-    eprintln!("run directory: {} (metrics.jsonl, tensorboard/, final/)", trainer.run_dir.display());
+    eprintln!("run directory: {} ({})", trainer.run_dir.display(), outputs(&trainer.run_dir, completed && trainer.recipe.checkpoint.save_final).join(", "));
     let report = trainer.run_dir.join("report.html");
     if report.is_file() {
-        eprintln!("report: {} (open it in a browser; rlpo report RUN rewrites it)", report.display());
+        eprintln!("report: {} (open it in a browser; `{} report {}` rewrites it)", report.display(), program::name(), quote(&trainer.run_dir.display().to_string()));
     }
     Ok(())
+}
+
+/// The outputs of a run directory that exist, for the end-of-run line; `final/` only when this
+/// run wrote it (it completed with `checkpoint.save_final`).
+fn outputs(run_dir: &Path, wrote_final: bool) -> Vec<String> {
+    let mut v: Vec<String> = ["metrics.jsonl", "rollouts.jsonl", "reward.log", "tensorboard", "checkpoints", "report.html"]
+        .into_iter()
+        .filter(|f| run_dir.join(f).exists())
+        .map(|f| if run_dir.join(f).is_dir() { format!("{f}/") } else { f.to_string() })
+        .collect();
+    if wrote_final && run_dir.join("final").is_dir() {
+        v.push("final/".into());
+    }
+    v
 }
 
 /// Report a resume and drop `metrics.jsonl` lines of steps after the checkpoint (they belong to
@@ -181,25 +328,31 @@ fn resumed(trainer: &Trainer, dir: &std::path::Path) -> Result<()> {
     if dropped > 0 {
         eprintln!("metrics.jsonl: dropped {dropped} line(s) of steps after {} from the interrupted attempt", trainer.state.step);
     }
-    checkpoint::trim_step_log(&trainer.run_dir.join(rlpo_train::report::ROLLOUTS_FILE), trainer.state.step)?;
+    rlpo_train::report::rollouts::trim_after(&trainer.run_dir, trainer.state.step)?;
     Ok(())
 }
 
-/// The command line that continues this run.
-fn resume_command(args: &Args) -> String {
-    let quote = |s: &str| {
-        if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c)) {
-            s.to_string()
-        } else {
-            format!("'{}'", s.replace('\'', r"'\''"))
-        }
-    };
-    let mut parts = vec!["rlpo train".to_string()];
+/// A shell word as typed: bare when safe, single-quoted otherwise.
+fn quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The command line that continues this run, with the name the binary was invoked by;
+/// `with_init`: repeat `--init-from` (no checkpoint of the new run exists yet).
+fn resume_command(args: &Args, with_init: bool) -> String {
+    let mut parts = vec![format!("{} train", program::name())];
     if let Some(p) = &args.recipe {
         parts.push(quote(&p.display().to_string()));
     }
     for s in &args.set {
         parts.push(format!("--set {}", quote(s)));
+    }
+    if let Some(dir) = args.init_from.as_ref().filter(|_| with_init) {
+        parts.push(format!("--init-from {}", quote(&dir.display().to_string())));
     }
     parts.join(" ")
 }

@@ -2,7 +2,8 @@
 //! [`verify`], which checks a checkpoint directory against it.
 //!
 //! Verification is complete, not just "every listed file matches": the manifest must list the
-//! files every checkpoint has ([`REQUIRED`] and at least one `model/*.safetensors`), the
+//! files every checkpoint has ([`REQUIRED`], at least one `model/*.safetensors`, and the
+//! optimizer state unless the trainer state says it was not saved), the
 //! directory must hold exactly the listed files (a missing or an unlisted file is named), the
 //! manifest's step must match the directory name `step-NNNNNN` (when it has that form) and
 //! `trainer_state.json`'s step. Sizes are compared before anything is hashed, and hashing streams
@@ -16,8 +17,9 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Files every checkpoint lists in its manifest (besides at least one `model/*.safetensors`).
-pub const REQUIRED: &[&str] = &["model/config.json", "optimizer.safetensors", "trainer_state.json", "recipe.resolved.toml"];
+/// Files every checkpoint lists in its manifest (besides at least one `model/*.safetensors`, and
+/// `optimizer.safetensors` unless `trainer_state.json` says `optimizer_saved: false`).
+pub const REQUIRED: &[&str] = &["model/config.json", "trainer_state.json", "recipe.resolved.toml"];
 
 /// One file of a checkpoint as recorded in `manifest.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -171,6 +173,11 @@ pub fn verify_manifest(dir: &Path) -> Result<Manifest> {
         Some(s) if s == manifest.step => {}
         Some(s) => return Err(bad(&spath, format!("records step {s}, manifest.json step {}", manifest.step))),
         None => return Err(bad(&spath, "has no step")),
+    }
+    // A weights-only checkpoint (`checkpoint.save_optimizer = false`) says so in its state.
+    let weights_only = state.get("optimizer_saved").and_then(serde_json::Value::as_bool) == Some(false);
+    if !weights_only && !listed.contains("optimizer.safetensors") {
+        return Err(bad(&mpath, "does not list optimizer.safetensors (incomplete manifest)"));
     }
     Ok(manifest)
 }

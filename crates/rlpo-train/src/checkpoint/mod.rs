@@ -3,7 +3,9 @@
 //! A checkpoint is `<run>/checkpoints/step-NNNNNN/`:
 //! - `model/` — the policy as an HF directory (transformers loads it as is);
 //! - `optimizer.safetensors` — AdamW moments (`exp_avg/<name>`, `exp_avg_sq/<name>`) and fp32
-//!   master weights (`master/<name>`);
+//!   master weights (`master/<name>`); absent with `checkpoint.save_optimizer = false`
+//!   (`trainer_state.json` says `optimizer_saved: false`): such a checkpoint is refused by resume
+//!   and serves `rlpo train --init-from` and `rlpo export`;
 //! - `trainer_state.json` — step, weight version, algorithm state (D³S progress, HAPO statistics),
 //!   data cursor, reward counters, non-finite streak, lineage ([`lineage`]);
 //! - `recipe.resolved.toml` — the recipe it was trained with;
@@ -17,6 +19,7 @@
 //! choice.
 
 pub mod dir;
+pub mod init;
 pub mod lineage;
 pub mod manifest;
 pub mod recipe_diff;
@@ -66,7 +69,19 @@ pub struct TrainerState {
     /// The processes this state descends from ([`lineage`]); empty in older checkpoints.
     #[serde(default)]
     pub lineage: Vec<lineage::Segment>,
+    /// Whether `optimizer.safetensors` was written (`checkpoint.save_optimizer`). Without it the
+    /// checkpoint holds the weights only: it cannot be resumed bit-exactly, only started from
+    /// with `rlpo train --init-from`.
+    #[serde(default = "yes")]
+    pub optimizer_saved: bool,
 }
+
+fn yes() -> bool {
+    true
+}
+
+/// The optimizer state's file in a checkpoint.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 
 /// Read and parse `<dir>/trainer_state.json`.
 pub fn read_state(dir: &Path) -> Result<TrainerState> {
@@ -105,6 +120,7 @@ pub fn state_of(t: &Trainer) -> TrainerState {
         prefetched: t.prefetched.clone(),
         rmt_sampler: t.rmt.as_ref().and_then(|r| r.sampler_state()),
         lineage: t.lineage.clone(),
+        optimizer_saved: t.recipe.checkpoint.save_optimizer,
     }
 }
 
@@ -136,15 +152,17 @@ pub fn save_state(t: &Trainer, state: &TrainerState) -> Result<PathBuf> {
     }
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     t.learner.model.save(&tmp.join("model"), None)?;
-    let opt = &t.learner.opt;
-    let mut tensors: Vec<(String, Tensor)> = Vec::new();
-    for (prefix, map) in [("exp_avg", &opt.exp_avg), ("exp_avg_sq", &opt.exp_avg_sq), ("master", &opt.master)] {
-        for (n, v) in map {
-            tensors.push((format!("{prefix}/{n}"), v.shallow_clone()));
+    if state.optimizer_saved {
+        let opt = &t.learner.opt;
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        for (prefix, map) in [("exp_avg", &opt.exp_avg), ("exp_avg_sq", &opt.exp_avg_sq), ("master", &opt.master)] {
+            for (n, v) in map {
+                tensors.push((format!("{prefix}/{n}"), v.shallow_clone()));
+            }
         }
+        let opt_path = tmp.join(OPTIMIZER_FILE);
+        Tensor::write_safetensors(&tensors, &opt_path)?;
     }
-    let opt_path = tmp.join("optimizer.safetensors");
-    Tensor::write_safetensors(&tensors, &opt_path)?;
     let state_path = tmp.join("trainer_state.json");
     let text = serde_json::to_string_pretty(state).map_err(|e| TrainError::Aborted(e.to_string()))?;
     std::fs::write(&state_path, text).map_err(|e| io(&state_path, e))?;
@@ -249,16 +267,7 @@ pub fn load(t: &mut Trainer, dir: &Path) -> Result<()> {
 
 /// [`load`] of a checkpoint the caller has just verified (each file is hashed once per resume).
 pub fn load_verified(t: &mut Trainer, dir: &Path) -> Result<()> {
-    let saved_recipe = std::fs::read_to_string(dir.join("recipe.resolved.toml")).map_err(|e| io(dir.join("recipe.resolved.toml"), e))?;
-    let diffs = recipe_differences(&saved_recipe, &t.recipe.to_toml());
-    if !diffs.is_empty() {
-        return Err(TrainError::Aborted(format!(
-            "refusing to resume {}: the recipe changed in keys that affect training:\n  {}\n(safe to change: {})",
-            dir.display(),
-            diffs.join("\n  "),
-            SAFE_TO_CHANGE.join(", ")
-        )));
-    }
+    preflight(dir, &t.recipe)?;
     let saved_cfg = rlpo_model::ModelConfig::from_dir(&dir.join("model"))?;
     let now_cfg = &t.learner.model.config;
     if saved_cfg.num_parameters() != now_cfg.num_parameters() || saved_cfg.family != now_cfg.family || saved_cfg.vocab_size != now_cfg.vocab_size {
@@ -272,8 +281,9 @@ pub fn load_verified(t: &mut Trainer, dir: &Path) -> Result<()> {
         )));
     }
     let st = read_state(dir)?;
+    let saved_recipe = std::fs::read_to_string(dir.join("recipe.resolved.toml")).map_err(|e| io(dir.join("recipe.resolved.toml"), e))?;
     rlpo_model::weights::load_into(t.learner.model.var_store(), &dir.join("model"), now_cfg.tie_word_embeddings)?;
-    let opt_path = dir.join("optimizer.safetensors");
+    let opt_path = dir.join(OPTIMIZER_FILE);
     let saved: BTreeMap<String, Tensor> = Tensor::read_safetensors(&opt_path)?.into_iter().collect();
     let opt = &mut t.learner.opt;
     for (prefix, map) in [("exp_avg", &mut opt.exp_avg), ("exp_avg_sq", &mut opt.exp_avg_sq), ("master", &mut opt.master)] {
@@ -291,6 +301,33 @@ pub fn load_verified(t: &mut Trainer, dir: &Path) -> Result<()> {
     t.verified.get_mut().record(dir);
     if let Some(note) = recipe_diff::saved_total_steps(&saved_recipe).and_then(|old| recipe_diff::length_change_note(&t.recipe, old, st.step, st.optimizer_step)) {
         eprintln!("{note}");
+    }
+    Ok(())
+}
+
+/// Whether `dir` can be resumed with `recipe`, from its files alone (no tensor is read): its
+/// recipe must not differ in keys that affect training, and it must hold the optimizer state.
+/// Refusals are [`TrainError::ResumeRefused`]; `rlpo train` checks this before it writes
+/// anything, so a refused resume leaves the run directory as it was.
+pub fn preflight(dir: &Path, recipe: &crate::recipe::Recipe) -> Result<()> {
+    let saved_recipe = std::fs::read_to_string(dir.join("recipe.resolved.toml")).map_err(|e| io(dir.join("recipe.resolved.toml"), e))?;
+    let diffs = recipe_differences(&saved_recipe, &recipe.to_toml());
+    if !diffs.is_empty() {
+        return Err(TrainError::ResumeRefused {
+            dir: dir.to_path_buf(),
+            why: format!(
+                "the recipe changed in keys that affect training:\n  {}\n(safe to change: {})",
+                diffs.join("\n  "),
+                SAFE_TO_CHANGE.join(", ")
+            ),
+        });
+    }
+    let st = read_state(dir)?;
+    if !st.optimizer_saved || !dir.join(OPTIMIZER_FILE).is_file() {
+        return Err(TrainError::ResumeRefused {
+            dir: dir.to_path_buf(),
+            why: "it holds the weights only (checkpoint.save_optimizer = false: no optimizer state), so training cannot continue bit-exactly from it".into(),
+        });
     }
     Ok(())
 }
