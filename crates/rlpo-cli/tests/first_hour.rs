@@ -252,3 +252,24 @@ fn a_refused_start_leaves_no_run_directory() {
     assert!(!out.status.success() && text(&out.stderr).contains("--init-from"), "{}", text(&out.stderr));
     assert!(!tmp.path().join("noinit").exists());
 }
+
+#[test]
+fn tensorboard_command_finds_the_venvs_tensorboard() {
+    // Neither on PATH nor an active venv: found next to the binary (`<repo>/.venv/bin`).
+    let tmp = tempfile::tempdir().unwrap();
+    let out = rlpo()
+        .arg("tensorboard")
+        .arg(tmp.path())
+        .args(["--", "--version_tb"])
+        .env_remove("VIRTUAL_ENV")
+        .env_remove("RLPO_TENSORBOARD")
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    let (o, e) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{o}{e}");
+    assert!(e.contains(&format!("starting {}", repo_root().join(".venv/bin/tensorboard").display())), "{e}");
+    assert!(e.contains("has no tensorboard/ directory"), "{e}");
+    // TensorBoard itself answered (its version), not rlpo.
+    assert!(o.trim().split('.').next().is_some_and(|major| major.parse::<u32>().is_ok_and(|m| m >= 2)), "{o}");
+}

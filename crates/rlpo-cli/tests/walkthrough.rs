@@ -75,13 +75,22 @@ fn run_interrupted(body: &str, dir: &Path, path: &str, model: &Path) -> (i32, St
         assert!(Instant::now() < deadline, "no first step within 300 s:\n{}", err.lock().unwrap());
         std::thread::sleep(Duration::from_millis(20));
     }
-    // What a terminal's Ctrl-C does: SIGINT to the foreground process group.
-    let st = Command::new("kill").args(["-INT", &format!("-{}", child.id())]).status().unwrap();
-    assert!(st.success());
+    // What a terminal's Ctrl-C does: SIGINT to the foreground process group. Sent with kill(2)
+    // itself: procps-ng 4.0's kill(1) does not take `-INT -PGID` as a process group.
+    assert_eq!(interrupt_group(child.id()), 0, "kill(-{}, SIGINT)", child.id());
     let status = wait_exit(&mut child, 300);
     reader.join().unwrap();
     let e = err.lock().unwrap().clone();
     (status.code().unwrap_or(-1), e)
+}
+
+/// SIGINT to the process group `pgid`; kill(2)'s return value.
+#[allow(unsafe_code)]
+fn interrupt_group(pgid: u32) -> i32 {
+    let pgid = i32::try_from(pgid).expect("a pid fits i32");
+    assert!(pgid > 1, "never signal every process");
+    // SAFETY: kill(2) with a negative pid signals that process group only; no memory involved.
+    unsafe { libc::kill(-pgid, libc::SIGINT) }
 }
 
 /// What transformers renders for each row of `train.jsonl` (string rows as system + user).
