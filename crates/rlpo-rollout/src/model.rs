@@ -89,6 +89,13 @@ pub trait RolloutModel {
     fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> (Logits, DecodeCache);
     /// One decode step for tokens `ids [B]`; next-token logits `[B, V]`.
     fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits;
+    /// [`RolloutModel::step`] for ids already on the model's device (`[B]` i64): the
+    /// device-resident decode loop feeds each step's sampled ids back without a host round trip.
+    /// Default: copy the ids to the host and call `step` (host decoders).
+    fn step_tensor(&self, ids: &Tensor, cache: &mut DecodeCache) -> Logits {
+        let host = Vec::<i64>::try_from(&ids.to_device(Device::Cpu).to_kind(tch::Kind::Int64)).expect("decode ids are a [B] tensor");
+        self.step(&host, cache)
+    }
     /// Copy new weights (HF names) into the model. Every name must exist with the same shape.
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()>;
     /// The weights were changed in place by someone else (the colocated learner): rebuild anything
@@ -143,8 +150,10 @@ impl RolloutModel for CausalLm {
         (logits, DecodeCache::Torch(cache))
     }
     fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits {
-        let ids = ids_tensor(ids, CausalLm::device(self));
-        Logits::Tensor(tch::no_grad(|| CausalLm::step(self, &ids, cache.torch())))
+        self.step_tensor(&ids_tensor(ids, CausalLm::device(self)), cache)
+    }
+    fn step_tensor(&self, ids: &Tensor, cache: &mut DecodeCache) -> Logits {
+        Logits::Tensor(tch::no_grad(|| CausalLm::step(self, ids, cache.torch())))
     }
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()> {
         copy_weights(self, weights)
@@ -170,6 +179,9 @@ impl<M: RolloutModel> RolloutModel for Arc<Mutex<M>> {
     }
     fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits {
         lock(self).step(ids, cache)
+    }
+    fn step_tensor(&self, ids: &Tensor, cache: &mut DecodeCache) -> Logits {
+        lock(self).step_tensor(ids, cache)
     }
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()> {
         lock(self).load_weights(weights)
@@ -198,6 +210,9 @@ impl<M: RolloutModel + ?Sized> RolloutModel for Box<M> {
     }
     fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Logits {
         (**self).step(ids, cache)
+    }
+    fn step_tensor(&self, ids: &Tensor, cache: &mut DecodeCache) -> Logits {
+        (**self).step_tensor(ids, cache)
     }
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()> {
         (**self).load_weights(weights)
