@@ -478,8 +478,9 @@ impl Trainer {
     }
 
     /// Run until `trainer.total_steps` or a stop request. Saves a checkpoint every
-    /// `checkpoint.save_every` steps, at the end and when stopped, and the final model when
-    /// configured. Returns whether the run reached its last step.
+    /// `checkpoint.save_every` steps, when stopped, at the end (unless `checkpoint.save_at_end`
+    /// is false), and the final model when configured. Returns whether the run reached its last
+    /// step.
     pub fn run(&mut self) -> Result<bool> {
         let every = self.recipe.checkpoint.save_every;
         let mut saved_at = None;
@@ -494,7 +495,8 @@ impl Trainer {
                 saved_at = Some(self.state.step);
             }
         }
-        if saved_at != Some(self.state.step) && self.state.step > 0 {
+        let reached_end = self.state.step >= self.recipe.trainer.total_steps;
+        if saved_at != Some(self.state.step) && self.state.step > 0 && (self.recipe.checkpoint.save_at_end || !reached_end) {
             self.finish_prefetch()?;
             checkpoint::save(self)?;
         }
@@ -507,6 +509,21 @@ impl Trainer {
             self.learner.model.save(&out, None)?;
         }
         Ok(done)
+    }
+
+    /// Which kernels each phase of a step runs, one line per phase (printed by `rlpo train`).
+    pub fn describe_paths(&self) -> String {
+        let t = &self.recipe.trainer;
+        let m = &self.learner.model;
+        let opt = if self.learner.opt.fused() { "fused multi-tensor AdamW (LibTorch _fused_adamw_)" } else { "per-parameter AdamW" };
+        format!(
+            "paths on {:?} {:?}:\n  learner: attention {}; activation checkpointing {}; {opt}\n  rollout: {}",
+            m.device(),
+            m.kind(),
+            rlpo_model::AttentionPath::SdpaCausal.describe(),
+            if t.activation_checkpointing { "on" } else { "off" },
+            self.backend.describe(&self.recipe, m)
+        )
     }
 
     /// Resume from a checkpoint directory (verified; the recipe must match, see

@@ -29,6 +29,7 @@ pub fn run(args: Args) -> Result<()> {
     eprintln!("rlpo train: {name} -> {}", recipe.run_dir().display());
     let run_dir = recipe.run_dir();
     let mut trainer = Trainer::new(recipe)?;
+    eprintln!("{}", trainer.describe_paths());
     let existing = checkpoint::list(&checkpoint::checkpoints_dir(&run_dir));
     match args.resume.as_str() {
         "never" => anyhow::ensure!(
@@ -82,6 +83,11 @@ pub fn run(args: Args) -> Result<()> {
     if !last.is_empty() {
         eprintln!("mean reward of the last {} step(s): {:.3}", last.len(), last.iter().sum::<f64>() / last.len() as f64);
     }
+    let a = trainer.learner.model.attention_counts();
+    eprintln!(
+        "attention calls: {} SDPA is_causal (packed rows), {} SDPA with a mask (fallback), {} grouped decode steps",
+        a.sdpa_causal, a.sdpa_masked, a.grouped_decode
+    );
     eprintln!("run directory: {} (metrics.jsonl, tensorboard/, final/)", trainer.run_dir.display());
     Ok(())
 }
