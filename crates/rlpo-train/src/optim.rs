@@ -24,6 +24,10 @@
 //! The gradient norm is computed per parameter in both (so clipping scales are identical).
 
 use crate::recipe::{LrSchedule, OptimConfig};
+
+/// Parameters per `_fused_adamw_` call: low-precision parameters need fp32 copies of their
+/// gradients, and chunking bounds those copies to 512 MiB at once.
+pub const FUSED_CHUNK_ELEMENTS: i64 = 1 << 27;
 use rlpo_aten::AdamWStep;
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
@@ -157,14 +161,33 @@ impl AdamW {
 
     fn step_fused(&mut self, lr: f64) -> crate::error::Result<()> {
         let h = self.hyper(lr);
+        let with_grad: Vec<usize> = (0..self.params.len()).filter(|&i| self.params[i].1.grad().defined()).collect();
+        let Some(&first) = with_grad.first() else { return Ok(()) };
+        // The step count, already incremented, on the parameters' device (the CUDA kernel reads
+        // it there); one tensor serves every parameter.
+        let step = Tensor::full([1], self.step as f64, (Kind::Float, self.params[first].1.device()));
+        let mut chunk: Vec<usize> = Vec::new();
+        let mut elements = 0i64;
+        for (k, &i) in with_grad.iter().enumerate() {
+            chunk.push(i);
+            elements += self.params[i].1.numel() as i64;
+            if elements >= FUSED_CHUNK_ELEMENTS || k + 1 == with_grad.len() {
+                self.fused_chunk(&chunk, &step, &h).map_err(optimizer_error)?;
+                chunk.clear();
+                elements = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// `_fused_adamw_` over parameters `idx` (fp32 masters in place of low-precision
+    /// parameters), then the masters copied into those parameters.
+    fn fused_chunk(&self, idx: &[usize], step: &Tensor, h: &AdamWStep) -> rlpo_aten::Result<()> {
         tch::no_grad(|| {
             let (mut targets, mut grads, mut ms, mut vs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let (mut low, mut low_src) = (Vec::new(), Vec::new());
-            for (name, p) in &self.params {
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
+            for &i in idx {
+                let (name, p) = &self.params[i];
                 let target = match self.master.get(name) {
                     Some(master) => {
                         low.push(p.shallow_clone());
@@ -174,19 +197,14 @@ impl AdamW {
                     None => p.shallow_clone(),
                 };
                 targets.push(target);
-                grads.push(g.to_kind(Kind::Float));
+                grads.push(p.grad().to_kind(Kind::Float));
                 ms.push(self.exp_avg[name].shallow_clone());
                 vs.push(self.exp_avg_sq[name].shallow_clone());
             }
-            let Some(first) = targets.first() else { return Ok(()) };
-            // The step count, already incremented, on the parameters' device (the CUDA kernel
-            // reads it there); one tensor serves every parameter.
-            let step = Tensor::full([1], self.step as f64, (Kind::Float, first.device()));
             let steps: Vec<Tensor> = targets.iter().map(|_| step.shallow_clone()).collect();
-            rlpo_aten::fused_adamw_(&targets, &grads, &ms, &vs, &steps, &h)?;
+            rlpo_aten::fused_adamw_(&targets, &grads, &ms, &vs, &steps, h)?;
             rlpo_aten::foreach_copy_(&low, &low_src)
         })
-        .map_err(optimizer_error)
     }
 }
 
