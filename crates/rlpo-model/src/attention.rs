@@ -13,7 +13,7 @@
 //! cuDNN 9 either builds a new cuDNN plan every step (the key length grows) or falls back to the
 //! fp32 math kernel with K/V repeated, tens of ms per step either way. The grouped `baddbmm`
 //! reads each K/V head once and never repeats it; on CUDA bf16/f16 the scores come out in fp32
-//! (`baddbmm` with `out_dtype`), which LibTorch only offers on CUDA, so on the CPU low-precision
+//! (`bmm` with `out_dtype`), which LibTorch only offers on CUDA, so on the CPU low-precision
 //! scores stay in the model dtype, as in transformers' eager attention.
 
 use crate::config::ModelConfig;
@@ -187,7 +187,7 @@ impl Attention {
 }
 
 /// dtype of the decode scores for a cache of `cache_kind` on `device`: fp32 for bf16/f16 on CUDA
-/// (`baddbmm` with `out_dtype`, CUDA only in LibTorch 2.11), otherwise the cache's dtype.
+/// (`bmm` with `out_dtype`, CUDA only in LibTorch 2.11), otherwise the cache's dtype.
 pub fn score_kind(cache_kind: Kind, device: tch::Device) -> Kind {
     if matches!(cache_kind, Kind::BFloat16 | Kind::Half) && device.is_cuda() {
         Kind::Float
@@ -209,8 +209,8 @@ pub fn decode_bias(valid: &Tensor, kv_heads: i64, kind: Kind) -> Tensor {
 /// H_kv needs no copy), `bias [B·H_kv, 1, S]` → `[B, H·hd]` in q's dtype.
 ///
 /// `scores = baddbmm(bias, q_g, Kᵀ, α = 1/√hd)` with `q_g [B·H_kv, H/H_kv, hd]`, softmax in fp32,
-/// `· V`. On CUDA with bf16/f16 the scores are produced in fp32 directly; elsewhere they have the
-/// cache's dtype (an fp32 cache gives fp32 scores).
+/// `· V`. On CUDA with bf16/f16 the scores are produced in fp32 directly (`bmm_dtype`, then scale
+/// and bias); elsewhere they have the cache's dtype (an fp32 cache gives fp32 scores).
 pub fn grouped_decode_attention(q: &Tensor, keys: &Tensor, values: &Tensor, bias: &Tensor) -> Tensor {
     let (b, h, hd) = (q.size()[0], q.size()[1], q.size()[2]);
     let (kv, s) = (keys.size()[1], keys.size()[2]);
@@ -221,7 +221,11 @@ pub fn grouped_decode_attention(q: &Tensor, keys: &Tensor, values: &Tensor, bias
     let scale = 1.0 / (hd as f64).sqrt();
     let skind = score_kind(akind, keys.device());
     let scores = if skind != akind {
-        bias.to_kind(skind).baddbmm_dtype(&qg, &k.transpose(1, 2), skind, 1.0, scale)
+        // `bmm` with `out_dtype` (CUDA): fp32 scores from bf16/f16 operands. Not `baddbmm`'s
+        // dtype variant: it wants `self` at the full output shape, the bias broadcasts.
+        let mut s = qg.bmm_dtype(&k.transpose(1, 2), skind);
+        let _ = s.g_mul_scalar_(scale).g_add_(&bias.to_kind(skind));
+        s
     } else {
         bias.to_kind(akind).baddbmm(&qg, &k.transpose(1, 2), 1.0, scale)
     };

@@ -25,7 +25,7 @@ pub struct RowPacking {
 
 impl RowPacking {
     /// The packing of `mask [B, T]`, or `None` when some row's real tokens are not contiguous
-    /// (then only a masked attention is exact). Costs one device→host read of a flag.
+    /// (then only a masked attention is exact). Costs one device→host read of two flags.
     pub fn detect(mask: &Tensor) -> Option<RowPacking> {
         let (b, t) = (mask.size()[0], mask.size()[1]);
         let m = mask.to_kind(Kind::Int64);
@@ -34,12 +34,13 @@ impl RowPacking {
         let col = Tensor::arange(t, (Kind::Int64, mask.device())).view([1, t]);
         let first = lead.view([b, 1]);
         let run = col.ge_tensor(&first).logical_and(&col.lt_tensor(&(&first + lens.view([b, 1]))));
-        let contiguous = run.eq_tensor(&m.ne(0)).all().int64_value(&[]) != 0;
-        if !contiguous {
+        // Both flags in one read (one device synchronisation on a GPU).
+        let flags = Tensor::stack(&[run.eq_tensor(&m.ne(0)).all().to_kind(Kind::Int64), lead.max()], 0);
+        let flags: Vec<i64> = Vec::try_from(&flags.to_device(tch::Device::Cpu)).expect("two i64 flags");
+        if flags[0] == 0 {
             return None;
         }
-        let any_lead = lead.max().int64_value(&[]) > 0;
-        Some(RowPacking { lead: any_lead.then_some(lead), lens })
+        Some(RowPacking { lead: (flags[1] > 0).then_some(lead), lens })
     }
 
     /// Whether rows need rotating (some row has leading pads).
