@@ -290,7 +290,7 @@ def cmd_summary(a):
     lines = [f"GPU check summary ({gpu}; model {a.model}: {n_params / 1e9:.2f}B matmul parameters)", ""]
     goals = []
 
-    lines.append(f"| rollout, batch {a.batch} x {a.new_tokens} new tokens, bf16 | warm-up s | steady s | tokens/s | vs HF |")
+    lines.append(f"| rollout, batch {a.batch} x {a.new_tokens} new tokens, {(rl or hf or {}).get('dtype', '?')} | warm-up s | steady s | tokens/s | vs HF |")
     lines.append("| --- | ---: | ---: | ---: | ---: |")
     def row(name, r, ratio):
         if not r:
@@ -305,7 +305,7 @@ def cmd_summary(a):
                      f"tokens); prefill {rl['prefill_s']:.2f} s")
     goals.append(("rollout >= 3x transformers generate", f"{ratio:.2f}x" if ratio else "n/a", ratio is not None and ratio >= 3.0))
 
-    lines += ["", "| learner (bench learner, bf16) | rows x tokens | step s | tokens/s | MFU |", "| --- | --- | ---: | ---: | ---: |"]
+    lines += ["", "| learner (bench learner) | rows x tokens, dtype | step s | tokens/s | MFU |", "| --- | --- | ---: | ---: | ---: |"]
     best_mfu = None
     for ck in ("off", "on"):
         r = _json(os.path.join(w, f"bench_learner_ckpt_{ck}.json"))
@@ -315,7 +315,7 @@ def cmd_summary(a):
         mfu = r["flops_per_token"] * r["tokens_per_s"] / basis_peak if basis_peak else r["mfu"]
         if ck == "off":
             best_mfu = mfu
-        lines.append(f"| activation checkpointing {ck} | {r['rows']} x {r['seq']} | {r['step_s']:.3f} | {r['tokens_per_s']:.0f} | {mfu * 100:.1f} % |")
+        lines.append(f"| activation checkpointing {ck} | {r['rows']} x {r['seq']}, {r['dtype']} | {r['step_s']:.3f} | {r['tokens_per_s']:.0f} | {mfu * 100:.1f} % |")
     goals.append(("learner MFU >= 40 % (bf16)", f"{best_mfu * 100:.1f} %" if best_mfu else "n/a", best_mfu is not None and best_mfu >= 0.40))
 
     prompt_len = a.prompt_len
@@ -361,7 +361,7 @@ def cmd_summary(a):
         if parts:
             lines.append("\nelapsed per part: " + ", ".join(f"{p[0][5:]} {p[1]} s" for p in parts if len(p) == 2))
     basis = f"spec bf16 dense peak {peak / 1e12:.0f} TFLOP/s" if peak else (
-        f"measured bf16 matmul ceiling {ceiling / 1e12:.1f} TFLOP/s" if ceiling else "no peak known")
+        f"measured {(rl or {}).get('dtype', '?')} matmul ceiling {ceiling / 1e12:.1f} TFLOP/s" if ceiling else "no peak known")
     lines.append(f"MFU basis: {basis}; learner FLOPs per token 6·N + 6·L·T·H·hd; training update tokens ~ kept rows x "
                  f"(mean response + {prompt_len} prompt tokens)")
     lines += ["", "| goal (issue 19) | measured | met |", "| --- | ---: | --- |"]
