@@ -99,7 +99,7 @@ impl DeviceSampler {
         if s.top_k > 0 && (s.top_k as i64) < v {
             let k = s.top_k as i64;
             let kth = z.topk(k, -1, true, true).0.narrow(1, k - 1, 1);
-            w = w * z.ge_tensor(&kth);
+            w *= z.ge_tensor(&kth);
         }
         let (tok, kept_total) = if s.top_p < 1.0 {
             let (ws, idx) = w.sort_stable(true, -1, true);
