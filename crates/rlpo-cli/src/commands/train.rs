@@ -92,6 +92,9 @@ pub fn run(args: Args) -> Result<()> {
     })?;
     let mut trainer = Trainer::new(recipe)?;
     trainer.stop = stop;
+    if trainer.dist.is_main() {
+        eprintln!("{}", trainer.describe_paths());
+    }
     if trainer.dist.is_distributed() {
         let d = &trainer.dist;
         d.barrier("start of training")?;
@@ -165,6 +168,11 @@ fn train(trainer: &mut Trainer, args: &Args, run_dir: &std::path::Path, ckpt_roo
     if !last.is_empty() {
         eprintln!("mean reward of the last {} step(s): {:.3}", last.len(), last.iter().sum::<f64>() / last.len() as f64);
     }
+    let a = trainer.learner.model.attention_counts();
+    eprintln!(
+        "attention calls: {} SDPA is_causal (packed rows), {} SDPA with a mask (fallback), {} grouped decode steps",
+        a.sdpa_causal, a.sdpa_masked, a.grouped_decode
+    );
     eprintln!("run directory: {} (metrics.jsonl, tensorboard/, final/)", trainer.run_dir.display());
     let report = trainer.run_dir.join("report.html");
     if report.is_file() {
