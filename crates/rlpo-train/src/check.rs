@@ -181,6 +181,14 @@ pub fn check_with(recipe: &Recipe, opts: &CheckOptions) -> Result<CheckReport> {
             reference: r.loss.kl_coef > 0.0,
             compact_fraction: r.rollout.compact_fraction,
             cuda,
+            activation_checkpointing: r.trainer.activation_checkpointing,
+            fused_optimizer: r.optim.fused,
+            // From the device string: the CUDA device need not be on this machine.
+            device_sampling: match r.rollout.sampler {
+                rlpo_rollout::SamplerPlacement::Auto => r.model.rollout_device.as_deref().unwrap_or(&r.model.device).starts_with("cuda"),
+                p => p == rlpo_rollout::SamplerPlacement::Device,
+            },
+            top_p: r.rollout.top_p < 1.0 && !r.rollout.greedy,
         };
         let plan = MemoryPlan::new(c, &shape);
         out += &format!("memory plan    per device ({}; learner and rollout share it):\n", r.model.device);

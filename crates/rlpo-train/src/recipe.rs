@@ -87,6 +87,9 @@ pub struct OptimConfig {
     pub schedule: LrSchedule,
     /// Floor of the cosine schedule as a fraction of `lr`. Default 0.0.
     pub min_lr_ratio: f64,
+    /// Update with LibTorch's fused multi-tensor AdamW kernel (`_fused_adamw_`); false = the same
+    /// arithmetic one parameter at a time (see `optim.rs`). Default true.
+    pub fused: bool,
 }
 
 /// Learning-rate shape after warm-up.
@@ -111,6 +114,7 @@ impl Default for OptimConfig {
             warmup_steps: 0,
             schedule: LrSchedule::Constant,
             min_lr_ratio: 0.0,
+            fused: true,
         }
     }
 }
@@ -144,6 +148,11 @@ pub struct TrainerConfig {
     pub max_nonfinite_in_a_row: u32,
     /// Positions per chunk when projecting hidden states to the vocabulary (bounds memory). Default 1024.
     pub logit_chunk_positions: i64,
+    /// Keep only each decoder layer's input in the update's forward and recompute the layer in
+    /// the backward (activation checkpointing): activations shrink from every layer's
+    /// intermediates to one `[rows, T, D]` tensor per layer, for about one extra forward of
+    /// compute. Gradients are unchanged. Default false.
+    pub activation_checkpointing: bool,
 }
 
 /// Where `old_logp` comes from.
@@ -186,6 +195,7 @@ impl Default for TrainerConfig {
             rollout_decoder: RolloutDecoder::Auto,
             max_nonfinite_in_a_row: 3,
             logit_chunk_positions: 1024,
+            activation_checkpointing: false,
         }
     }
 }
@@ -210,11 +220,16 @@ pub struct CheckpointConfig {
     /// weights only: a checkpoint then cannot be resumed bit-exactly, only started from with
     /// `rlpo train --init-from`. Default true.
     pub save_optimizer: bool,
+    /// Save a full checkpoint when the run reaches `trainer.total_steps` (a stopped run always
+    /// saves one). false = only `save_every` checkpoints, e.g. for throwaway benchmark runs whose
+    /// checkpoint (weights, fp32 masters, AdamW moments) would take longer to write than the
+    /// run. Default true.
+    pub save_at_end: bool,
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        CheckpointConfig { root: "checkpoints".into(), save_final: true, save_every: 10, keep_last: 2, keep_every: 0, save_optimizer: true }
+        CheckpointConfig { root: "checkpoints".into(), save_final: true, save_every: 10, keep_last: 2, keep_every: 0, save_optimizer: true, save_at_end: true }
     }
 }
 

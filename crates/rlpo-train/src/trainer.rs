@@ -670,6 +670,21 @@ impl Trainer {
         Ok(())
     }
 
+    /// Which kernels each phase of a step runs, one line per phase (printed by `rlpo train`).
+    pub fn describe_paths(&self) -> String {
+        let t = &self.recipe.trainer;
+        let m = &self.learner.model;
+        let opt = if self.learner.opt.fused() { "fused multi-tensor AdamW (LibTorch _fused_adamw_)" } else { "per-parameter AdamW" };
+        format!(
+            "paths on {:?} {:?}:\n  learner: attention {}; activation checkpointing {}; {opt}\n  rollout: {}",
+            m.device(),
+            m.kind(),
+            rlpo_model::AttentionPath::SdpaCausal.describe(),
+            if t.activation_checkpointing { "on" } else { "off" },
+            self.backend.describe(&self.recipe, m)
+        )
+    }
+
     /// Resume from a checkpoint directory (verified; the recipe must match, see
     /// [`checkpoint::load`]).
     pub fn resume_from(&mut self, dir: &std::path::Path) -> Result<()> {

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_checkpoint;
+pub mod bench_learner;
 pub mod bench_step;
 pub mod check;
 pub mod debug;

@@ -132,6 +132,7 @@ pub fn run(args: Args) -> Result<()> {
     trainer.stop = stop;
     trainer.show_samples = args.show_samples;
     if main_rank {
+        eprintln!("{}", trainer.describe_paths());
         eprint!("{}", trainer.prompt_preview()?);
         if let Some(dir) = &args.init_from {
             let weights = init_from::weights_dir(dir)?;
@@ -298,6 +299,11 @@ fn train(trainer: &mut Trainer, args: &Args, run_dir: &Path, ckpt_root: &Path, f
     if !last.is_empty() {
         eprintln!("mean reward of the last {} step(s): {:.3}", last.len(), last.iter().sum::<f64>() / last.len() as f64);
     }
+    let a = trainer.learner.model.attention_counts();
+    eprintln!(
+        "attention calls: {} SDPA is_causal (packed rows), {} SDPA with a mask (fallback), {} grouped decode steps",
+        a.sdpa_causal, a.sdpa_masked, a.grouped_decode
+    );
     eprintln!("run directory: {} ({})", trainer.run_dir.display(), outputs(&trainer.run_dir, completed && trainer.recipe.checkpoint.save_final).join(", "));
     let report = trainer.run_dir.join("report.html");
     if report.is_file() {
