@@ -163,8 +163,11 @@ fn the_own_data_walkthrough_runs_as_written() {
     let (_, _, err) = find("--show-samples");
     assert!(err.contains("stopped at step") && err.contains("resume with: rlpo train my_run.toml"), "{err}");
     assert!(err.contains("── step 1 group 0 ── prompt:"), "--show-samples prints rollouts: {err}");
+    let end = |err: &str| err.lines().find(|l| l.starts_with("run directory: ")).map(str::to_string).unwrap_or_default();
+    assert!(!end(err).contains("final/"), "a stopped run wrote no final/: {}", end(err));
     let (_, _, err) = outputs.iter().find(|(b, _, _)| b.trim() == "rlpo train my_run.toml").expect("the resume block");
     assert!(err.contains("resumed from"), "{err}");
+    assert!(end(err).contains("final/"), "the completed run wrote final/: {}", end(err));
     let run = work.join("checkpoints/my_run");
     assert_eq!(metric_steps(&run), (1..=8).collect::<Vec<_>>(), "every step once across the interruption");
     // inspect --samples: the rows of the newest logged step.
