@@ -260,7 +260,8 @@ fn train(trainer: &mut Trainer, args: &Args, run_dir: &Path, ckpt_root: &Path, f
     if trainer.dist.is_main() {
         let p = program::name();
         let q = quote(&run_dir.display().to_string());
-        eprintln!("samples: {p} inspect {q} --samples last (every row of every step is in rollouts.jsonl)");
+        let what = if trainer.recipe.metrics.samples_jsonl { "every row of every step" } else { "the first metrics.text_samples groups of each step" };
+        eprintln!("samples: {p} inspect {q} --samples last ({what} is in rollouts.jsonl)");
         if trainer.recipe.metrics.tensorboard {
             eprintln!("curves:  {p} tensorboard {q}");
         }
