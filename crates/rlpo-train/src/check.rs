@@ -280,9 +280,11 @@ fn prompt_length(r: &Recipe, rep: &mut CheckReport) -> (usize, String, String) {
     });
     let (tok, style, context) = match loaded {
         Ok(x) => x,
+        // A missing data file is the first reason for the estimate; the tokenizer's failure is a
+        // problem of its own either way.
         Err(e) => {
             rep.problems.push(format!("model.path: {e}"));
-            return estimate("the tokenizer does not load");
+            return estimate(if data_missing { "data.path not here" } else { "the tokenizer does not load" });
         }
     };
     if data_missing {

@@ -295,12 +295,16 @@ mod tests {
         assert!(steps.windows(2).all(|w| w[0] <= w[1]), "oldest first");
         assert_eq!(*steps.last().unwrap(), 200);
         assert!(steps[0] > 1, "the oldest rows were dropped");
-        // Resume at step 150: every file loses the later steps.
-        let dropped = trim_after(dir.path(), 150).unwrap();
-        assert_eq!(dropped, 100);
-        assert_eq!(read_rows(dir.path()).0.iter().map(|r| r.step).max(), Some(150));
-        assert_eq!(rows_of_step(dir.path(), None).0, Some(150));
-        assert_eq!(rows_of_step(dir.path(), Some(149)).1.len(), 2);
+        // Whole steps survive (2 rows each), and at least half the bound's worth of rows.
+        assert!(rows.len() % 2 == 0 && rows.len() * 10_000 >= 500_000, "{} rows", rows.len());
+        // Resume at a step in the middle of what is kept: every file loses the later steps.
+        let cut = steps[steps.len() / 2];
+        let later = 2 * (200 - cut) as usize;
+        let dropped = trim_after(dir.path(), cut).unwrap();
+        assert_eq!(dropped, later);
+        assert_eq!(read_rows(dir.path()).0.iter().map(|r| r.step).max(), Some(cut));
+        assert_eq!(rows_of_step(dir.path(), None).0, Some(cut));
+        assert_eq!(rows_of_step(dir.path(), Some(cut - 1)).1.len(), 2);
     }
 
     #[test]
