@@ -57,7 +57,7 @@ impl PromptStyle {
                 (PromptFormat::Raw, format!("default for {key}.synthetic.chat = false"))
             }
             None if has_template => (PromptFormat::Chat, format!("default: the model has a chat template; {key}.prompt_format = \"raw\" feeds text as is")),
-            None => (PromptFormat::Raw, format!("default: the model has no chat template")),
+            None => (PromptFormat::Raw, "default: the model has no chat template".to_string()),
         };
         Ok(PromptStyle { format, why, system_prompt: system_prompt.map(str::to_string) })
     }

@@ -195,10 +195,10 @@ fn preflight(args: &Args, recipe: &Recipe, run_dir: &Path, ckpt_root: &Path) -> 
         path => Some(PathBuf::from(path)),
     };
     if let Some(dir) = candidate {
-        match checkpoint::preflight(&dir, recipe) {
-            Err(TrainError::ResumeRefused { dir, why }) => return Err(refusal(args, &dir, &why)),
-            // Unreadable files: resume itself reports them (and --resume auto may skip it).
-            Err(_) | Ok(()) => {}
+        // Other errors (unreadable files): resume itself reports them (and --resume auto may
+        // skip the checkpoint).
+        if let Err(TrainError::ResumeRefused { dir, why }) = checkpoint::preflight(&dir, recipe) {
+            return Err(refusal(args, &dir, &why));
         }
     }
     Ok(())

@@ -72,14 +72,13 @@ pub struct RolloutRow {
 /// (training step `step`). `r`'s groups are contiguous runs of G rows.
 pub fn dropped_rows(r: &ScoredRollouts, keep: &[bool], g: usize, reason: &str, step: u64, first: usize) -> Vec<RolloutRow> {
     let mut out = Vec::new();
-    let mut k = first;
-    for (gi, _) in keep.iter().enumerate().filter(|(_, kept)| !**kept) {
+    let dropped = keep.iter().enumerate().filter(|(_, kept)| !**kept).map(|(gi, _)| gi);
+    for (k, gi) in (first..).zip(dropped) {
         for i in gi * g..((gi + 1) * g).min(r.responses.len()) {
             let mut row = row_of(r, i, g, step, k);
             row.dropped_by = Some(reason.to_string());
             out.push(row);
         }
-        k += 1;
     }
     out
 }
