@@ -168,7 +168,7 @@ fn qwen_1_5b_bf16_fits_80_gib() {
     let peak = plan.peak() / GIB;
     assert!(peak > 40.0 && peak < 80.0, "peak {peak} GiB");
     // The same recipe does not fit a 24 GiB card.
-    let err = check_with(&r, &CheckOptions { gpu_mem: Some(24.0 * GIB) }).expect_err("1.5B full fine-tune on 24 GiB");
+    let err = check_with(&r, &CheckOptions { gpu_mem: Some(24.0 * GIB), ..Default::default() }).expect_err("1.5B full fine-tune on 24 GiB");
     assert!(err.to_string().contains("budget 24.00 GiB"), "{err}");
 }
 
@@ -177,7 +177,7 @@ fn llama_8b_with_huge_micro_batches_does_not_fit_24_gib() {
     let dir = config_dir(LLAMA31_8B);
     let sets = ["trainer.micro_batch_rows=16", "rollout.max_new_tokens=4096"];
     let r = recipe_with_model("grpo_llama.toml", dir.path(), &sets);
-    let err = check_with(&r, &CheckOptions { gpu_mem: Some(parse_size("24GiB").unwrap()) }).expect_err("8B on 24 GiB");
+    let err = check_with(&r, &CheckOptions { gpu_mem: Some(parse_size("24GiB").unwrap()), ..Default::default() }).expect_err("8B on 24 GiB");
     let msg = err.to_string();
     assert!(msg.contains("budget 24.00 GiB (--gpu-mem)"), "{msg}");
     assert!(msg.contains("biggest item: activations (one micro-batch)") && msg.contains("trainer.micro_batch_rows"), "{msg}");
@@ -186,7 +186,7 @@ fn llama_8b_with_huge_micro_batches_does_not_fit_24_gib() {
     let msg = check(&r1).expect_err("8B + AdamW on 80 GiB").to_string();
     assert!(msg.contains("biggest item: AdamW moments"), "{msg}");
     // An H200 (nvidia-smi: 143771 MiB) holds it.
-    check_with(&r1, &CheckOptions { gpu_mem: Some(parse_size("140GiB").unwrap()) }).unwrap_or_else(|e| panic!("H200: {e}"));
+    check_with(&r1, &CheckOptions { gpu_mem: Some(parse_size("140GiB").unwrap()), ..Default::default() }).unwrap_or_else(|e| panic!("H200: {e}"));
 }
 
 #[test]
@@ -215,7 +215,7 @@ fn check_measures_prompts_and_validates_rewards() {
     }
     // A budget smaller than the tiny model's plan is refused.
     let r = Recipe::from_toml(&base(""), Path::new("t.toml"), &[]).unwrap();
-    let msg = check_with(&r, &CheckOptions { gpu_mem: Some(parse_size("1MiB").unwrap()) }).expect_err("1 MiB").to_string();
+    let msg = check_with(&r, &CheckOptions { gpu_mem: Some(parse_size("1MiB").unwrap()), ..Default::default() }).expect_err("1 MiB").to_string();
     assert!(msg.contains("does not fit") && msg.contains("budget 0.00 GiB"), "{msg}");
 }
 

@@ -5,7 +5,7 @@
 //! - `optimizer.safetensors` — AdamW moments (`exp_avg/<name>`, `exp_avg_sq/<name>`) and fp32
 //!   master weights (`master/<name>`);
 //! - `trainer_state.json` — step, weight version, algorithm state (D³S progress, HAPO statistics),
-//!   data cursor, reward counters, non-finite streak, lineage ([`lineage`]);
+//!   data cursor, reward counters, non-finite streak, lineage ([`lineage`]), world size;
 //! - `recipe.resolved.toml` — the recipe it was trained with;
 //! - `manifest.json` — step, size and sha256 of every other file ([`manifest`]).
 //!
@@ -66,6 +66,15 @@ pub struct TrainerState {
     /// The processes this state descends from ([`lineage`]); empty in older checkpoints.
     #[serde(default)]
     pub lineage: Vec<lineage::Segment>,
+    /// Ranks that trained it (1 in checkpoints written before data parallelism). The state is
+    /// global (data cursor, prefetched rollout whole), so any world size can resume it; a
+    /// different one continues equal only up to floating-point reduction order (warned).
+    #[serde(default = "one")]
+    pub world_size: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// Read and parse `<dir>/trainer_state.json`.
@@ -87,7 +96,6 @@ fn fsync(path: &Path) -> Result<()> {
 /// The trainer's state as it is now (a running prefetch is recorded unfinished: [`save_state`]
 /// refuses it).
 pub fn state_of(t: &Trainer) -> TrainerState {
-    let m = t.rewards_metrics();
     TrainerState {
         format: 1,
         step: t.state.step,
@@ -96,7 +104,7 @@ pub fn state_of(t: &Trainer) -> TrainerState {
         data_cursor: t.data_cursor(),
         optimizer_step: t.learner.opt.step,
         nonfinite_in_a_row: t.learner.nonfinite_in_a_row,
-        reward_counters: [m.samples, m.errors, m.timeouts, m.restarts],
+        reward_counters: t.reward_counters(),
         metrics: t
             .history
             .last()
@@ -105,6 +113,7 @@ pub fn state_of(t: &Trainer) -> TrainerState {
         prefetched: t.prefetched.clone(),
         rmt_sampler: t.rmt.as_ref().and_then(|r| r.sampler_state()),
         lineage: t.lineage.clone(),
+        world_size: t.dist.world() as u64,
     }
 }
 
@@ -118,6 +127,12 @@ pub fn save(t: &Trainer) -> Result<PathBuf> {
 /// tensors must be those of `state` (the trainer's emergency save passes the state of the last
 /// completed step while the model still holds its weights).
 pub fn save_state(t: &Trainer, state: &TrainerState) -> Result<PathBuf> {
+    let root = checkpoints_dir(&t.run_dir);
+    let name = format!("step-{:06}", state.step);
+    if !t.dist.is_main() {
+        // Rank 0 writes the replicated state; the others only learn where it goes.
+        return Ok(root.join(name));
+    }
     if state.prefetched.as_ref().is_some_and(|p| p.batch.is_none()) {
         return Err(TrainError::Aborted("internal: checkpoint with a rollout still running (call finish_prefetch first)".into()));
     }
@@ -127,9 +142,7 @@ pub fn save_state(t: &Trainer, state: &TrainerState) -> Result<PathBuf> {
             state.optimizer_step, t.learner.opt.step
         )));
     }
-    let root = checkpoints_dir(&t.run_dir);
     std::fs::create_dir_all(&root).map_err(|e| io(&root, e))?;
-    let name = format!("step-{:06}", state.step);
     let tmp = root.join(format!(".{name}.tmp"));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
@@ -272,6 +285,15 @@ pub fn load_verified(t: &mut Trainer, dir: &Path) -> Result<()> {
         )));
     }
     let st = read_state(dir)?;
+    let world = t.dist.world() as u64;
+    if st.world_size != world && t.dist.is_main() {
+        eprintln!(
+            "warning: {} was trained by {} rank(s), this run has {world}: the global batch, data order and prefetched rollout carry over, but the result equals the {}-rank continuation only up to floating-point reduction order (see docs/distributed.md)",
+            dir.display(),
+            st.world_size,
+            st.world_size
+        );
+    }
     rlpo_model::weights::load_into(t.learner.model.var_store(), &dir.join("model"), now_cfg.tie_word_embeddings)?;
     let opt_path = dir.join("optimizer.safetensors");
     let saved: BTreeMap<String, Tensor> = Tensor::read_safetensors(&opt_path)?.into_iter().collect();
