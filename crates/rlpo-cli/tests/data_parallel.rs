@@ -145,9 +145,13 @@ fn assert_same_plans(a: &Path, b: &Path, steps: usize) {
     }
 }
 
-/// Metrics of every step agree within 1e-5 relative. The absolute floor of 1e-6 is for the
-/// metrics that measure rounding itself (`actor/rollout_logprob_gap`, `rollout/mismatch_*`:
-/// learner vs rollout kernels, ~1e-7) and for losses that are sums of cancelling terms.
+/// Metrics that measure rounding itself: the learner's log-probs against the rollout's for the
+/// same tokens and weights (different kernels), ~1e-7 to 1e-6 in both runs.
+const ROUNDING_METRICS: [&str; 3] = ["actor/rollout_logprob_gap", "rollout/mismatch_kl", "rollout/mismatch_max"];
+
+/// Metrics of every step agree within 1e-5 relative (with an absolute floor of 1e-6 for losses
+/// that are sums of cancelling terms); [`ROUNDING_METRICS`] within 1e-5 absolute (they are zero
+/// up to f32 rounding in both runs).
 fn assert_close_metrics(a: &Path, b: &Path, steps: usize) {
     let (la, lb) = (metric_lines(a), metric_lines(b));
     assert_eq!(la.len(), steps);
@@ -159,7 +163,10 @@ fn assert_close_metrics(a: &Path, b: &Path, steps: usize) {
         for (k, va) in &ma {
             let vb = &mb[k];
             match (va.as_f64(), vb.as_f64()) {
-                (Some(p), Some(q)) => assert!((p - q).abs() <= 1e-5 * p.abs().max(q.abs()) + 1e-6, "step {}: {k} = {p} vs {q}", x["step"]),
+                (Some(p), Some(q)) => {
+                    let tol = if ROUNDING_METRICS.contains(&k.as_str()) { 1e-5 } else { 1e-5 * p.abs().max(q.abs()) + 1e-6 };
+                    assert!((p - q).abs() <= tol, "step {}: {k} = {p} vs {q}", x["step"]);
+                }
                 _ => assert_eq!(va, vb, "step {}: {k}", x["step"]),
             }
         }

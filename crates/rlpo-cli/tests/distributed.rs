@@ -12,7 +12,6 @@
 
 mod common;
 use common::*;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};

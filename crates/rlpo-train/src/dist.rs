@@ -320,6 +320,7 @@ mod tests {
         d.max_f64("x", &mut v).unwrap();
         assert_eq!(v, [1.5, -2.0]);
         assert_eq!(d.all_gather_f32("x", &[1.0, 2.0]).unwrap(), vec![vec![1.0f32, 2.0]]);
+        assert_eq!(d.all_gather_bytes("x", b"ab").unwrap(), vec![b"ab".to_vec()]);
         let mut b = vec![1u8, 2, 3];
         d.broadcast_bytes("x", &mut b, 0).unwrap();
         assert_eq!(b, [1, 2, 3]);
