@@ -5,7 +5,8 @@
 # checks the GPU path in about 6 minutes (budget 8):
 #
 #   1. the binary sees the GPU; the CUDA test binaries pass (logits f32/bf16 vs CPU, cached decode,
-#      training micro-step, engine log-probs on the device);
+#      training micro-step, engine log-probs on the device); NCCL collectives (1b); with 2+ GPUs
+#      2 data-parallel training steps against one process (2b);
 #   2. a random-init model with Qwen2.5-1.5B's shape (config only, no hub) matches transformers on
 #      the GPU: f32 max |diff| <= 1e-3, bf16 relative L2 <= 5e-2, full forward and cached decode;
 #   3. `rlpo bench rollout` (fast and plain decoders) vs transformers generate, batch 64 x 512 bf16;
@@ -145,6 +146,31 @@ run parity 240 "$PY" scripts/gpu_check.py parity --model "$MODEL" --rlpo "$RLPO"
 grep -E '^(PASS|FAIL)' "$OUTDIR/parity.log" >> "$RESULTS"
 grep -q '^FAIL' "$OUTDIR/parity.log" && FAILED=1
 grep -qE '^PASS parity-bf16' "$OUTDIR/parity.log" || grep -qE '^FAIL parity-bf16' "$OUTDIR/parity.log" || fail parity "no result (see $OUTDIR/parity.log)"
+
+# --- 2b. the data-parallel step (issue 14) with 2+ GPUs: `rlpo train --nproc-per-node 2` (rank k's
+# learner and rollout on cuda:k, gradients through NCCL, host values through Gloo) vs one process on
+# cuda:0, 2 steps of a tiny model: the plans of every step and the final weights (dp-compare).
+NGPU=$(echo "$DEV_JSON" | sed 's/.*"cuda_devices": *\([0-9]*\).*/\1/')
+if [ "$MODE" = gpu ] && [ "${NGPU:-0}" -ge 2 ] && [ -x "$BUNDLE/rlpo_dist_cuda" ]; then
+  DPM="$WORK/dp_model"
+  if run dp-model 120 "$PY" scripts/gpu_check.py make-model --out "$DPM" --shape tiny --tokenizer "$BUNDLE/tokenizer" --device cpu; then
+    DP_SETS=(--set "model.path=$DPM" --set model.device=cuda --set model.dtype=f32 --set data.source=synthetic
+             --set trainer.total_steps=2 --set trainer.prompts_per_step=4 --set rollout.group_size=8
+             --set rollout.max_new_tokens=16 --set "checkpoint.root=$WORK/dp" --set checkpoint.save_final=false
+             --set metrics.console=false)
+    rm -rf "$WORK/dp"
+    if RLPO_TEST_PLAN_LOG="$WORK/dp/one.plan.jsonl" run dp-one 120 "$RLPO" train "${DP_SETS[@]}" --set run.name=one --resume never \
+       && RLPO_TEST_PLAN_LOG="$WORK/dp/two.plan.jsonl" run dp-two 180 "$RLPO" train "${DP_SETS[@]}" --set run.name=two --resume never --nproc-per-node 2; then
+      run dp-compare 60 "$PY" scripts/gpu_check.py dp-compare --one "$WORK/dp/one" --two "$WORK/dp/two" --steps 2
+      grep -E '^(PASS|FAIL)' "$OUTDIR/dp-compare.log" >> "$RESULTS"
+      grep -q '^PASS' "$OUTDIR/dp-compare.log" || FAILED=1
+    else
+      fail dp-step "see $OUTDIR/dp-one.log and $OUTDIR/dp-two.log"
+    fi
+  else
+    fail dp-step "no tiny model (see $OUTDIR/dp-model.log)"
+  fi
+fi
 
 # --- 3. rollout throughput vs transformers -------------------------------------------------
 for dec in fast plain; do

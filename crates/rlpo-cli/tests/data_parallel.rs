@@ -9,7 +9,8 @@
 //!   1e-5 relative, and final weights within 1e-5 relative (whole model; see `assert_weights`);
 //!   the same for SmolLM2-135M, 2 steps;
 //! - bit-exact resume with 2 ranks and `max_staleness = 1`: 6 straight steps vs 3, a failure
-//!   injected at step 4, `--resume auto`, 3 more (weights, optimizer state and metrics);
+//!   injected at step 4, `--resume auto`, 3 more (weights, optimizer state and metrics); a
+//!   failure on one rank only: rank 0's emergency checkpoint, and the resume matches;
 //! - a rank killed mid-step: the other exits non-zero naming it, well within the collective
 //!   timeout, and every checkpoint still verifies;
 //! - Ctrl-C at the launcher, and an interrupt delivered to one rank only: both ranks stop at the
@@ -335,6 +336,30 @@ fn two_rank_resume_is_bit_exact() {
     }
     let staleness: Vec<f64> = a.iter().map(|l| l["metrics"]["train/staleness"].as_f64().unwrap()).collect();
     assert_eq!(staleness, [0.0, 1.0, 1.0, 1.0, 1.0, 1.0], "the prefetch overlapped the updates");
+}
+
+/// A step that fails on rank 1 alone (its rollout, as a decode error would): rank 0's next
+/// collective reports rank 1's error, and rank 0 writes the emergency checkpoint of the last
+/// completed step, from which the run continues exactly as an uninterrupted one.
+#[test]
+fn a_failure_on_one_rank_leaves_rank_0_s_emergency_checkpoint_and_resume_matches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let r = recipe(tmp.path(), "fail1", &fixture("tiny-qwen2"), 4, 0, "");
+    let straight = train(&r, "straight", Launch::NprocPerNode2, &[]);
+    let mut cmd = rlpo();
+    cmd.args(["train", &r.display().to_string(), "--set", "run.name=failed", "--nproc-per-node", "2"]);
+    let out = cmd.env("RLPO_TEST_FAULT", "3:rollout").env("RLPO_TEST_FAULT_RANK", "1").current_dir(tmp.path()).output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("[rank 1] error: step 3 failed: rollout: model call failed: injected rollout failure at step 3"), "{err}");
+    assert!(err.contains("[rank 0] error: step 3 failed: distributed: rank 0:") && err.contains("rank 1 failed: step 3 failed"), "rank 0 reports rank 1's cause:\n{err}");
+    assert!(err.contains("[rank 0] checkpoint of the last completed step saved:") && err.contains("step-000002 (step 2)"), "{err}");
+    let failed = tmp.path().join("failed");
+    assert_eq!(checkpoint_names(&failed), ["step-000002"], "{err}");
+    let again = train(&r, "failed", Launch::NprocPerNode2, &[]);
+    assert_eq!(metric_steps(&again), [1, 2, 3, 4]);
+    let path = |run: &Path| run.join("checkpoints/step-000004/model/model.safetensors");
+    assert!(std::fs::read(path(&straight)).unwrap() == std::fs::read(path(&again)).unwrap(), "weights differ after the resume");
 }
 
 /// The launcher's line `rlpo launch: rank R pid P`.

@@ -89,8 +89,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     let result = train(&mut trainer, &args, &run_dir, &ckpt_root);
     if let Err(e) = &result {
-        // The other ranks' next collective then names this failure instead of a dead peer.
-        trainer.dist.report_failure(&format!("{e:#}"));
+        // The other ranks' next collective then names this failure (its first line: the
+        // cause) instead of a dead peer.
+        let text = format!("{e:#}");
+        trainer.dist.report_failure(text.lines().next().unwrap_or_default());
     }
     result
 }
@@ -145,6 +147,9 @@ fn train(trainer: &mut Trainer, args: &Args, run_dir: &std::path::Path, ckpt_roo
                 checkpoint.as_deref().map_or("(none: no step completed)".into(), |d| d.display().to_string()),
                 resume_command(args)
             );
+        }
+        Err(TrainError::StepFailed(f)) if !trainer.dist.is_main() => {
+            anyhow::bail!("{f}\n(rank 0 writes the checkpoints and prints how to resume)");
         }
         Err(TrainError::StepFailed(f)) => {
             let mut lines = vec![f.to_string()];

@@ -175,20 +175,31 @@ impl Trainer {
     }
 
     /// Save a checkpoint of the current (completed) step: waits for a running prefetch; with
-    /// several ranks gathers the prefetched rollout's parts (every rank must call this), and
-    /// rank 0 writes. Returns the checkpoint's path (on every rank).
+    /// several ranks gathers every rank's state (every rank must call this): the prefetched
+    /// rollout's parts are merged into the whole one, and the rest (step, weight version, data
+    /// cursor, RMT's sampler, optimizer step) must be rank 0's on every rank, or the save fails
+    /// naming the rank. Rank 0 writes. Returns the checkpoint's path (on every rank).
     pub fn save_checkpoint(&mut self) -> Result<PathBuf> {
         self.finish_prefetch()?;
         let mut state = checkpoint::state_of(self);
         if self.dist.is_distributed() {
-            let mine = serde_json::to_vec(&self.prefetched).map_err(|e| TrainError::Aborted(format!("prefetched rollout: {e}")))?;
-            let parts = self.dist.all_gather_bytes("the prefetched rollout's parts", &mine)?;
-            let parts: Vec<Option<Prefetched>> = parts
-                .iter()
-                .enumerate()
-                .map(|(r, b)| serde_json::from_slice(b).map_err(|e| TrainError::Aborted(format!("the prefetched rollout of rank {r}: {e}"))))
-                .collect::<Result<_>>()?;
-            state.prefetched = merge_prefetch(parts)?;
+            let shared = |st: &TrainerState| serde_json::json!([st.step, st.version, st.data_cursor, st.rmt_sampler, st.optimizer_step]);
+            let mine = serde_json::to_vec(&(&self.prefetched, shared(&state))).map_err(|e| TrainError::Aborted(format!("rank state: {e}")))?;
+            let parts = self.dist.all_gather_bytes("every rank's state for the checkpoint", &mine)?;
+            let mut prefetched = Vec::with_capacity(parts.len());
+            for (r, b) in parts.iter().enumerate() {
+                let (p, theirs): (Option<Prefetched>, serde_json::Value) =
+                    serde_json::from_slice(b).map_err(|e| TrainError::Aborted(format!("the state of rank {r}: {e}")))?;
+                if theirs != shared(&state) {
+                    return Err(TrainError::Aborted(format!(
+                        "internal: rank {r}'s [step, version, data cursor, RMT sampler, optimizer step] = {theirs} differs from rank {}'s {}",
+                        self.dist.rank(),
+                        shared(&state)
+                    )));
+                }
+                prefetched.push(p);
+            }
+            state.prefetched = merge_prefetch(prefetched)?;
         }
         checkpoint::save_state(self, &state)
     }

@@ -76,9 +76,15 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
 /// `RLPO_TEST_FAULT=N:STAGE` (or `N:STAGE:panic`), step N (1-based) fails at `STAGE` with an
 /// injected error (or panics): `rollout` as its rollout starts (as a decode error or CUDA
 /// out-of-memory would), `update` right after its optimizer update, `after` once it completed
-/// (as a failing metrics sink would).
+/// (as a failing metrics sink would). With `RLPO_TEST_FAULT_RANK=R` as well, only the process
+/// whose `RANK` is R fails (a failure on one rank of several).
 pub(super) fn test_fault(step: u64, stage: &str) -> Result<()> {
     let Ok(v) = std::env::var("RLPO_TEST_FAULT") else { return Ok(()) };
+    if let Ok(r) = std::env::var("RLPO_TEST_FAULT_RANK") {
+        if std::env::var("RANK").ok().as_deref() != Some(r.trim()) {
+            return Ok(());
+        }
+    }
     let mut parts = v.split(':').map(str::trim);
     if parts.next().and_then(|s| s.parse::<u64>().ok()) != Some(step) || parts.next() != Some(stage) {
         return Ok(());
@@ -223,12 +229,8 @@ impl Trainer {
         let mut checkpoint = saved.clone();
         let mut emergency = false;
         let mut lost = false;
-        let st = if self.dist.is_main() {
-            self.state_after_failure(start, saved.as_ref().map(|s| s.0), &mut notes)
-        } else {
-            notes.push(format!("rank 0 writes the checkpoints; this is rank {}", self.dist.rank()));
-            Some(start)
-        };
+        // Rank 0 alone writes checkpoints (the others may be gone).
+        let st = if self.dist.is_main() { self.state_after_failure(start, saved.as_ref().map(|s| s.0), &mut notes) } else { Some(start) };
         match st {
             Some(st) if self.dist.is_main() && st.step > 0 && saved.as_ref().is_none_or(|(s, _)| st.step > *s) => {
                 match catch_unwind(AssertUnwindSafe(|| checkpoint::save_state(self, &st))) {
