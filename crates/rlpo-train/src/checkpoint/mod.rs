@@ -9,6 +9,10 @@
 //! - `recipe.resolved.toml` — the recipe it was trained with;
 //! - `manifest.json` — step, size and sha256 of every other file ([`manifest`]).
 //!
+//! With several ranks rank 0 writes it, after gathering what is per rank (`Trainer::save_checkpoint`):
+//! the state is global (the prefetched rollout whole, the data cursor every rank's), so any world
+//! size can resume it (docs/distributed.md).
+//!
 //! It is written under a temporary name; every file, `model/` and the temporary directory are
 //! fsynced, then it is renamed and the parent fsynced: a crash leaves only a `.tmp` directory,
 //! never a partial `step-*`. Resume verifies the manifest ([`verify`]: complete file list, step,
@@ -117,8 +121,13 @@ pub fn state_of(t: &Trainer) -> TrainerState {
     }
 }
 
-/// Save the trainer's full state as `step-NNNNNN` and apply `keep_last` / `keep_every`.
+/// Save the trainer's full state as `step-NNNNNN` and apply `keep_last` / `keep_every`. One
+/// process only: with several ranks every rank calls [`Trainer::save_checkpoint`], which gathers
+/// the per-rank state rank 0 writes.
 pub fn save(t: &Trainer) -> Result<PathBuf> {
+    if t.dist.is_distributed() {
+        return Err(TrainError::Aborted("internal: checkpoint::save with several ranks (every rank calls Trainer::save_checkpoint)".into()));
+    }
     let state = state_of(t);
     save_state(t, &state)
 }
