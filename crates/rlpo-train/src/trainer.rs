@@ -39,7 +39,7 @@ use tch::{Kind, Tensor};
 mod dp;
 mod dp_rows;
 mod run_loop;
-pub use dp::{local_prefetch, GroupLedger, SUMMED};
+use dp::{local_prefetch, GroupLedger};
 pub use run_loop::{RunEnd, StepFailure};
 
 /// Rollouts of one step after rewards and filtering, in row order (groups contiguous).
