@@ -9,7 +9,8 @@
 //!   1e-5 relative, and final weights within 1e-5 relative (whole model; see `assert_weights`);
 //!   the same for SmolLM2-135M, 2 steps;
 //! - bit-exact resume with 2 ranks and `max_staleness = 1`: 6 straight steps vs 3, a failure
-//!   injected at step 4, `--resume auto`, 3 more (weights, optimizer state and metrics); a
+//!   injected at step 4, `--resume auto`, 3 more (weights, optimizer state and metrics); the same
+//!   checkpoint resumed by 1 process: a warning, equal up to reduction order; a
 //!   failure on one rank only: rank 0's emergency checkpoint, and the resume matches;
 //! - a rank killed mid-step: the other exits non-zero naming it, well within the collective
 //!   timeout, and every checkpoint still verifies;
@@ -336,6 +337,13 @@ fn two_rank_resume_is_bit_exact() {
     }
     let staleness: Vec<f64> = a.iter().map(|l| l["metrics"]["train/staleness"].as_f64().unwrap()).collect();
     assert_eq!(staleness, [0.0, 1.0, 1.0, 1.0, 1.0, 1.0], "the prefetch overlapped the updates");
+    // The same step-3 checkpoint resumed by one process: allowed with a warning, and equal to
+    // the 2-rank continuation up to reduction order (the prefetched rollout was saved whole).
+    let ckpt = split.join("checkpoints/step-000003");
+    let out = run_ok(rlpo().args(["train", &r.display().to_string(), "--set", "run.name=split", "--set", sets[0], "--resume"]).arg(&ckpt).current_dir(tmp.path()));
+    let err = text(&out.stderr);
+    assert!(err.contains("was trained by 2 rank(s), this run has 1") && err.contains("up to floating-point reduction order"), "{err}");
+    assert_weights(&straight, &split, 6, &fixture("tiny-qwen2").join("model.safetensors"));
 }
 
 /// A step that fails on rank 1 alone (its rollout, as a decode error would): rank 0's next
