@@ -225,6 +225,58 @@ fn grpo_two_ranks_from_a_torchrun_environment_equal_one_process() {
     check_equal("grpo", "", Launch::TorchrunEnv2);
 }
 
+/// `data.too_long = "skip"` and `[eval]` with 2 ranks: the skip decision is taken on the whole
+/// generation batch (the same prompts and skip count as one process, though each rank renders only
+/// its part), and every rank evaluates with the same weights while rank 0 alone writes `eval/`
+/// (the step-0 evaluation included).
+#[test]
+fn skipped_long_prompts_and_eval_two_ranks_equal_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("rows.jsonl");
+    let mut text = String::new();
+    for i in 0..14 {
+        // Rows 2, 5 and 9 do not fit the 512-token context.
+        let prompt = if [2, 5, 9].contains(&i) { "many words ".repeat(1500) } else { format!("What is {i} + 1?") };
+        text += &serde_json::json!({"prompt": prompt, "answer": (i + 1).to_string()}).to_string();
+        text.push('\n');
+    }
+    std::fs::write(&data, text).unwrap();
+    let body = format!(
+        r#"
+[data]
+source = "jsonl"
+path = "{}"
+too_long = "skip"
+[eval]
+every = 2
+problems = 2
+samples = 2
+[eval.data]
+source = "synthetic"
+seed = 1
+"#,
+        data.display()
+    );
+    let model = fixture("tiny-qwen2");
+    let r = recipe(tmp.path(), "skip_eval", &model, 3, 0, &body);
+    let one = train(&r, "one", Launch::One, &[]);
+    let two = train(&r, "two", Launch::NprocPerNode2, &[]);
+    assert_same_plans(&one, &two, 3);
+    // Step 0 (the initial policy's evaluation) and steps 1-3.
+    assert_close_metrics(&one, &two, 4);
+    assert_weights(&one, &two, 3, &model.join("model.safetensors"));
+    let lines = metric_lines(&two);
+    let skipped: f64 = lines.iter().filter_map(|l| l["metrics"]["data/skipped_too_long"].as_f64()).sum();
+    assert!(skipped >= 2.0, "the long rows were skipped: {skipped}");
+    for step in [0, 2, 3] {
+        assert!(lines[step]["metrics"]["eval/reward_mean"].is_number(), "step {step}: no eval metrics");
+        for run in [&one, &two] {
+            assert!(run.join(format!("eval/step-{step:06}.summary.json")).is_file(), "{}: step {step}", run.display());
+        }
+    }
+    assert!(lines[1]["metrics"].get("eval/reward_mean").is_none(), "no evaluation after step 1");
+}
+
 /// Dynamic sampling with one batch of B prompts per generation batch, so a dropped group
 /// triggers a refill: the kept groups of a step then alternate between the ranks in the global
 /// order, and the surplus is cut across ranks. Cross-group D³S pools every group's advantages.

@@ -10,13 +10,16 @@
 //! - [`checkpoint`], [`export`], [`inspect`]: atomic verified checkpoints and resume, HF export,
 //!   checkpoint reports; [`run_lock`]: one trainer per run directory;
 //! - [`dist`]: the seam every global reduction goes through (rank, world, sums, gathers,
-//!   broadcasts, gradient buckets; the identity for one process) and per-rank placement.
+//!   broadcasts, gradient buckets; the identity for one process) and per-rank placement;
+//! - [`eval`]: pass@k / maj@k evaluation (`rlpo eval`, `[eval]` during training) and
+//!   [`report`]: the self-contained HTML page of a run (`rlpo report`).
 
 pub mod batch;
 pub mod check;
 pub mod checkpoint;
 pub mod dist;
 pub mod error;
+pub mod eval;
 pub mod export;
 pub mod inspect;
 pub mod learner;
@@ -25,6 +28,9 @@ pub mod optim;
 pub mod overrides;
 pub mod prompts;
 pub mod recipe;
+pub mod recipe_ranges;
+pub mod report;
+pub mod reward_run;
 pub mod rmt;
 pub mod rollout_backend;
 pub mod run_lock;

@@ -39,6 +39,10 @@ pub struct StepRows {
     pub lens: Vec<f64>,
     /// 1 for a row cut at its length limit.
     pub truncated: Vec<f64>,
+    /// Sum over every response token of the temperature it was drawn at, and their count.
+    pub temperature_sum: f64,
+    /// Tokens in `temperature_sum`.
+    pub temperature_tokens: f64,
     /// `(prompt, response, reward)` of the first row of each of the first groups.
     pub samples: Vec<(String, String, f64)>,
     /// Groups dropped by the filter or the reward policy.
@@ -57,6 +61,8 @@ impl StepRows {
             parts: r.outputs.iter().map(|o| o.parts.clone()).collect(),
             lens: batch.response_lens.iter().map(|&l| l as f64).collect(),
             truncated: Vec::try_from(batch.truncated.to_kind(Kind::Double).to_device(tch::Device::Cpu)).unwrap_or_default(),
+            temperature_sum: r.groups.iter().flat_map(|g| &g.completions).flat_map(|c| c.temperatures.iter().map(|&t| f64::from(t))).sum(),
+            temperature_tokens: r.groups.iter().flat_map(|g| &g.completions).map(|c| c.temperatures.len() as f64).sum(),
             samples: (0..samples.min(r.groups.len())).map(|i| (r.prompts.texts[i].clone(), r.responses[i * g].clone(), r.scores[i * g])).collect(),
             dropped_groups: r.dropped_groups as f64,
             gen_batches: r.gen_batches as f64,
@@ -112,6 +118,15 @@ pub fn fill(
     m.set("select/valid_tokens", s.valid_tokens);
     m.set("select/kept_tokens", s.kept_tokens);
     m.set("select/kept_token_frac", if s.valid_tokens > 0.0 { s.kept_tokens / s.valid_tokens } else { 0.0 });
+    m.set("select/kept_row_frac", if s.rows > 0 { s.kept_rows as f64 / s.rows as f64 } else { 0.0 });
+    // The report's HAPO panels: the temperature tokens were drawn at, and the per-token clip widths.
+    let temp_mean = if rows.temperature_tokens > 0.0 { rows.temperature_sum / rows.temperature_tokens } else { f64::NAN };
+    m.set("rollout/temperature_mean", temp_mean);
+    for (name, w) in [("hapo/clip_low_mean", &plan.clip.low), ("hapo/clip_high_mean", &plan.clip.high)] {
+        if let rlpo_algo::ClipWidth::PerToken(t) = w {
+            m.set(name, mean_std(&masked_values(&t.expand_as(response_mask), response_mask)).0);
+        }
+    }
     m.set("select/hapo_fallback_groups", s.fallback_groups as f64);
     if let Some(d) = &plan.d3s {
         m.set("select/d3s_samples_per_group", d.samples_per_group as f64);

@@ -18,6 +18,7 @@ use crate::checkpoint;
 use crate::dist::{self, Dist};
 use crate::error::{invalid, io, Result, TrainError};
 use crate::learner::{Learner, OldLogp, RowShard, UpdateInputs, UpdateReport};
+use crate::reward_run::{self, RunRewards};
 use crate::rmt::{self, RmtPrompts};
 use crate::rollout_backend::RolloutBackend;
 use crate::metrics::{ConsoleSink, JsonlSink, MetricSink, StepMetrics, TensorBoardSink};
@@ -27,7 +28,7 @@ use crate::step_metrics;
 use rlpo_algo::{compose, AlgoState};
 use rlpo_data::Dataset;
 use rlpo_model::{parse_device, parse_dtype, CausalLm, LoadOptions, TextTokenizer};
-use rlpo_reward::{RewardInput, RewardOutput, RewardSet, ScoredBatch};
+use rlpo_reward::{RewardInput, RewardOutput, ScoredBatch};
 use rlpo_rollout::{Engine, GenerateRequest, Group, RolloutBatch, RolloutSeed};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -90,20 +91,20 @@ pub struct Trainer {
     pub recipe: Recipe,
     /// Run directory.
     pub run_dir: PathBuf,
-    tokenizer: Arc<TextTokenizer>,
+    pub(crate) tokenizer: Arc<TextTokenizer>,
     /// Policy + optimizer.
     pub learner: Learner,
-    engine: Engine,
-    backend: RolloutBackend,
+    pub(crate) engine: Engine,
+    pub(crate) backend: RolloutBackend,
     /// The next step's rollout when it was started early (`max_staleness >= 1`).
     pub prefetched: Option<Prefetched>,
     dataset: Dataset,
     /// RMT's prompts, budgets and curriculum (when `[algorithm.rmt]` is on).
     pub rmt: Option<RmtPrompts>,
-    rewards: RewardSet,
+    rewards: RunRewards,
     /// Algorithm schedule state (step, progress, HAPO statistics).
     pub state: AlgoState,
-    sinks: Vec<Box<dyn MetricSink>>,
+    pub(crate) sinks: Vec<Box<dyn MetricSink>>,
     /// Weight version (incremented by every applied optimizer step).
     pub version: u64,
     /// Set by SIGINT/SIGTERM: stop after the current step.
@@ -132,6 +133,13 @@ pub struct Trainer {
     /// With several ranks: the whole prefetched rollout of the checkpoint this run resumed
     /// from (each rank keeps only its part in `prefetched`), for rank 0's emergency checkpoint.
     pub(crate) restored_prefetch: Option<Prefetched>,
+    /// `[eval]`: held-out evaluation during training (`crate::eval::during_training`).
+    pub(crate) eval: Option<crate::eval::TrainingEval>,
+    /// `<run>/rollouts.jsonl`, the report's sample browser (rank 0's rows with several ranks).
+    rollout_log: Option<crate::report::RolloutLog>,
+    /// Prompts skipped as too long (`data.too_long = "skip"`) since the last finished step
+    /// (the same on every rank: the choice is global).
+    skipped_too_long: u64,
 }
 
 impl Trainer {
@@ -169,13 +177,14 @@ impl Trainer {
             None
         };
         let dataset = Dataset::from_config(&recipe.data, &std::env::current_dir().map_err(|e| io(".", e))?)?;
-        let rewards = rlpo_reward::build(&recipe.reward)?;
+        let mut rewards = RunRewards::build(&recipe.reward)?;
         let rmt = RmtPrompts::new(recipe.algorithm.rmt.as_ref(), &dataset, recipe.data.source, recipe.trainer.total_steps, recipe.run.seed)?;
         let engine = Engine::with_tokenizer(tokenizer.clone());
         let run_dir = recipe.run_dir();
         let mut sinks: Vec<Box<dyn MetricSink>> = Vec::new();
         if dist.is_main() {
             std::fs::create_dir_all(&run_dir).map_err(|e| io(&run_dir, e))?;
+            rewards.open_log(&run_dir)?;
             let resolved = run_dir.join("recipe.resolved.toml");
             std::fs::write(&resolved, recipe.to_toml()).map_err(|e| io(&resolved, e))?;
             if recipe.metrics.jsonl {
@@ -189,6 +198,9 @@ impl Trainer {
             }
         }
         let backend = RolloutBackend::new(&placed, &model, &tokenizer)?;
+        let eval = crate::eval::TrainingEval::new(&recipe, &tokenizer)?;
+        // The run directory is rank 0's: other ranks keep no sample log.
+        let rollout_log = if dist.is_main() { crate::report::RolloutLog::open(&run_dir, recipe.metrics.text_samples)? } else { None };
         let learner = Learner::new(model, &recipe, reference);
         let state = AlgoState::new(recipe.trainer.total_steps);
         Ok(Trainer {
@@ -215,14 +227,30 @@ impl Trainer {
             dist,
             reward_totals: None,
             restored_prefetch: None,
+            eval,
+            rollout_log,
+            skipped_too_long: 0,
         })
     }
 
-    /// Stage 0: this rank's part of the next `n` prompts, tokenized. Every rank draws all `n`
-    /// (the data cursor and RMT's sampler stay global) and keeps its part ([`Self::prompt_part`]).
+    /// Stage 0: this rank's part of the next `n` prompts that fit the model's context
+    /// (`data.too_long`). The choice is global: every rank sees the same drawn prompts
+    /// ([`Self::draw_global`]), skips the same ones and keeps its part ([`Self::prompt_part`]) of
+    /// the `n` that fit, so the data cursor and RMT's sampler stay global.
+    fn next_prompts(&mut self, n: usize, step: u64) -> Result<PromptBatch> {
+        let context = self.learner.model.config.max_position_embeddings.max(0) as usize;
+        let (policy, len) = (self.recipe.data.too_long, self.dataset.len());
+        let mut skipped = 0;
+        let batch = prompts::fill(n, context, policy, len, &mut skipped, |k| self.draw_global(k, step))?;
+        self.skipped_too_long += skipped;
+        Ok(dp::prompt_slice(batch, self.prompt_part(n)))
+    }
+
+    /// This rank's part of the next `n` prompts, tokenized: every rank draws all `n` (the data
+    /// cursor and RMT's sampler stay global) and renders its part ([`Self::prompt_part`]).
     /// RMT draws them by its curriculum and turns them into budgeted RL prompts (with NTP
     /// sequences) for training step `step` (0-based).
-    fn next_prompts(&mut self, n: usize, step: u64) -> Result<PromptBatch> {
+    fn draw_prompts(&mut self, n: usize, step: u64) -> Result<PromptBatch> {
         let system = self.recipe.model.system_prompt.clone();
         let part = self.prompt_part(n);
         let take = |v: Vec<rlpo_data::Sample>| -> Vec<rlpo_data::Sample> { v.into_iter().skip(part.start).take(part.len()).collect() };
@@ -364,7 +392,7 @@ impl Trainer {
                 });
             }
         }
-        Ok((self.rewards.score_all(&inputs)?, responses))
+        Ok((self.rewards.score(&inputs)?, responses))
     }
 
     /// Stages 0-3: prompts, rollout, rewards, and the DAPO filter with refill. Returns this
@@ -400,11 +428,12 @@ impl Trainer {
             let t0 = Instant::now();
             let (scored, responses) = self.score(&prompts, &groups)?;
             add(timings, "timing/reward_s", t0.elapsed().as_secs_f64());
+            add(timings, "reward/log_lines", self.rewards.take_log_lines() as f64);
             // `on_error = "drop_group"` removes groups with a failed reward; `abort` already
             // returned an error from score_all, `zero` keeps the rows with value 0 (counted).
-            // Per group (the reward set's mask is per row; a dropped group drops all its rows).
-            let mut keep: Vec<bool> = scored.keep_mask(g)?.chunks(g).map(|rows| rows.iter().all(|k| *k)).collect();
-            let scores: Vec<f64> = scored.values().iter().map(|v| if v.is_finite() { *v } else { 0.0 }).collect();
+            // One flag per group (the DAPO filter's mask is per group too).
+            let mut keep = reward_run::kept_groups(&scored, g)?;
+            let scores = reward_run::scores_for_training(&scored, &keep, g)?;
             // `acc` is the verifier's own verdict (a format bonus or partial credit makes
             // `score > 0` wrong); `score` is the final shaped reward, overlong penalty included.
             let correct = match &correctness {
@@ -489,6 +518,8 @@ impl Trainer {
         if let Some(why) = &self.broken {
             return Err(TrainError::Aborted(format!("the trainer stopped mid-step ({why}); resume from its checkpoint in a new trainer")));
         }
+        // `[eval]`: the initial policy, logged as step 0 (a fresh run only).
+        self.eval_before_training()?;
         let t_step = Instant::now();
         let comm = self.dist.stats();
         let r = self.recipe.clone();
@@ -601,7 +632,12 @@ impl Trainer {
         // Stage 8: weight sync. Colocated: the rollout reads the learner's tensors, nothing to copy.
         self.version += report.applied as u64;
 
-        step_metrics::fill(&mut m, &view.rows, &view.response_mask, &global_plan, &shaped, &view.entropy, &self.rewards.metrics());
+        step_metrics::fill(&mut m, &view.rows, &view.response_mask, &global_plan, &shaped, &view.entropy, &self.rewards.set().metrics());
+        // Rank 0's rows with their (local) plan: with several ranks the sample log holds rank 0's
+        // groups of the step.
+        if let Some(log) = self.rollout_log.as_mut() {
+            log.write(m.step, &rollouts, plan)?;
+        }
         self.finish_step(&mut m, t_step, comm, Some((&report, global_plan.hapo_stats)))?;
         Ok(m)
     }
@@ -625,13 +661,34 @@ impl Trainer {
             }
         }
         m.set("train/policy_version", self.version as f64);
+        m.set("data/skipped_too_long", std::mem::take(&mut self.skipped_too_long) as f64);
+        self.eval_after_step(m)?;
         // The step is complete: history first, so a failing sink still leaves its metrics for
         // the checkpoint.
         self.history.push(m.clone());
         for s in &mut self.sinks {
             s.record(m)?;
         }
+        let every = self.recipe.metrics.report_every;
+        if every > 0 && m.step.is_multiple_of(every) && self.recipe.metrics.jsonl && self.dist.is_main() {
+            crate::report::write(&self.run_dir)?;
+        }
         Ok(())
+    }
+
+    /// Which kernels each phase of a step runs, one line per phase (printed by `rlpo train`).
+    pub fn describe_paths(&self) -> String {
+        let t = &self.recipe.trainer;
+        let m = &self.learner.model;
+        let opt = if self.learner.opt.fused() { "fused multi-tensor AdamW (LibTorch _fused_adamw_)" } else { "per-parameter AdamW" };
+        format!(
+            "paths on {:?} {:?}:\n  learner: attention {}; activation checkpointing {}; {opt}\n  rollout: {}",
+            m.device(),
+            m.kind(),
+            rlpo_model::AttentionPath::SdpaCausal.describe(),
+            if t.activation_checkpointing { "on" } else { "off" },
+            self.backend.describe(&self.recipe, m)
+        )
     }
 
     /// Resume from a checkpoint directory (verified; the recipe must match, see
@@ -667,7 +724,7 @@ impl Trainer {
 
     /// The reward counters so far.
     pub fn rewards_metrics(&self) -> rlpo_reward::metrics::RewardMetrics {
-        self.rewards.metrics()
+        self.rewards.set().metrics()
     }
 
     /// Where the dataset continues.
@@ -692,7 +749,7 @@ impl Trainer {
             }
         }
         self.restore_rest(st)?;
-        let c = self.rewards.counters();
+        let c = self.rewards.set().counters();
         let [samples, errors, timeouts, restarts] = st.reward_counters;
         c.add_samples(samples);
         c.add_errors(errors);

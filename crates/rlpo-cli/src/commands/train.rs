@@ -39,8 +39,9 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     let recipe = Recipe::load(args.recipe.as_deref(), &args.set)?;
     let name = args.recipe.as_ref().map_or("embedded quickstart".to_string(), |p| p.display().to_string());
-    eprintln!("rlpo train: {name} -> {}", recipe.run_dir().display());
-    let run_dir = recipe.run_dir();
+    // Relative recipe paths are relative to the working directory; say where this run writes.
+    let run_dir = std::path::absolute(recipe.run_dir())?;
+    eprintln!("rlpo train: {name} -> {}", run_dir.display());
     if let Some(n) = args.nproc_per_node {
         // The recipe loaded once here, so a typo is reported once, not by every rank.
         let code = crate::launch::launch(n)?;
@@ -52,13 +53,12 @@ pub fn run(args: Args) -> Result<()> {
     // Rank 0 alone owns the run directory (lock, leftovers); the other ranks write nothing there.
     let main_rank = rlpo_dist::LaunchEnv::from_env()?.rank == 0;
     let ckpt_root = checkpoint::checkpoints_dir(&run_dir);
-    if args.resume == "never" {
-        anyhow::ensure!(
-            checkpoint::list(&ckpt_root).is_empty(),
-            "{} already has checkpoints; use --resume auto to continue it, or choose another run.name",
-            run_dir.display()
-        );
-    }
+    // Before anything is written (Trainer::new creates the run directory and its logs).
+    anyhow::ensure!(
+        args.resume != "never" || checkpoint::list(&ckpt_root).is_empty(),
+        "{} already has checkpoints; use --resume auto to continue it, or choose another run.name",
+        run_dir.display()
+    );
     // One trainer per run directory; held until this function returns.
     let _lock = if main_rank {
         let (lock, stale) = RunLock::acquire(&run_dir)?;
@@ -73,7 +73,27 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         None
     };
+    // Installed before the trainer starts its reward plugins: they run in their own process
+    // groups, so an interrupt during start-up must reach this handler (not kill rlpo outright and
+    // orphan them). A first interrupt then stops before the first step.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            // Second signal: leave now; nothing half-written is published under a final name.
+            // Reward plugins run in their own process groups (the terminal's signal does not
+            // reach them) and exit() skips their destructors: stop them here.
+            rlpo_reward::external::kill_all_groups();
+            eprintln!("second interrupt: exiting immediately");
+            std::process::exit(130);
+        }
+        eprintln!("interrupt: finishing the current step (press Ctrl-C again to exit at once)");
+    })?;
     let mut trainer = Trainer::new(recipe)?;
+    trainer.stop = stop;
+    if trainer.dist.is_main() {
+        eprintln!("{}", trainer.describe_paths());
+    }
     if trainer.dist.is_distributed() {
         let d = &trainer.dist;
         d.barrier("start of training")?;
@@ -122,15 +142,6 @@ fn train(trainer: &mut Trainer, args: &Args, run_dir: &std::path::Path, ckpt_roo
         );
         return Ok(());
     }
-    let stop = trainer.stop.clone();
-    ctrlc::set_handler(move || {
-        if stop.swap(true, Ordering::SeqCst) {
-            // Second signal: leave now; nothing half-written is published under a final name.
-            eprintln!("second interrupt: exiting immediately");
-            std::process::exit(130);
-        }
-        eprintln!("interrupt: finishing the current step (press Ctrl-C again to exit at once)");
-    })?;
     match trainer.run() {
         Ok(RunEnd::Completed) => {}
         Ok(RunEnd::Stopped { .. }) if !trainer.dist.is_main() => {
@@ -171,7 +182,16 @@ fn train(trainer: &mut Trainer, args: &Args, run_dir: &std::path::Path, ckpt_roo
     if !last.is_empty() {
         eprintln!("mean reward of the last {} step(s): {:.3}", last.len(), last.iter().sum::<f64>() / last.len() as f64);
     }
+    let a = trainer.learner.model.attention_counts();
+    eprintln!(
+        "attention calls: {} SDPA is_causal (packed rows), {} SDPA with a mask (fallback), {} grouped decode steps",
+        a.sdpa_causal, a.sdpa_masked, a.grouped_decode
+    );
     eprintln!("run directory: {} (metrics.jsonl, tensorboard/, final/)", trainer.run_dir.display());
+    let report = trainer.run_dir.join("report.html");
+    if report.is_file() {
+        eprintln!("report: {} (open it in a browser; rlpo report RUN rewrites it)", report.display());
+    }
     Ok(())
 }
 
@@ -186,6 +206,7 @@ fn resumed(trainer: &Trainer, dir: &std::path::Path) -> Result<()> {
     if dropped > 0 {
         eprintln!("metrics.jsonl: dropped {dropped} line(s) of steps after {} from the interrupted attempt", trainer.state.step);
     }
+    checkpoint::trim_step_log(&trainer.run_dir.join(rlpo_train::report::ROLLOUTS_FILE), trainer.state.step)?;
     Ok(())
 }
 

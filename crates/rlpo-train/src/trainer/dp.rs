@@ -23,6 +23,7 @@ use crate::checkpoint::{self, TrainerState};
 use crate::dist::{shard_range, Dist};
 use crate::error::{Result, TrainError};
 use crate::metrics::StepMetrics;
+use crate::prompts::PromptBatch;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
@@ -114,7 +115,44 @@ fn merge_prefetch(parts: Vec<Option<Prefetched>>) -> Result<Option<Prefetched>> 
     Ok(Some(all))
 }
 
+/// The prompts `part` of a generation batch (this rank's share of it).
+pub(crate) fn prompt_slice(mut b: PromptBatch, part: std::ops::Range<usize>) -> PromptBatch {
+    if part.start == 0 && part.end >= b.len() {
+        return b;
+    }
+    let keep: Vec<bool> = (0..b.len()).map(|i| part.contains(&i)).collect();
+    b.retain(&keep);
+    b
+}
+
+/// Every rank's part of a generation batch's prompts (from [`Trainer::draw_prompts`]),
+/// concatenated in rank order: the whole batch, the same on every rank. Each rank renders (and
+/// for RMT mid-training, scores) only its part; the others are gathered.
+pub(crate) fn gather_prompts(dist: &Dist, part: PromptBatch) -> Result<PromptBatch> {
+    if !dist.is_distributed() {
+        return Ok(part);
+    }
+    let mine = serde_json::to_vec(&part).map_err(|e| TrainError::Aborted(format!("internal: prompts: {e}")))?;
+    let parts = dist.all_gather_bytes("the generation batch's prompts", &mine)?;
+    let mut all: Option<PromptBatch> = None;
+    for (r, bytes) in parts.iter().enumerate() {
+        let p: PromptBatch = serde_json::from_slice(bytes).map_err(|e| TrainError::Aborted(format!("internal: the prompts of rank {r}: {e}")))?;
+        match all.as_mut() {
+            None => all = Some(p),
+            Some(a) => a.extend(p),
+        }
+    }
+    Ok(all.expect("at least one rank"))
+}
+
 impl Trainer {
+    /// The next `n` prompts, whole: this rank draws all and renders its part
+    /// ([`Trainer::draw_prompts`]), and the parts are gathered ([`gather_prompts`]).
+    pub(crate) fn draw_global(&mut self, n: usize, step: u64) -> Result<PromptBatch> {
+        let part = self.draw_prompts(n, step)?;
+        gather_prompts(&self.dist, part)
+    }
+
     /// This rank's part of `n` prompts of a generation batch.
     pub(crate) fn prompt_part(&self, n: usize) -> std::ops::Range<usize> {
         shard_range(n, self.dist.rank(), self.dist.world())
@@ -143,7 +181,7 @@ impl Trainer {
         if !self.dist.is_distributed() {
             return Ok(());
         }
-        let c = self.rewards.metrics();
+        let c = self.rewards.set().metrics();
         let mut v: Vec<f64> = SUMMED.iter().map(|k| m.get(k).unwrap_or(0.0)).collect();
         v.extend([c.samples, c.errors, c.timeouts, c.restarts].map(|x| x as f64));
         self.dist.sum_f64("step metrics", &mut v)?;
@@ -168,7 +206,7 @@ impl Trainer {
         match self.reward_totals {
             Some(t) if self.dist.is_distributed() => t,
             _ => {
-                let m = self.rewards.metrics();
+                let m = self.rewards.set().metrics();
                 [m.samples, m.errors, m.timeouts, m.restarts]
             }
         }

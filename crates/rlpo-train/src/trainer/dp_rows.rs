@@ -85,6 +85,8 @@ impl StepView {
                 parts: rows.iter().map(|x| x.parts.clone()).collect(),
                 lens: rows.iter().map(|x| x.len as f64).collect(),
                 truncated: truncated.iter().map(|&b| f64::from(u8::from(b))).collect(),
+                temperature_sum: rows.iter().map(|x| x.temperature_sum).sum(),
+                temperature_tokens: rows.iter().map(|x| x.temperature_tokens).sum(),
                 samples: texts.into_values().take(samples).collect(),
                 // Summed over ranks with the other counts (dp::SUMMED).
                 dropped_groups: r.dropped_groups as f64,
@@ -107,6 +109,9 @@ struct Row {
     correct: f64,
     len: usize,
     truncated: bool,
+    /// Sum and count of the temperatures its tokens were drawn at.
+    temperature_sum: f64,
+    temperature_tokens: f64,
     parts: BTreeMap<String, f64>,
     entropy: Vec<f32>,
     old_logp: Vec<f32>,
@@ -146,12 +151,14 @@ fn encode(ledger: &GroupLedger, r: &ScoredRollouts, batch: &LearnerBatch, entrop
         let grp = &r.groups[j];
         w.u64(gi as u64);
         w.u64(grp.completions.len() as u64);
-        for _ in &grp.completions {
+        for c in &grp.completions {
             let len = batch.response_lens[i] as usize;
             w.f64(r.scores[i]);
             w.f64(r.correct[i]);
             w.u64(len as u64);
             w.u64(u64::from(truncated[i]));
+            w.f64(c.temperatures.iter().map(|&t| f64::from(t)).sum());
+            w.u64(c.temperatures.len() as u64);
             w.u64(r.outputs[i].parts.len() as u64);
             for (name, v) in &r.outputs[i].parts {
                 w.str(name);
@@ -195,6 +202,7 @@ fn decode(bytes: &[u8], with_logp: bool, groups: &mut [Option<GroupRows>], texts
         let mut rows = Vec::with_capacity(size);
         for _ in 0..size {
             let mut row = Row { score: rd.f64()?, correct: rd.f64()?, len: rd.u64()? as usize, truncated: rd.u64()? == 1, ..Default::default() };
+            (row.temperature_sum, row.temperature_tokens) = (rd.f64()?, rd.u64()? as f64);
             for _ in 0..rd.u64()? {
                 let k = rd.str()?;
                 row.parts.insert(k, rd.f64()?);
