@@ -548,3 +548,29 @@ fn check_prints_the_plan_of_each_rank() {
     assert!(!bad.status.success());
     assert!(text(&bad.stderr).contains("trainer.prompts_per_step"), "{}", text(&bad.stderr));
 }
+
+/// `rlpo bench step --nproc-per-node 2` (what `scripts/bench_dp_step.sh` runs) trains with two
+/// ranks and reports the time in collectives and their calls (not a timing check: the numbers are
+/// only read for being there and positive).
+#[test]
+fn bench_step_with_two_ranks_reports_the_collectives() {
+    let out = run_ok(rlpo().args(["bench", "step", "--model"]).arg(fixture("tiny-qwen2")).args([
+        "--prompts",
+        "2",
+        "--group-size",
+        "2",
+        "--new-tokens",
+        "4",
+        "--steps",
+        "1",
+        "--nproc-per-node",
+        "2",
+    ]));
+    let report = text(&out.stdout);
+    assert!(report.contains("2 rank(s)"), "{report}");
+    let row = |name: &str| -> f64 {
+        let line = report.lines().map(|l| l.trim_start_matches("[rank 0] ")).find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no `{name}` row: {report}"));
+        line[name.len()..].trim().parse().unwrap_or_else(|e| panic!("`{line}`: {e}"))
+    };
+    assert!(row("collectives") > 0.0 && row("coll. calls") > 0.0 && row("step") > 0.0, "{report}");
+}

@@ -11,6 +11,10 @@
 //! adaptive temperature is off. With `max_staleness = 1` the running prefetch is waited for
 //! first (its rows do not depend on when they are collected), because the rollout workers must
 //! see the current weights.
+//!
+//! With several ranks every rank evaluates (replicated weights, the same problems and seeds: the
+//! same numbers), so no rank waits in a collective while another evaluates; rank 0 alone writes
+//! `<run>/eval/` and its sinks log the scalars.
 
 use super::config::{eval_seed, ks_or_default, EvalConfig};
 use super::runner::{self, EvalSampling, SampleRecord};
