@@ -11,6 +11,8 @@
   derive-recipe  recipes/d3s_qwen.toml with the built-in synthetic arithmetic data instead of GSM8K
   sdpa-probe   which fused SDPA kernels accept rlpo's learner/prefill call (is_causal, no mask,
                GQA) and, for comparison, the boolean-mask one-token decode call rlpo avoids
+  dp-compare   a 2-rank data-parallel run (NCCL gradients) against one process: the plans of every
+               step (rewards, selected rows and tokens) and the final weights
   summary      the table: rollout tokens/s rlpo vs HF (warm-up and steady state), learner tokens/s
                and MFU, step seconds per stage, peak memory vs the plan, the issue's goals
 
@@ -374,6 +376,38 @@ def cmd_summary(a):
     return 0
 
 
+def cmd_dp_compare(a):
+    """Plans (RLPO_TEST_PLAN_LOG) and final weights of two runs of the same recipe."""
+    import torch
+    from safetensors.torch import load_file
+
+    def plans(run):
+        with open(run + ".plan.jsonl") as f:
+            return [json.loads(line) for line in f]
+
+    one, two = plans(a.one), plans(a.two)
+    keys = ["rewards", "advantages", "kept_rows", "width", "kept_cells"]
+    same = len(one) == len(two) == a.steps and all(x[k] == y[k] for x, y in zip(one, two) for k in keys)
+    step = f"step-{a.steps:06d}"
+    wa = load_file(os.path.join(a.one, "checkpoints", step, "model", "model.safetensors"))
+    wb = load_file(os.path.join(a.two, "checkpoints", step, "model", "model.safetensors"))
+    diff = sum(float(((wa[k].double() - wb[k].double()) ** 2).sum()) for k in wa) ** 0.5
+    norm = sum(float((wa[k].double() ** 2).sum()) for k in wa) ** 0.5
+    rel = diff / norm
+    print(json.dumps({"plans_equal": same, "steps": len(two), "weights_rel_l2": rel}))
+    if len(two) != a.steps:
+        say("FAIL", "dp-step", f"the 2-rank run logged {len(two)} step(s), {a.steps} expected")
+        return 1
+    if not same:
+        # GPU kernels depend on the batch shape, so a sampled token can flip between the two runs;
+        # then the runs diverge and only completion is checked.
+        say("PASS", "dp-step", f"2 ranks trained {a.steps} steps; plans differ from 1 process (batch-dependent GPU kernels), weights rel L2 {rel:.2e}")
+        return 0
+    ok = rel <= 1e-4
+    say("PASS" if ok else "FAIL", "dp-step", f"same rows and tokens as 1 process for {a.steps} steps, weights rel L2 {rel:.2e} (<= 1e-4)")
+    return 0 if ok else 1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -396,6 +430,10 @@ def main():
     p.add_argument("--out", required=True)
     p = sub.add_parser("sdpa-probe")
     p.add_argument("--device", default="cuda:0")
+    p = sub.add_parser("dp-compare")
+    p.add_argument("--one", required=True)
+    p.add_argument("--two", required=True)
+    p.add_argument("--steps", type=int, default=2)
     p = sub.add_parser("summary")
     p.add_argument("--work", required=True)
     p.add_argument("--model", required=True)
@@ -405,7 +443,7 @@ def main():
     p.add_argument("--new-tokens", type=int, default=512)
     a = ap.parse_args()
     fn = {"env": cmd_env, "lib-path": cmd_lib_path, "make-model": cmd_make_model, "parity": cmd_parity, "derive-recipe": cmd_derive_recipe,
-          "sdpa-probe": cmd_sdpa_probe, "summary": cmd_summary}[a.cmd]
+          "sdpa-probe": cmd_sdpa_probe, "dp-compare": cmd_dp_compare, "summary": cmd_summary}[a.cmd]
     sys.exit(fn(a))
 
 

@@ -7,10 +7,12 @@
 #
 #   1. preflight: the binary sees the GPU; LibTorch's fused AdamW agrees with the per-parameter
 #      one on the device; the CUDA test binaries pass (logits f32/bf16 vs CPU, cached decode,
-#      training micro-step, rollout log-probs with device and host sampling on the device);
+#      training micro-step, rollout log-probs with device and host sampling on the device); NCCL
+#      collectives (1b);
 #   2. a random-init model with Qwen2.5-1.5B's shape (config only, no hub) and parity with
 #      transformers on the GPU: f32 max |diff| <= 1e-3, bf16 relative L2 <= 5e-2, full forward and
-#      cached decode; which SDPA kernels take the learner's mask-free call (information);
+#      cached decode; which SDPA kernels take the learner's mask-free call (information); with
+#      2+ GPUs, 2 data-parallel training steps against one process (2b);
 #   3. `rlpo check` of the derived recipe (plan vs the card's memory), then 3 training steps of
 #      recipes/d3s_qwen.toml (GSM8K swapped for the built-in arithmetic task; a random model never
 #      emits EOS, so new tokens are capped; no end-of-run checkpoint) with GPU memory sampled;
@@ -161,15 +163,15 @@ part_done preflight
 # 2+ GPUs also the trainer's seam through `rlpo train`'s launcher (gradient buckets on each GPU).
 if [ "$MODE" = gpu ] && [ -x "$BUNDLE/rlpo_dist_cuda" ]; then
   if run nccl 120 "$BUNDLE/rlpo_dist_cuda" --test-threads 1 --nocapture; then
-    pass nccl "$(grep -m1 'NCCL collectives passed' "$OUTDIR/nccl.log")"
+    pass nccl "$(grep -m1 'NCCL collectives passed' "$LOGS/nccl.log")"
   else
-    fail nccl "see $OUTDIR/nccl.log"
+    fail nccl "see $LOGS/nccl.log"
   fi
   if [ "$(echo "$DEV_JSON" | sed 's/.*"cuda_devices": *\([0-9]*\).*/\1/')" -ge 2 ]; then
     if run nccl-launcher 120 "$RLPO" debug dist-selftest --nproc-per-node 2 --cuda; then
-      pass nccl-launcher "$(grep -c 'dist-selftest rank .* ok' "$OUTDIR/nccl-launcher.log") ranks ok"
+      pass nccl-launcher "$(grep -c 'dist-selftest rank .* ok' "$LOGS/nccl-launcher.log") ranks ok"
     else
-      fail nccl-launcher "see $OUTDIR/nccl-launcher.log"
+      fail nccl-launcher "see $LOGS/nccl-launcher.log"
     fi
   fi
 fi
@@ -189,6 +191,31 @@ grep -E '^(PASS|FAIL)' "$LOGS/parity.log" >> "$RESULTS"
 grep -q '^FAIL' "$LOGS/parity.log" && FAILED=1
 grep -qE '^(PASS|FAIL) parity-bf16' "$LOGS/parity.log" || fail parity "no result (see parity.log)"
 part_done parity
+
+# --- 2b. the data-parallel step (issue 14) with 2+ GPUs: `rlpo train --nproc-per-node 2` (rank k's
+# learner and rollout on cuda:k, gradients through NCCL, host values through Gloo) vs one process on
+# cuda:0, 2 steps of a tiny model: the plans of every step and the final weights (dp-compare).
+NGPU=$(echo "$DEV_JSON" | sed 's/.*"cuda_devices": *\([0-9]*\).*/\1/')
+if [ "$MODE" = gpu ] && [ "${NGPU:-0}" -ge 2 ] && [ -x "$BUNDLE/rlpo_dist_cuda" ]; then
+  DPM="$WORK/dp_model"
+  if run dp-model 120 "$PY" scripts/gpu_check.py make-model --out "$DPM" --shape tiny --tokenizer "$BUNDLE/tokenizer" --device cpu; then
+    DP_SETS=(--set "model.path=$DPM" --set model.device=cuda --set model.dtype=f32 --set data.source=synthetic
+             --set trainer.total_steps=2 --set trainer.prompts_per_step=4 --set rollout.group_size=8
+             --set rollout.max_new_tokens=16 --set "checkpoint.root=$WORK/dp" --set checkpoint.save_final=false
+             --set metrics.console=false)
+    rm -rf "$WORK/dp"
+    if RLPO_TEST_PLAN_LOG="$WORK/dp/one.plan.jsonl" run dp-one 120 "$RLPO" train "${DP_SETS[@]}" --set run.name=one --resume never \
+       && RLPO_TEST_PLAN_LOG="$WORK/dp/two.plan.jsonl" run dp-two 180 "$RLPO" train "${DP_SETS[@]}" --set run.name=two --resume never --nproc-per-node 2; then
+      run dp-compare 60 "$PY" scripts/gpu_check.py dp-compare --one "$WORK/dp/one" --two "$WORK/dp/two" --steps 2
+      grep -E '^(PASS|FAIL)' "$LOGS/dp-compare.log" >> "$RESULTS"
+      grep -q '^PASS' "$LOGS/dp-compare.log" || FAILED=1
+    else
+      fail dp-step "see $LOGS/dp-one.log and $LOGS/dp-two.log"
+    fi
+  else
+    fail dp-step "no tiny model (see $LOGS/dp-model.log)"
+  fi
+fi
 
 # --- 3. memory plan + 3 training steps --------------------------------------------------------
 RECIPE="$WORK/d3s_synthetic.toml"

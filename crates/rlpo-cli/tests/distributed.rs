@@ -5,13 +5,13 @@
 //! - a rank killed inside a collective: the others fail at once naming it, the launcher names
 //!   it and exits non-zero; a rank stopped (SIGSTOP) past the collective timeout: the other
 //!   fails naming it, and the launcher kills it after the grace period; nothing hangs;
-//! - `rlpo train --nproc-per-node 2` on a tiny recipe (phase 1: both ranks rendezvous and pass
-//!   a barrier, rank 0 trains, rank 1 exits 0), and Ctrl-C at the launcher's process group
-//!   reaching the training rank exactly once.
+//! - Ctrl-C at the launcher ending ranks that have no handler (exit 130).
+//!
+//! Training with several ranks (equality with one process, resume, failures, interrupts) is
+//! tested in `data_parallel.rs`.
 
 mod common;
 use common::*;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -144,45 +144,6 @@ fn a_stopped_rank_times_out_and_the_launcher_kills_it_after_the_grace_period() {
     assert!(err.contains("rlpo launch: rank 1 still running 13 s after rank 0 failed: killing it"), "{err}");
     // 3 s timeout + 3 s heartbeat window + 13 s grace, plus start-up slack; far from a hang.
     assert!(took < Duration::from_secs(60), "took {took:?}:\n{err}");
-}
-
-#[test]
-fn train_with_nproc_per_node_2_gets_every_rank_through_init_and_a_barrier() {
-    let tmp = tempfile::tempdir().unwrap();
-    let recipe = tiny_recipe(tmp.path(), "dp", 2, 0);
-    let out = run_ok(rlpo().arg("train").arg(&recipe).args(["--nproc-per-node", "2"]).current_dir(tmp.path()));
-    let err = text(&out.stderr);
-    assert!(err.contains("[rank 1] rank 1 of 2: rendezvous and barrier done"), "{err}");
-    assert!(err.contains("[rank 0] rank 0 of 2: rendezvous and barrier done"), "{err}");
-    let run = tmp.path().join("dp");
-    assert_eq!(metric_steps(&run), [1, 2], "rank 0 trains the run:\n{err}");
-    assert!(run.join("recipe.resolved.toml").exists());
-}
-
-#[test]
-fn ctrl_c_at_the_launcher_reaches_the_training_rank_once() {
-    let tmp = tempfile::tempdir().unwrap();
-    let recipe = tiny_recipe(tmp.path(), "dpsig", 500, 0);
-    let log = tmp.path().join("launch");
-    let mut cmd = rlpo();
-    // Its own process group, signalled as a whole, as a terminal's Ctrl-C does.
-    cmd.arg("train").arg(&recipe).args(["--nproc-per-node", "2"]).current_dir(tmp.path()).process_group(0);
-    let mut child = spawn_logged(&mut cmd, &log);
-    let run = tmp.path().join("dpsig");
-    // Rank 1 leaves after the barrier in phase 1: interrupt once it has, and rank 0 trains.
-    let err = log.with_extension("err");
-    wait_until(&mut child, 300, "rank 1 done and a first step", || read(&err).contains("rlpo launch: rank 1 finished") && !metric_steps(&run).is_empty());
-    // `--`: a negative pid (a process group) must not be read as an option.
-    let st = Command::new("kill").args(["-s", "INT", "--", &format!("-{}", child.id())]).status().unwrap();
-    assert!(st.success());
-    let status = wait_exit(&mut child, 300);
-    let err = read(&err);
-    assert_eq!(status.code(), Some(0), "{err}");
-    assert_eq!(err.matches("[rank 0] interrupt: finishing the current step").count(), 1, "{err}");
-    assert!(!err.contains("second interrupt"), "{err}");
-    let k = *metric_steps(&run).last().unwrap();
-    assert!(k < 500, "stopped at {k}");
-    rlpo_train::checkpoint::verify(&run.join(format!("checkpoints/step-{k:06}"))).unwrap();
 }
 
 #[test]

@@ -4,6 +4,9 @@
 //! the model will see it (streamed, each row that does not fit the context named) — and the plan
 //! of a step: batches, checkpoint size, the memory plan per device ([`memory`]).
 //!
+//! With several ranks (`CheckOptions::world`), the plan of each rank: its prompts, rows,
+//! micro-batches, devices and the memory plan of its device.
+//!
 //! Every finding is collected before anything is refused: [`CheckReport::problems`] lists what
 //! stops a run (a missing model or data file, a plugin that does not start, rows that do not fit
 //! under `data.too_long = "error"`, a memory plan over its budget), and the binary exits
@@ -35,6 +38,10 @@ pub struct CheckOptions {
     pub gpu_mem: Option<f64>,
     /// Do not start external reward plugins (`--no-plugins`).
     pub no_plugins: bool,
+    /// Ranks of the run (0 or 1 = one process).
+    pub world: usize,
+    /// Ranks per node (device placement; 0 = all on one node).
+    pub local_world: usize,
 }
 
 /// What [`check_with`] found.
@@ -97,7 +104,12 @@ pub fn check_with(recipe: &Recipe, opts: &CheckOptions) -> Result<CheckReport> {
     let r = recipe;
     let g = r.rollout.group_size;
     let b = r.trainer.prompts_per_step;
-    let rows = b * g;
+    let world = opts.world.max(1);
+    if b < world {
+        return Err(invalid("trainer.prompts_per_step", format!("{b} prompt(s) per step cannot be split over {world} ranks (each rank needs at least one)")));
+    }
+    // The rows one rank rolls out and trains at most (the first ranks take one prompt more).
+    let rows = b.div_ceil(world) * g;
     let mut out = String::new();
     out += &format!("run            {} (seed {}) -> {}\n", r.run.name, r.run.seed, r.run_dir().display());
     rlpo_reward::validate(&r.reward)?;
@@ -130,7 +142,7 @@ pub fn check_with(recipe: &Recipe, opts: &CheckOptions) -> Result<CheckReport> {
     if cuda && tch::Cuda::device_count() == 0 {
         rep.warnings.push(format!("model.device = {} but no CUDA device is visible on this machine", r.model.device));
     }
-    out += &format!("prompts/step   {b} x group_size {g} = {rows} rollouts, at most {} new tokens each\n", r.rollout.max_new_tokens);
+    out += &format!("prompts/step   {b} x group_size {g} = {} rollouts, at most {} new tokens each\n", b * g, r.rollout.max_new_tokens);
     out += &format!(
         "batches        mini-batch {} rows, micro-batch {} rows -> {} optimizer step(s) per training step x {} steps = {}\n",
         r.mini_batch_rows(),
@@ -151,6 +163,9 @@ pub fn check_with(recipe: &Recipe, opts: &CheckOptions) -> Result<CheckReport> {
         on(r.algorithm.dapo.overlong.is_some())
     );
     out += &format!("reward         {} function(s), on_error = {} (validated)\n", r.reward.fns.len(), r.reward.on_error.as_str());
+    if world > 1 {
+        out += &rank_plan(r, world, opts.local_world)?;
+    }
     out += &plugins(r, opts, &mut rep);
     let (prompt_len, prompt_src, preview) = prompt_length(r, &mut rep);
     out += &preview;
@@ -173,7 +188,7 @@ pub fn check_with(recipe: &Recipe, opts: &CheckOptions) -> Result<CheckReport> {
         );
         let shape = StepShape {
             param_bytes: kind.elt_size_in_bytes(),
-            micro_rows: r.micro_batch_rows(),
+            micro_rows: r.micro_batch_rows().min(rows),
             rollout_rows: rows,
             prompt_len,
             max_new_tokens: r.rollout.max_new_tokens,
@@ -191,7 +206,8 @@ pub fn check_with(recipe: &Recipe, opts: &CheckOptions) -> Result<CheckReport> {
             top_p: r.rollout.top_p < 1.0 && !r.rollout.greedy,
         };
         let plan = MemoryPlan::new(c, &shape);
-        out += &format!("memory plan    per device ({}; learner and rollout share it):\n", r.model.device);
+        let whose = if world > 1 { format!("of one rank, {rows} rows; ") } else { String::new() };
+        out += &format!("memory plan    per device ({whose}{}; learner and rollout share it):\n", r.model.device);
         out += &plan.render();
         let (budget, whence) = match (opts.gpu_mem, cuda) {
             (Some(m), _) => (Some(m), "--gpu-mem".to_string()),
@@ -246,6 +262,63 @@ fn plugins(r: &Recipe, opts: &CheckOptions, rep: &mut CheckReport) -> String {
         }
     }
     out
+}
+
+/// The per-rank lines of `rlpo check` for `world` ranks, `local_world` per node: each rank's
+/// prompts of a generation batch, rows, micro-batches per optimizer step and devices. Mini-batches
+/// (optimizer steps) are global; a rank forwards its rows of each global micro-batch.
+fn rank_plan(r: &Recipe, world: usize, local_world: usize) -> Result<String> {
+    let local_world = if local_world == 0 { world } else { local_world.min(world) };
+    let g = r.rollout.group_size;
+    let gen_b = match &r.algorithm.dapo.filter_groups {
+        Some(f) => (f.gen_batch_factor * r.trainer.prompts_per_step as f64).ceil() as usize,
+        None => r.trainer.prompts_per_step,
+    };
+    let (n, mini, micro) = (r.trainer.prompts_per_step * g, r.mini_batch_rows(), r.micro_batch_rows());
+    let mut out = format!(
+        "ranks          {world} ({} node(s) x {local_world}): every rank draws each generation batch of {gen_b} prompts and rolls out its part; mini-batches of {mini} rows are global (one all-reduce of the gradients each), micro-batches of at most {micro} rows per rank\n",
+        world.div_ceil(local_world)
+    );
+    let shown: Vec<usize> = if world <= 4 { (0..world).collect() } else { vec![0, 1, world - 1] };
+    for (k, &rank) in shown.iter().enumerate() {
+        if k > 0 && rank != shown[k - 1] + 1 {
+            out += "  ...\n";
+        }
+        let part = crate::dist::shard_range(gen_b, rank, world);
+        let trained = crate::dist::shard_range(r.trainer.prompts_per_step, rank, world);
+        let rows = trained.len() * g;
+        // Rows of each global micro-batch this rank holds, without filtering (DAPO moves them).
+        let first = trained.start * g;
+        let micro_batches: usize = (0..n)
+            .step_by(mini.max(1))
+            .map(|m0| {
+                let end = (m0 + mini).min(n);
+                (m0..end).step_by(micro.max(1)).filter(|&u| u < first + rows && (u + micro).min(end) > first).count()
+            })
+            .sum();
+        let env = rlpo_dist::LaunchEnv {
+            rank,
+            world,
+            local_rank: rank % local_world,
+            local_world,
+            master_addr: String::new(),
+            master_port: 0,
+            source: rlpo_dist::LaunchSource::Torchrun,
+            external_store: false,
+            attempt: 0,
+        };
+        let placed = crate::dist::place::place_on(r, &env, usize::MAX, None)?;
+        out += &format!(
+            "  rank {rank:<5} prompts {}..{} of each generation batch ({} prompt(s), {} rollouts); trains ~{rows} rows in {micro_batches} micro-batch(es) per step; learner {}, rollout {}\n",
+            part.start,
+            part.end,
+            part.len(),
+            part.len() * g,
+            placed.model.device,
+            placed.model.rollout_device.as_deref().unwrap_or(&placed.model.device)
+        );
+    }
+    Ok(out)
 }
 
 /// Prompts tokenized per batch while scanning the data (bounds memory for any file size).

@@ -5,9 +5,10 @@
 //! - [`Dist::sum_f64`] / [`Dist::max_f64`]: counts, normalisers, metric sums (`[f64]`, in place);
 //! - [`Dist::all_gather_f32`] / [`Dist::all_gather_f64`]: variable-length vectors, every rank's
 //!   in rank order (entropies for exact HAPO quantiles, D³S advantage pools);
+//! - [`Dist::all_gather_bytes`]: serialised per-rank state (a step's rows, a prefetched rollout);
 //! - [`Dist::broadcast_bytes`] / [`Dist::broadcast_tensor`]: rank 0's decisions;
 //! - [`Dist::all_reduce_grads`]: gradients, flattened into buckets of a given byte size, summed
-//!   or averaged ([`GradReduce`]); the step will use `Sum`, because its loss normaliser is the
+//!   or averaged ([`GradReduce`]); the step uses `Sum`, because its loss normaliser is the
 //!   global token/row count, so each rank's gradient is already its share of the global mean;
 //! - [`Dist::barrier`].
 //!
@@ -57,6 +58,12 @@ pub struct Dist {
     env: LaunchEnv,
     comm: Option<Comm>,
     stats: Cell<CommStats>,
+}
+
+impl std::fmt::Debug for Dist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dist").field("rank", &self.env.rank).field("world", &self.env.world).field("stats", &self.stats.get()).finish()
+    }
 }
 
 impl Dist {
@@ -140,6 +147,12 @@ impl Dist {
     /// Every rank's `v` (lengths may differ), in rank order.
     pub fn all_gather_f64(&self, what: &str, v: &[f64]) -> Result<Vec<Vec<f64>>> {
         self.gather(what, v, Kind::Double)
+    }
+
+    /// Every rank's bytes (lengths may differ), in rank order: serialised per-rank state (a
+    /// prefetched rollout for a checkpoint, the rows of a step for the global plan and metrics).
+    pub fn all_gather_bytes(&self, what: &str, v: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.gather(what, v, Kind::Uint8)
     }
 
     /// Gloo gathers equal shapes: gather the lengths, pad to the longest, cut each back.
@@ -253,6 +266,16 @@ impl Dist {
     }
 }
 
+/// This rank's part of `n` items split over `world` ranks: contiguous, in rank order, the first
+/// `n % world` ranks one item more. Every rank draws the same global sequence (prompts of a
+/// generation batch) and takes its part, so the union over ranks is the 1-rank sequence.
+pub fn shard_range(n: usize, rank: usize, world: usize) -> std::ops::Range<usize> {
+    let world = world.max(1);
+    let (base, extra) = (n / world, n % world);
+    let start = rank * base + rank.min(extra);
+    start..start + base + usize::from(rank < extra)
+}
+
 /// The collective timeout: [`TIMEOUT_ENV`] or [`DEFAULT_TIMEOUT`].
 pub fn timeout_from_env() -> Result<Duration> {
     match std::env::var(TIMEOUT_ENV) {
@@ -297,6 +320,7 @@ mod tests {
         d.max_f64("x", &mut v).unwrap();
         assert_eq!(v, [1.5, -2.0]);
         assert_eq!(d.all_gather_f32("x", &[1.0, 2.0]).unwrap(), vec![vec![1.0f32, 2.0]]);
+        assert_eq!(d.all_gather_bytes("x", b"ab").unwrap(), vec![b"ab".to_vec()]);
         let mut b = vec![1u8, 2, 3];
         d.broadcast_bytes("x", &mut b, 0).unwrap();
         assert_eq!(b, [1, 2, 3]);
@@ -305,6 +329,20 @@ mod tests {
         assert_eq!(Vec::<f32>::try_from(&g[0]).unwrap(), [1.0, 2.0]);
         d.barrier("x").unwrap();
         assert_eq!(d.stats(), CommStats::default(), "no collective may run for one process");
+    }
+
+    #[test]
+    fn shards_cover_the_sequence_in_rank_order() {
+        for n in 0..12 {
+            for world in 1..5 {
+                let parts: Vec<_> = (0..world).map(|r| shard_range(n, r, world)).collect();
+                let flat: Vec<usize> = parts.iter().flat_map(|p| p.clone()).collect();
+                assert_eq!(flat, (0..n).collect::<Vec<_>>(), "n {n} world {world}");
+                let (lo, hi) = (parts.iter().map(|p| p.len()).min().unwrap(), parts.iter().map(|p| p.len()).max().unwrap());
+                assert!(hi - lo <= 1, "n {n} world {world}: {parts:?}");
+            }
+        }
+        assert_eq!(shard_range(5, 1, 2), 3..5);
     }
 
     #[test]

@@ -5,8 +5,18 @@
 //! Rows whose loss mask is empty (e.g. dropped by D³S) are never run through the model: a
 //! micro-batch forwards only its kept rows, trimmed to their longest prompt and response, and
 //! fills the other rows with the old log-probs (ratio 1, zero loss weight).
+//!
+//! Data parallelism ([`RowShard`]): a rank holds some rows of the step's global batch. It walks
+//! the global mini-batches and, inside each, the global micro-batch ranges, forwarding the rows
+//! of each range it holds (so its micro-batches are the 1-rank run's, cut at the rank's rows);
+//! the optimizer step's normaliser (tokens, rows, RMT's NTP tokens) is summed over ranks before
+//! any loss, gradients are summed over ranks in buckets before the global-norm clip and AdamW,
+//! and the reported losses and first-pass statistics are summed too. Every rank then applies the
+//! same update to its replica. The all-reduce follows the backward of the optimizer step; it is
+//! not overlapped with it (on CPU the backward already uses every core).
 
 use crate::batch::LearnerBatch;
+use crate::dist::{Dist, GradReduce};
 use crate::error::Result;
 use crate::optim::{learning_rate, AdamW};
 use crate::recipe::Recipe;
@@ -49,6 +59,36 @@ pub struct UpdateReport {
     pub mismatch: Option<rlpo_algo::MismatchStats>,
 }
 
+/// Gradients are all-reduced in buckets of about this many bytes (DDP's default size): few
+/// collectives for a model of many small tensors, none larger than needed.
+pub const GRAD_BUCKET_BYTES: usize = 25 << 20;
+
+/// Which rows of the step's global batch this process holds, and the seam it reduces through.
+#[derive(Debug, Clone, Copy)]
+pub struct RowShard<'a> {
+    /// Global row of each local row, ascending (`0..N` for one process).
+    pub rows: &'a [i64],
+    /// Rows of the whole step, over all ranks.
+    pub global_rows: i64,
+    /// This process's communicator (the identity for one process).
+    pub dist: &'a Dist,
+}
+
+impl RowShard<'_> {
+    /// Local rows whose global row lies in `start..end` (contiguous, since `rows` ascends).
+    fn local(&self, start: i64, end: i64) -> std::ops::Range<i64> {
+        let lo = self.rows.partition_point(|&r| r < start);
+        let hi = self.rows.partition_point(|&r| r < end);
+        lo as i64..hi as i64
+    }
+
+    /// Local row ranges, one per global micro-batch `[s, s + micro)` of `start..end` that this
+    /// process holds rows of (the 1-rank run's micro-batches, cut at this rank's rows).
+    fn micro_ranges(&self, start: i64, end: i64, micro: i64) -> Vec<std::ops::Range<i64>> {
+        (start..end).step_by(micro.max(1) as usize).map(|s| self.local(s, (s + micro).min(end))).filter(|r| !r.is_empty()).collect()
+    }
+}
+
 /// What [`Learner::update`] trains on: the step's batch, its plan, and the behaviour and
 /// reference log-probs `[N, T]`.
 #[derive(Debug)]
@@ -65,6 +105,8 @@ pub struct UpdateInputs<'a> {
     pub ref_logp: Option<&'a Tensor>,
     /// RMT: the NTP sequence of each group (prompt), if any; empty when RMT is off.
     pub ntp: &'a [Option<NtpSeq>],
+    /// Where these rows sit in the step's global batch (data parallelism).
+    pub shard: RowShard<'a>,
 }
 
 /// Where the behaviour policy's log-probs come from.
@@ -87,7 +129,6 @@ struct LossSums {
     kl: f64,
     clip_frac: f64,
     ntp: f64,
-    ntp_tokens: f64,
 }
 
 impl std::ops::AddAssign for LossSums {
@@ -96,7 +137,6 @@ impl std::ops::AddAssign for LossSums {
         self.kl += o.kl;
         self.clip_frac += o.clip_frac;
         self.ntp += o.ntp;
-        self.ntp_tokens += o.ntp_tokens;
     }
 }
 
@@ -108,6 +148,20 @@ struct FirstPass {
     ent_sum: f64,
     ent_tokens: f64,
     mismatch: Option<rlpo_algo::MismatchStats>,
+}
+
+impl FirstPass {
+    /// Sum (and for the largest gap, maximise) the statistics over ranks.
+    fn all_reduce(&mut self, dist: &Dist) -> Result<()> {
+        let mm = self.mismatch.unwrap_or_default();
+        let mut sums = [self.gap_sum, self.gap_tokens, self.ent_sum, self.ent_tokens, mm.k3_sum, mm.tokens, f64::from(u8::from(self.mismatch.is_some()))];
+        dist.sum_f64("first-pass statistics", &mut sums)?;
+        let mut max = [mm.max_abs];
+        dist.max_f64("largest log-prob mismatch", &mut max)?;
+        [self.gap_sum, self.gap_tokens, self.ent_sum, self.ent_tokens] = [sums[0], sums[1], sums[2], sums[3]];
+        self.mismatch = (sums[6] > 0.0).then_some(rlpo_algo::MismatchStats { k3_sum: sums[4], tokens: sums[5], max_abs: max[0] });
+        Ok(())
+    }
 }
 
 /// RMT: the groups whose NTP sequence belongs to the mini-batch of rows `m0..m0+m_len`: those
@@ -168,7 +222,18 @@ impl Learner {
 
     /// No-grad log-probs and entropies `[N, T]` of every row under `model` (old or reference policy).
     pub fn score_all(model: &CausalLm, batch: &LearnerBatch, recipe: &Recipe) -> Result<(Tensor, Tensor)> {
+        let rows: Vec<i64> = (0..batch.rows()).collect();
+        Self::score_rows(model, batch, recipe, &rows)
+    }
+
+    /// [`Self::score_all`] for a rank whose local rows sit at global rows `global` (ascending):
+    /// the forwards follow the global micro-batch boundaries, as in the 1-rank run.
+    pub fn score_rows(model: &CausalLm, batch: &LearnerBatch, recipe: &Recipe, global: &[i64]) -> Result<(Tensor, Tensor)> {
         let (n, t) = (batch.rows(), batch.response_width());
+        if n == 0 {
+            let z = batch.response_mask.zeros_like();
+            return Ok((z.shallow_clone(), z));
+        }
         let micro = recipe.micro_batch_rows() as i64;
         let opts = LogProbOptions {
             temperature: recipe.rollout.temperature,
@@ -178,10 +243,12 @@ impl Learner {
         tch::no_grad(|| {
             let mut lps = Vec::new();
             let mut ents = Vec::new();
-            let mut s = 0;
-            while s < n {
-                let len = micro.min(n - s);
-                let idx: Vec<i64> = (s..s + len).collect();
+            let mut s = 0usize;
+            while s < n as usize {
+                // Rows up to the next global multiple of `micro` (all of `micro` for one process).
+                let block = global[s].div_euclid(micro);
+                let len = global[s..].iter().take_while(|&&r| r.div_euclid(micro) == block).count();
+                let idx: Vec<i64> = (s as i64..(s + len) as i64).collect();
                 let (out, t_k) = Self::forward_rows(model, batch, &idx, &opts)?;
                 let pad = t - t_k;
                 lps.push(out.logp.pad([0, pad], "constant", 0.0));
@@ -194,9 +261,11 @@ impl Learner {
     }
 
     /// Run every optimizer step of one training step. `old_logp [N, T]` is the behaviour policy's.
+    /// With several ranks every rank must call it (see the module docs).
     pub fn update(&mut self, ctx: &UpdateInputs, opt_step_total: u64) -> Result<UpdateReport> {
         let recipe = ctx.recipe;
-        let n = ctx.batch.rows();
+        let sh = &ctx.shard;
+        let n = sh.global_rows;
         let mini = recipe.mini_batch_rows() as i64;
         let micro = recipe.micro_batch_rows() as i64;
         let row_keep: Vec<bool> =
@@ -205,29 +274,40 @@ impl Learner {
         let mut first = FirstPass::default();
         let mut applied = 0.0;
         for epoch in 0..recipe.trainer.ppo_epochs {
-            for m0 in (0..n).step_by(mini as usize) {
+            for g0 in (0..n).step_by(mini as usize) {
                 // The last mini-batch may be short: a DAPO step with `on_exhausted =
                 // "train_available"` trains on fewer than B groups.
-                let m_len = mini.min(n - m0);
-                let norm = ctx.plan.normaliser(m0, m_len);
+                let g_len = mini.min(n - g0);
+                let local = sh.local(g0, g0 + g_len);
+                let (m0, m_len) = (local.start, local.end - local.start);
+                // The optimizer step's normaliser and NTP token count, over every rank's rows.
+                let own = if m_len > 0 { ctx.plan.normaliser(m0, m_len) } else { rlpo_algo::LossNormaliser::default() };
+                let own_ntp: f64 = Self::ntp_seqs(ctx, m0, m_len).iter().map(|q| q.tokens()).sum();
+                let mut counts = [own.tokens, own.rows, own_ntp];
+                sh.dist.sum_f64("the loss normaliser", &mut counts)?;
+                let norm = rlpo_algo::LossNormaliser { tokens: counts[0], rows: counts[1] };
+                let step_ntp = counts[2];
                 // A mini-batch with no RL token still trains its NTP tokens (each enters once).
-                if norm.is_empty() && !self.has_ntp(ctx, m0, m_len) {
+                if norm.is_empty() && step_ntp <= 0.0 {
                     rep.skipped_empty += 1;
                     continue;
                 }
                 self.opt.zero_grad();
                 let mut sums = LossSums::default();
-                for u0 in (m0..m0 + m_len).step_by(micro as usize) {
-                    let u_len = micro.min(m0 + m_len - u0);
-                    let kept: Vec<i64> = (u0..u0 + u_len).filter(|&i| row_keep[i as usize]).collect();
+                for u in sh.micro_ranges(g0, g0 + g_len, micro) {
+                    let (u0, u_len) = (u.start, u.end - u.start);
+                    let kept: Vec<i64> = u.filter(|&i| row_keep[i as usize]).collect();
                     if !kept.is_empty() {
                         let fp = (epoch == 0).then_some(&mut first);
                         sums += self.micro_batch_backward(ctx, u0, u_len, &kept, &norm, fp)?;
                     }
                 }
-                sums += self.ntp_backward(ctx, m0, m_len)?;
-                if epoch == 0 {
-                    rep.ntp_tokens += sums.ntp_tokens;
+                sums += self.ntp_backward(ctx, m0, m_len, step_ntp)?;
+                if epoch == 0 && recipe.algorithm.rmt.is_some() {
+                    rep.ntp_tokens += step_ntp;
+                }
+                if sh.dist.is_distributed() {
+                    self.all_reduce(sh.dist, &mut sums)?;
                 }
                 if self.apply_optimizer_step(recipe, &sums, opt_step_total, &mut rep)? {
                     applied += 1.0;
@@ -245,10 +325,38 @@ impl Learner {
                 *k /= applied;
             }
         }
+        if sh.dist.is_distributed() {
+            first.all_reduce(sh.dist)?;
+        }
         rep.logprob_gap = (first.gap_tokens > 0.0).then(|| first.gap_sum / first.gap_tokens);
         rep.mismatch = first.mismatch;
         rep.entropy = (first.ent_tokens > 0.0).then(|| first.ent_sum / first.ent_tokens);
         Ok(rep)
+    }
+
+    /// The trainable parameters, by name (the same order on every rank).
+    fn trainable(&self) -> Vec<Tensor> {
+        let mut v: Vec<(String, Tensor)> = self.model.var_store().variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// Sum this optimizer step's gradients and loss values over ranks. A rank that has not run
+    /// a backward yet (no rows of its own so far) gets zero gradients first, so every rank
+    /// reduces the same tensors.
+    fn all_reduce(&self, dist: &Dist, sums: &mut LossSums) -> Result<()> {
+        let params = self.trainable();
+        let missing: Vec<&Tensor> = params.iter().filter(|p| !p.grad().defined()).collect();
+        if !missing.is_empty() {
+            let zero = missing.iter().map(|p| p.sum(Kind::Float) * 0.0).fold(Tensor::zeros([], (Kind::Float, self.model.device())), |a, b| a + b);
+            zero.backward();
+        }
+        let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
+        dist.all_reduce_grads(&grads, GRAD_BUCKET_BYTES, GradReduce::Sum)?;
+        let mut v = [sums.pg, sums.kl, sums.clip_frac, sums.ntp];
+        dist.sum_f64("loss values", &mut v)?;
+        [sums.pg, sums.kl, sums.clip_frac, sums.ntp] = v;
+        Ok(())
     }
 
     /// Forward the `kept` rows of micro-batch `u0..u0+micro`, compute its loss with the optimizer
@@ -319,14 +427,13 @@ impl Learner {
         })
     }
 
-    /// RMT: add `λ·L_NTP` of the NTP sequences of the groups in rows `m0..m0+m_len` to this
-    /// optimizer step's gradient, normalised over the step's NTP tokens (`ntp_norm`). Sequences
-    /// are right-padded `[k, S]` and run `micro_batch_rows` at a time.
-    fn ntp_backward(&self, ctx: &UpdateInputs, m0: i64, m_len: i64) -> Result<LossSums> {
+    /// RMT: add `λ·L_NTP` of the NTP sequences of the groups in (local) rows `m0..m0+m_len` to
+    /// this optimizer step's gradient, normalised over the step's NTP tokens `step_tokens` (all
+    /// ranks). Sequences are right-padded `[k, S]` and run `micro_batch_rows` at a time.
+    fn ntp_backward(&self, ctx: &UpdateInputs, m0: i64, m_len: i64, step_tokens: f64) -> Result<LossSums> {
         let Some(cfg) = ctx.recipe.algorithm.rmt.as_ref() else { return Ok(LossSums::default()) };
         let seqs = Self::ntp_seqs(ctx, m0, m_len);
-        let step_tokens: f64 = seqs.iter().map(|q| q.tokens()).sum();
-        if step_tokens == 0.0 {
+        if step_tokens <= 0.0 || seqs.is_empty() {
             return Ok(LossSums::default());
         }
         let device = self.model.device();
@@ -354,7 +461,7 @@ impl Learner {
             self.model.backward_checkpointed();
             total += loss.double_value(&[]);
         }
-        Ok(LossSums { ntp: total, ntp_tokens: step_tokens, ..Default::default() })
+        Ok(LossSums { ntp: total, ..Default::default() })
     }
 
     /// RMT: the NTP sequences of the mini-batch `m0..m0+m_len` (see [`ntp_groups`]).
@@ -365,10 +472,6 @@ impl Learner {
         let r = ntp_groups(m0, m_len, ctx.recipe.rollout.group_size as i64);
         let r = r.start.min(ctx.ntp.len())..r.end.min(ctx.ntp.len());
         ctx.ntp[r].iter().flatten().collect()
-    }
-
-    fn has_ntp(&self, ctx: &UpdateInputs, m0: i64, m_len: i64) -> bool {
-        Self::ntp_seqs(ctx, m0, m_len).iter().any(|q| q.tokens() > 0.0)
     }
 
     /// Clip and apply the accumulated gradients, or skip a non-finite step. Returns whether the

@@ -123,15 +123,17 @@ impl RmtPrompts {
     }
 
     /// Turn drawn samples into RL prompts for `step`: the budget into metadata and `{budget}`;
-    /// for mid-training, one RL position per document. Returns the samples and, per sample, the
-    /// NTP sequence of mid-training documents (RL datasets attach theirs in [`Self::attach_solutions`]).
-    pub fn prepare(&self, samples: Vec<Sample>, step: u64, tok: &TextTokenizer, model: &CausalLm) -> Result<(Vec<Sample>, Vec<Option<NtpSeq>>)> {
+    /// for mid-training, one RL position per document. `first` is the index of `samples[0]` in
+    /// the generation batch (a rank prepares its part of it; the position draw of each document
+    /// is seeded by that index). Returns the samples and, per sample, the NTP sequence of
+    /// mid-training documents (RL datasets attach theirs in [`Self::attach_solutions`]).
+    pub fn prepare(&self, samples: Vec<Sample>, first: u64, step: u64, tok: &TextTokenizer, model: &CausalLm) -> Result<(Vec<Sample>, Vec<Option<NtpSeq>>)> {
         let budget = self.budget(step);
         let mut out = Vec::with_capacity(samples.len());
         let mut ntp = Vec::with_capacity(samples.len());
         for (k, s) in samples.into_iter().enumerate() {
             if self.mid_training {
-                let (sample, seq) = self.position_prompt(&s, step, k as u64, budget, tok, model)?;
+                let (sample, seq) = self.position_prompt(&s, step, first + k as u64, budget, tok, model)?;
                 out.push(sample);
                 ntp.push(seq);
             } else {

@@ -14,7 +14,6 @@ use crate::learner::UpdateReport;
 use crate::metrics::StepMetrics;
 use crate::trainer::ScoredRollouts;
 use rlpo_algo::StepPlan;
-use rlpo_reward::RewardSet;
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 
@@ -32,33 +31,76 @@ fn masked_values(t: &Tensor, mask: &Tensor) -> Vec<f64> {
     Vec::try_from(t.masked_select(&mask.gt(0.0)).to_kind(Kind::Double).to_device(tch::Device::Cpu)).unwrap_or_default()
 }
 
-/// Fill rollout, reward, selection metrics, histograms and sample texts.
-#[allow(clippy::too_many_arguments)]
+/// The per-row facts of one step that its metrics read, in row order (groups contiguous).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepRows {
+    /// Reward per row.
+    pub scores: Vec<f64>,
+    /// Verifier correctness per row (NaN without a verifier).
+    pub correct: Vec<f64>,
+    /// Named reward parts per row.
+    pub parts: Vec<BTreeMap<String, f64>>,
+    /// Response length per row.
+    pub lens: Vec<f64>,
+    /// 1 for a row cut at its length limit.
+    pub truncated: Vec<f64>,
+    /// Sum over every response token of the temperature it was drawn at, and their count.
+    pub temperature_sum: f64,
+    /// Tokens in `temperature_sum`.
+    pub temperature_tokens: f64,
+    /// `(prompt, response, reward)` of the first row of each of the first groups.
+    pub samples: Vec<(String, String, f64)>,
+    /// Groups dropped by the filter or the reward policy.
+    pub dropped_groups: f64,
+    /// Generation batches used.
+    pub gen_batches: f64,
+}
+
+impl StepRows {
+    /// This process's rows: `r` and its learner batch; `samples` first groups give text samples.
+    pub fn local(r: &ScoredRollouts, batch: &LearnerBatch, samples: usize) -> StepRows {
+        let g = r.groups.first().map_or(1, |grp| grp.completions.len()).max(1);
+        StepRows {
+            scores: r.scores.clone(),
+            correct: r.correct.clone(),
+            parts: r.outputs.iter().map(|o| o.parts.clone()).collect(),
+            lens: batch.response_lens.iter().map(|&l| l as f64).collect(),
+            truncated: Vec::try_from(batch.truncated.to_kind(Kind::Double).to_device(tch::Device::Cpu)).unwrap_or_default(),
+            temperature_sum: r.groups.iter().flat_map(|g| &g.completions).flat_map(|c| c.temperatures.iter().map(|&t| f64::from(t))).sum(),
+            temperature_tokens: r.groups.iter().flat_map(|g| &g.completions).map(|c| c.temperatures.len() as f64).sum(),
+            samples: (0..samples.min(r.groups.len())).map(|i| (r.prompts.texts[i].clone(), r.responses[i * g].clone(), r.scores[i * g])).collect(),
+            dropped_groups: r.dropped_groups as f64,
+            gen_batches: r.gen_batches as f64,
+        }
+    }
+}
+
+/// Fill rollout, reward, selection metrics, histograms and sample texts. `response_mask` and
+/// `entropy` are `[N, T]` over the same rows as `rows`, `shaped` `[N]`; `reward_counters` are the
+/// cumulative `reward/*` counters.
 pub fn fill(
     m: &mut StepMetrics,
-    r: &ScoredRollouts,
-    batch: &LearnerBatch,
+    rows: &StepRows,
+    response_mask: &Tensor,
     plan: &StepPlan,
     shaped: &Tensor,
     entropy: &Tensor,
-    rewards: &RewardSet,
-    text_samples: usize,
+    reward_counters: &rlpo_reward::metrics::RewardMetrics,
 ) {
-    let (mean, std) = mean_std(&r.scores);
+    let (mean, std) = mean_std(&rows.scores);
     m.set("reward/mean", mean);
     m.set("reward/std", std);
     // The verifier's correctness (`reward.correctness`), not `reward > 0`; absent without one.
-    if r.correct.iter().all(|c| c.is_finite()) {
-        m.set("reward/pass_rate", mean_std(&r.correct).0);
-        let bonus_only = r.scores.iter().zip(&r.correct).filter(|(s, c)| **s > 0.0 && **c < 0.5).count();
-        m.set("reward/bonus_only_frac", bonus_only as f64 / r.scores.len().max(1) as f64);
+    if rows.correct.iter().all(|c| c.is_finite()) {
+        m.set("reward/pass_rate", mean_std(&rows.correct).0);
+        let bonus_only = rows.scores.iter().zip(&rows.correct).filter(|(s, c)| **s > 0.0 && **c < 0.5).count();
+        m.set("reward/bonus_only_frac", bonus_only as f64 / rows.scores.len().max(1) as f64);
     }
-    set_signal(m, r);
     let shaped_v: Vec<f64> = Vec::try_from(shaped.to_kind(Kind::Double).to_device(tch::Device::Cpu)).unwrap_or_default();
     m.set("reward/shaped_mean", mean_std(&shaped_v).0);
     let mut parts: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for o in &r.outputs {
-        for (k, v) in &o.parts {
+    for o in &rows.parts {
+        for (k, v) in o {
             parts.entry(k.clone()).or_default().push(*v);
         }
     }
@@ -67,15 +109,14 @@ pub fn fill(
         m.set(&format!("reward/{k}_mean"), pm);
         m.set(&format!("reward/{k}_std"), ps);
     }
-    for (k, v) in rewards.metrics().scalars() {
+    for (k, v) in reward_counters.scalars() {
         m.set(k, v);
     }
-    let lens: Vec<f64> = batch.response_lens.iter().map(|&l| l as f64).collect();
-    m.set("response/length_mean", mean_std(&lens).0);
+    let lens = &rows.lens;
+    m.set("response/length_mean", mean_std(lens).0);
     m.set("response/length_max", lens.iter().copied().fold(0.0, f64::max));
-    let truncated: Vec<f64> = Vec::try_from(batch.truncated.to_kind(Kind::Double).to_device(tch::Device::Cpu)).unwrap_or_default();
-    m.set("response/clip_ratio", mean_std(&truncated).0);
-    let ent = masked_values(entropy, &batch.response_mask);
+    m.set("response/clip_ratio", mean_std(&rows.truncated).0);
+    let ent = masked_values(entropy, response_mask);
     m.set("rollout/entropy_mean", mean_std(&ent).0);
 
     let s = plan.summary();
@@ -86,11 +127,11 @@ pub fn fill(
     m.set("select/kept_token_frac", if s.valid_tokens > 0.0 { s.kept_tokens / s.valid_tokens } else { 0.0 });
     m.set("select/kept_row_frac", if s.rows > 0 { s.kept_rows as f64 / s.rows as f64 } else { 0.0 });
     // The report's HAPO panels: the temperature tokens were drawn at, and the per-token clip widths.
-    let temps: Vec<f64> = r.groups.iter().flat_map(|g| &g.completions).flat_map(|c| c.temperatures.iter().map(|&t| f64::from(t))).collect();
-    m.set("rollout/temperature_mean", mean_std(&temps).0);
+    let temp_mean = if rows.temperature_tokens > 0.0 { rows.temperature_sum / rows.temperature_tokens } else { f64::NAN };
+    m.set("rollout/temperature_mean", temp_mean);
     for (name, w) in [("hapo/clip_low_mean", &plan.clip.low), ("hapo/clip_high_mean", &plan.clip.high)] {
         if let rlpo_algo::ClipWidth::PerToken(t) = w {
-            m.set(name, mean_std(&masked_values(&t.expand_as(&batch.response_mask), &batch.response_mask)).0);
+            m.set(name, mean_std(&masked_values(&t.expand_as(response_mask), response_mask)).0);
         }
     }
     m.set("select/hapo_fallback_groups", s.fallback_groups as f64);
@@ -108,32 +149,25 @@ pub fn fill(
         };
         m.set(key, if c.valid_tokens > 0.0 { c.corrected_tokens / c.valid_tokens } else { 0.0 });
     }
-    m.set("filter/dropped_groups", r.dropped_groups as f64);
-    m.set("filter/gen_batches", r.gen_batches as f64);
+    m.set("filter/dropped_groups", rows.dropped_groups);
+    m.set("filter/gen_batches", rows.gen_batches);
 
     let adv: Vec<f64> = Vec::try_from(plan.advantages.to_kind(Kind::Double).to_device(tch::Device::Cpu)).unwrap_or_default();
-    m.histograms.insert("reward/values".into(), r.scores.clone());
+    m.histograms.insert("reward/values".into(), rows.scores.clone());
     m.histograms.insert("advantage/values".into(), adv);
     m.histograms.insert("rollout/entropy".into(), ent);
-    m.histograms.insert("response/lengths".into(), lens);
-    let g = r.groups.first().map_or(1, |grp| grp.completions.len());
-    for i in 0..text_samples.min(r.responses.len()) {
-        let row = i * g; // first sample of the first groups: different prompts
-        if row >= r.responses.len() {
-            break;
-        }
-        let text = format!(
-            "**prompt:** {}\n\n**response:** {}\n\n**reward:** {:.3}",
-            r.prompts.texts[row / g].replace('\n', "  \n"),
-            r.responses[row].replace('\n', "  \n"),
-            r.scores[row]
-        );
+    m.histograms.insert("response/lengths".into(), lens.clone());
+    // The first sample of the first groups: different prompts.
+    for (i, (prompt, response, reward)) in rows.samples.iter().enumerate() {
+        let text = format!("**prompt:** {}\n\n**response:** {}\n\n**reward:** {:.3}", prompt.replace('\n', "  \n"), response.replace('\n', "  \n"), reward);
         m.texts.push((format!("samples/{i}"), text));
     }
 }
 
-/// `reward/frac_zero_std` and `reward/failed_frac` over every group and row scored this step.
-fn set_signal(m: &mut StepMetrics, r: &ScoredRollouts) {
+/// `reward/frac_zero_std` and `reward/failed_frac` over every group and row of `r` scored this
+/// step (the trainer calls it after [`fill`]). With several ranks `r` is this rank's share, so
+/// rank 0 logs the fractions of its own groups.
+pub fn set_signal(m: &mut StepMetrics, r: &ScoredRollouts) {
     let g = r.groups.first().map_or(1, |grp| grp.completions.len()).max(1);
     let mut groups: Vec<Vec<f64>> = r.scores.chunks(g).map(<[f64]>::to_vec).collect();
     // Dropped rows come in whole groups, contiguous, numbered by `group`.

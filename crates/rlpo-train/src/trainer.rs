@@ -7,12 +7,17 @@
 //! `trainer.max_staleness = 1` the next step's rollout is submitted to the workers before this
 //! step's update, so generation and training overlap; the ratio is then taken against the
 //! generating policy (the rollout's log-probs).
+//!
+//! With several ranks (`dp.rs`, `dp_rows.rs`) each rank rolls out and scores its part of the
+//! step's prompts; the DAPO keep counts, the plan's inputs, the loss normaliser, the gradients,
+//! the metrics and stop requests are reduced through [`Dist`], so that N ranks train like one
+//! process on the same global batch.
 
 use crate::batch::LearnerBatch;
 use crate::checkpoint;
 use crate::dist::{self, Dist};
 use crate::error::{invalid, io, Result, TrainError};
-use crate::learner::{Learner, OldLogp, UpdateInputs, UpdateReport};
+use crate::learner::{Learner, OldLogp, RowShard, UpdateInputs, UpdateReport};
 use crate::reward_run::{self, RunRewards};
 use crate::rmt::{self, RmtPrompts};
 use crate::rollout_backend::RolloutBackend;
@@ -32,7 +37,10 @@ use std::sync::Arc;
 use std::time::Instant;
 use tch::{Kind, Tensor};
 
+mod dp;
+mod dp_rows;
 mod run_loop;
+use dp::{local_prefetch, GroupLedger};
 pub use run_loop::{RunEnd, StepFailure};
 
 /// Rollouts of one step after rewards and filtering, in row order (groups contiguous).
@@ -122,11 +130,18 @@ pub struct Trainer {
     /// This process's rank and communicator (the identity for a single process). Rank 0
     /// alone writes the run directory.
     pub dist: Dist,
+    /// With several ranks: the run's reward counters summed over ranks as of the last
+    /// completed step (what metrics and checkpoints report).
+    pub(crate) reward_totals: Option<[u64; 4]>,
+    /// With several ranks: the whole prefetched rollout of the checkpoint this run resumed
+    /// from (each rank keeps only its part in `prefetched`), for rank 0's emergency checkpoint.
+    pub(crate) restored_prefetch: Option<Prefetched>,
     /// `[eval]`: held-out evaluation during training (`crate::eval::during_training`).
     pub(crate) eval: Option<crate::eval::TrainingEval>,
-    /// `<run>/rollouts.jsonl`, the report's sample browser.
+    /// `<run>/rollouts.jsonl`, the report's sample browser (rank 0's rows with several ranks).
     rollout_log: Option<crate::report::RolloutLog>,
-    /// Prompts skipped as too long (`data.too_long = "skip"`) since the last finished step.
+    /// Prompts skipped as too long (`data.too_long = "skip"`) since the last finished step
+    /// (the same on every rank: the choice is global).
     skipped_too_long: u64,
     /// How prompts are rendered (`data.prompt_format` resolved against the model).
     pub prompt_style: prompts::PromptStyle,
@@ -159,6 +174,13 @@ impl Trainer {
         let placed = dist::place::place(&recipe, &launch)?;
         dist::place::bind_threads(recipe.run.threads, &launch);
         let dist = Dist::connect(launch, dist::place::cuda_index(&placed))?;
+        let b = recipe.trainer.prompts_per_step;
+        if b < dist.world() {
+            return Err(invalid(
+                "trainer.prompts_per_step",
+                format!("{b} prompt(s) per step cannot be split over {} ranks: each rank rolls out whole groups, at least one per generation batch", dist.world()),
+            ));
+        }
         tch::manual_seed(recipe.run.seed as i64);
         let device = parse_device(&placed.model.device).map_err(|e| invalid("model.device", e.to_string()))?;
         let kind = parse_dtype(&recipe.model.dtype).map_err(|e| invalid("model.dtype", e.to_string()))?;
@@ -225,6 +247,8 @@ impl Trainer {
             broken: None,
             resumed_at: None,
             dist,
+            reward_totals: None,
+            restored_prefetch: None,
             eval,
             rollout_log,
             skipped_too_long: 0,
@@ -240,26 +264,32 @@ impl Trainer {
         prompts::preview(&self.prompt_style, &self.tokenizer, example)
     }
 
-    /// Stage 0: the next `n` prompts that fit the model's context (`data.too_long`).
+    /// Stage 0: this rank's part of the next `n` prompts that fit the model's context
+    /// (`data.too_long`). The choice is global: every rank sees the same drawn prompts
+    /// ([`Self::draw_global`]), skips the same ones and keeps its part ([`Self::prompt_part`]) of
+    /// the `n` that fit, so the data cursor and RMT's sampler stay global.
     fn next_prompts(&mut self, n: usize, step: u64) -> Result<PromptBatch> {
         let context = self.learner.model.config.max_position_embeddings.max(0) as usize;
         let (policy, len) = (self.recipe.data.too_long, self.dataset.len());
         let mut skipped = 0;
-        let batch = prompts::fill(n, context, policy, len, &mut skipped, |k| self.draw_prompts(k, step));
+        let batch = prompts::fill(n, context, policy, len, &mut skipped, |k| self.draw_global(k, step))?;
         self.skipped_too_long += skipped;
-        batch
+        Ok(dp::prompt_slice(batch, self.prompt_part(n)))
     }
 
-    /// The next `n` prompts, tokenized.
+    /// This rank's part of the next `n` prompts, tokenized: every rank draws all `n` (the data
+    /// cursor and RMT's sampler stay global) and renders its part ([`Self::prompt_part`]).
     /// RMT draws them by its curriculum and turns them into budgeted RL prompts (with NTP
     /// sequences) for training step `step` (0-based).
     fn draw_prompts(&mut self, n: usize, step: u64) -> Result<PromptBatch> {
+        let part = self.prompt_part(n);
+        let take = |v: Vec<rlpo_data::Sample>| -> Vec<rlpo_data::Sample> { v.into_iter().skip(part.start).take(part.len()).collect() };
         let Some(rmt) = self.rmt.as_mut() else {
-            let samples = self.dataset.next_batch(n);
+            let samples = take(self.dataset.next_batch(n));
             return prompts::build(&self.tokenizer, samples, &self.prompt_style);
         };
-        let drawn = rmt.draw(&mut self.dataset, n, step)?;
-        let (samples, ntp) = rmt.prepare(drawn, step, &self.tokenizer, &self.learner.model)?;
+        let drawn = take(rmt.draw(&mut self.dataset, n, step)?);
+        let (samples, ntp) = rmt.prepare(drawn, part.start as u64, step, &self.tokenizer, &self.learner.model)?;
         let mut batch = prompts::build(&self.tokenizer, samples, &self.prompt_style)?;
         batch.ntp = ntp;
         rmt.attach_solutions(&mut batch, &self.tokenizer)?;
@@ -276,8 +306,11 @@ impl Trainer {
             params.adaptive_temperature = Some(rlpo_rollout::AdaptiveTemperature { tau: h.tau });
         }
         let mut req = GenerateRequest::new(prompts.ids.clone(), params);
-        // Distinct seeds for every generation batch of every step (refill batches included).
+        // Distinct seeds for every generation batch of every step (refill batches included);
+        // each row's generator is keyed by its prompt's index in the whole generation batch, so
+        // its samples do not depend on which rank rolls it out.
         req.seed = RolloutSeed::new(r.run.seed, step * 1000 + gen_batch as u64);
+        req.prompt_indices = Some(self.prompt_part(self.gen_batch_prompts()).map(|i| i as u64).collect());
         req.policy_version = self.version;
         if let Some(cap) = self.rmt.as_ref().and_then(|m| m.row_cap(step, r.rollout.max_new_tokens)) {
             req.budgets = Some(vec![cap; prompts.len() * r.rollout.group_size]);
@@ -392,14 +425,16 @@ impl Trainer {
         Ok((self.rewards.score(&inputs)?, responses))
     }
 
-    /// Stages 0-3: prompts, rollout, rewards, and the DAPO filter with refill.
-    fn collect(&mut self, timings: &mut StepMetrics) -> Result<ScoredRollouts> {
+    /// Stages 0-3: prompts, rollout, rewards, and the DAPO filter with refill. Returns this
+    /// rank's kept groups and where they sit in the step's global order.
+    fn collect(&mut self, timings: &mut StepMetrics) -> Result<(ScoredRollouts, GroupLedger)> {
         let b = self.recipe.trainer.prompts_per_step;
         let gen_b = self.gen_batch_prompts();
         let g = self.recipe.rollout.group_size;
         let filter = self.recipe.algorithm.dapo.filter_groups.clone();
         let correctness = rlpo_reward::Correctness::from_config(&self.recipe.reward)?;
         let mut acc_rollouts: Option<ScoredRollouts> = None;
+        let mut ledger = GroupLedger::default();
         let mut gen_batches = 0;
         let mut dropped = 0;
         let mut lost_groups = 0;
@@ -473,6 +508,7 @@ impl Trainer {
             lost_groups += by_filter.iter().filter(|k| !**k).count();
             let mut part = part.retain_groups(&keep, g);
             part.dropped = lost;
+            let kept_here = part.groups.len();
             let merged = match acc_rollouts.take() {
                 None => part,
                 Some(mut a) => {
@@ -480,8 +516,10 @@ impl Trainer {
                     a
                 }
             };
-            let have = merged.groups.len();
             acc_rollouts = Some(merged);
+            // Every rank's count (and stop flag): the keep count, the refill decision and the
+            // truncation below are the same on every rank.
+            let (have, stop_any) = ledger.add(&self.dist, kept_here, self.stop.load(Ordering::SeqCst))?;
             let Some(f) = &filter else { break };
             match rlpo_algo::dapo::refill_action(have, b, gen_batches, f)? {
                 rlpo_algo::dapo::RefillAction::GenerateMore => {
@@ -494,7 +532,7 @@ impl Trainer {
                     }
                     // A stop request must end a refill that could run for a long time (constant
                     // rewards): cut the step; the run saves the last completed one.
-                    if self.stop.load(Ordering::SeqCst) {
+                    if stop_any {
                         return Err(TrainError::Interrupted(format!(
                             "step {step} cut during its DAPO refill after {gen_batches} generation batch(es) ({have} of {b} groups kept)"
                         )));
@@ -503,9 +541,10 @@ impl Trainer {
                 }
                 rlpo_algo::dapo::RefillAction::Train { keep_groups, .. } => {
                     let a = acc_rollouts.as_mut().expect("set above");
-                    let surplus: Vec<bool> = (0..a.groups.len()).map(|i| i < keep_groups).collect();
+                    let local_keep = ledger.truncate(keep_groups);
+                    let surplus: Vec<bool> = (0..a.groups.len()).map(|i| i < local_keep).collect();
                     let lost = crate::report::rollouts::dropped_rows(a, &surplus, g, "refill_surplus", self.state.step + 1, lost_groups);
-                    a.truncate_groups(keep_groups, g);
+                    a.truncate_groups(local_keep, g);
                     a.dropped.extend(lost);
                     break;
                 }
@@ -515,10 +554,11 @@ impl Trainer {
         let mut out = acc_rollouts.expect("at least one generation batch");
         out.gen_batches = gen_batches;
         out.dropped_groups = dropped;
-        Ok(out)
+        Ok((out, ledger))
     }
 
-    /// One training step; returns its metrics (also sent to the sinks).
+    /// One training step; returns its metrics (also sent to the sinks). With several ranks
+    /// every rank calls it; the metrics are the global batch's on every rank.
     pub fn step(&mut self) -> Result<StepMetrics> {
         if let Some(why) = &self.broken {
             return Err(TrainError::Aborted(format!("the trainer stopped mid-step ({why}); resume from its checkpoint in a new trainer")));
@@ -526,19 +566,20 @@ impl Trainer {
         // `[eval]`: the initial policy, logged as step 0 (a fresh run only).
         self.eval_before_training()?;
         let t_step = Instant::now();
+        let comm = self.dist.stats();
         let r = self.recipe.clone();
         let g = r.rollout.group_size as i64;
         let mut m = StepMetrics { step: self.state.step + 1, ..Default::default() };
 
-        let rollouts = self.collect(&mut m)?;
+        let (rollouts, ledger) = self.collect(&mut m)?;
         // max_staleness >= 1: the next step's rollout runs while this one trains.
         self.prefetch_next()?;
-        if rollouts.groups.is_empty() {
+        if ledger.total == 0 {
             // Every group was filtered out and the recipe allows training on what is there: skip.
             m.set("select/skipped_step", 1.0);
             m.set("filter/dropped_groups", rollouts.dropped_groups as f64);
             m.set("filter/gen_batches", rollouts.gen_batches as f64);
-            self.finish_step(&mut m, t_step, None)?;
+            self.finish_step(&mut m, t_step, comm, None)?;
             return Ok(m);
         }
 
@@ -552,7 +593,9 @@ impl Trainer {
             .map(|(i, c)| (rollouts.prompts.ids[i].as_slice(), c))
             .collect();
         let batch = LearnerBatch::new(&rows, self.tokenizer.pad_id, self.learner.model.device());
-        let on_policy = batch.versions.iter().all(|&v| v == self.version);
+        let positions = ledger.row_positions(g as usize);
+        let (stale, staleness) = self.global_staleness(&batch.versions)?;
+        let on_policy = !stale;
         let recompute = match r.trainer.old_logprobs {
             OldLogprobs::Always => true,
             // Rollout correction is verl's decoupled mode: π_old is the learner's, recomputed
@@ -562,48 +605,60 @@ impl Trainer {
             // rollout recorded. One on-policy update: the learner's detached log-probs are exact.
             OldLogprobs::Auto => on_policy && r.optimizer_steps_per_step() > 1 && !self.backend.uses_learner_kernels(),
         };
-        let recomputed = if recompute { Some(Learner::score_all(&self.learner.model, &batch, &r)?) } else { None };
+        let recomputed = if recompute { Some(Learner::score_rows(&self.learner.model, &batch, &r, &positions)?) } else { None };
         let (old_logp, old_entropy) = match &recomputed {
             Some((lp, ent)) => (OldLogp::Given(lp), ent.shallow_clone()),
             None if on_policy && r.optimizer_steps_per_step() == 1 => (OldLogp::CurrentDetached, batch.rollout_entropy.shallow_clone()),
             None => (OldLogp::Given(&batch.rollout_logp), batch.rollout_entropy.shallow_clone()),
         };
-        m.set("train/staleness", batch.versions.iter().map(|&v| self.version - v).max().unwrap_or(0) as f64);
+        m.set("train/staleness", staleness as f64);
         let ref_logp = match &self.learner.reference {
-            Some(rm) => Some(Learner::score_all(rm, &batch, &r)?.0),
+            Some(rm) => Some(Learner::score_rows(rm, &batch, &r, &positions)?.0),
             None => None,
         };
         m.set("timing/old_logprob_s", t0.elapsed().as_secs_f64());
 
-        // Stages 5-6: shaped rewards, advantages, D³S selection, HAPO terms.
+        // Stages 5-6: shaped rewards, advantages, D³S selection, HAPO terms, decided on the
+        // global batch (gathered from every rank) and cut to this rank's rows.
         let t0 = Instant::now();
+        let recomputed_lp = recomputed.as_ref().map(|(lp, _)| lp);
+        let view = if self.dist.is_distributed() {
+            dp_rows::StepView::gather(&self.dist, &ledger, &rollouts, &batch, &old_entropy, recomputed_lp, r.metrics.text_samples)?
+        } else {
+            dp_rows::StepView::local(&rollouts, &batch, &old_entropy, recomputed_lp, r.metrics.text_samples)
+        };
         let device = batch.ids.device();
-        let scores = Tensor::from_slice(&rollouts.scores).to_kind(Kind::Float).to_device(device);
-        let lengths = batch.response_mask.sum_dim_intlist(-1, false, Kind::Float);
+        let scores = Tensor::from_slice(&view.rows.scores).to_kind(Kind::Float).to_device(device);
+        let lengths = view.response_mask.sum_dim_intlist(-1, false, Kind::Float);
         let shaped = compose::shape_rewards(&r.algorithm, &scores, &lengths, r.rollout.max_new_tokens as u64);
         let inputs = compose::StepInputs {
             rewards: &shaped,
-            response_mask: &batch.response_mask,
+            response_mask: &view.response_mask,
             group_size: g,
-            entropy: Some(&old_entropy),
-            truncated: Some(&batch.truncated),
+            entropy: Some(&view.entropy),
+            truncated: Some(&view.truncated),
             // Both log-probs exist when the learner recomputed them: mismatch metrics and, when
             // configured, the rollout correction.
-            old_logp: recomputed.as_ref().map(|(lp, _)| lp),
-            rollout_logp: Some(&batch.rollout_logp),
+            old_logp: view.old_logp.as_ref(),
+            rollout_logp: view.rollout_logp.as_ref(),
         };
-        let plan = compose::compute_step_plan(&r.algorithm, &r.loss, &self.state, &inputs)?;
+        let global_plan = compose::compute_step_plan(&r.algorithm, &r.loss, &self.state, &inputs)?;
+        let local_plan = view.local_rows.as_ref().map(|idx| global_plan.select_rows(idx, batch.response_width()));
+        let plan = local_plan.as_ref().unwrap_or(&global_plan);
+        dp::log_plan_for_tests(&self.dist, m.step, &view.rows.scores, &global_plan)?;
         m.set("timing/plan_s", t0.elapsed().as_secs_f64());
 
         // Stage 7: update.
         let t0 = Instant::now();
         let total_opt_steps = r.trainer.total_steps * r.optimizer_steps_per_step() as u64;
-        let inputs = UpdateInputs { recipe: &r, batch: &batch, plan: &plan, old_logp, ref_logp: ref_logp.as_ref(), ntp: &rollouts.prompts.ntp };
+        let shard = RowShard { rows: &positions, global_rows: ledger.total as i64 * g, dist: &self.dist };
+        let inputs = UpdateInputs { recipe: &r, batch: &batch, plan, old_logp, ref_logp: ref_logp.as_ref(), ntp: &rollouts.prompts.ntp, shard };
         if let Some(rm) = &self.rmt {
             m.set("rmt/budget", rm.budget(self.state.step) as f64);
             let p = rm.tier_probs(self.state.step);
             m.set("rmt/p_easy", p[0]);
             m.set("rmt/p_hard", p[2]);
+            // This rank's; summed over ranks in finish_step (dp::SUMMED).
             m.set("rmt/ntp_seqs", rollouts.prompts.ntp.iter().flatten().count() as f64);
             m.set("rmt/ntp_tokens", rollouts.prompts.ntp.iter().flatten().map(|q| q.tokens()).sum());
         }
@@ -622,20 +677,28 @@ impl Trainer {
         // Stage 8: weight sync. Colocated: the rollout reads the learner's tensors, nothing to copy.
         self.version += report.applied as u64;
 
-        step_metrics::fill(&mut m, &rollouts, &batch, &plan, &shaped, &old_entropy, self.rewards.set(), r.metrics.text_samples);
+        step_metrics::fill(&mut m, &view.rows, &view.response_mask, &global_plan, &shaped, &view.entropy, &self.rewards.set().metrics());
+        // Rank 0's rows with their (local) plan: with several ranks the sample log holds rank 0's
+        // groups of the step.
         if let Some(log) = self.rollout_log.as_mut() {
-            log.write(m.step, &rollouts, &plan)?;
+            log.write(m.step, &rollouts, plan)?;
         }
+        step_metrics::set_signal(&mut m, &rollouts);
         if self.show_samples > 0 {
-            let mut rows = crate::report::rollouts::step_rows(m.step, &rollouts, &plan, None);
+            let mut rows = crate::report::rollouts::step_rows(m.step, &rollouts, plan, None);
             rows.truncate(self.show_samples);
             m.notes.push(crate::report::rollouts::render_rows(&rows, false));
         }
-        self.finish_step(&mut m, t_step, Some((&report, plan.hapo_stats)))?;
+        self.finish_step(&mut m, t_step, comm, Some((&report, global_plan.hapo_stats)))?;
         Ok(m)
     }
 
-    fn finish_step(&mut self, m: &mut StepMetrics, t_step: Instant, update: Option<(&UpdateReport, Option<rlpo_algo::HapoStats>)>) -> Result<()> {
+    fn finish_step(&mut self, m: &mut StepMetrics, t_step: Instant, comm: dist::CommStats, update: Option<(&UpdateReport, Option<rlpo_algo::HapoStats>)>) -> Result<()> {
+        self.globalize_metrics(m)?;
+        if self.dist.is_distributed() {
+            // This rank's wall time inside collectives (waiting for slower ranks included).
+            m.set("timing/collectives_s", self.dist.stats().seconds - comm.seconds);
+        }
         let hapo = update.and_then(|(_, h)| h);
         if let Some((rep, _)) = update {
             step_metrics::fill_update(m, rep);
@@ -695,13 +758,22 @@ impl Trainer {
 
     /// `--resume auto`: resume from the checkpoint [`checkpoint::select_auto`] picks (each file
     /// hashed once), saying on stderr which checkpoints it skipped and why. `Ok(None)`: nothing
-    /// verified to resume from.
+    /// verified to resume from. With several ranks rank 0 chooses and verifies, and every rank
+    /// loads its choice (broadcast), so they all continue from the same checkpoint.
     pub fn resume_auto(&mut self) -> Result<Option<PathBuf>> {
-        let choice = checkpoint::select_auto(&checkpoint::checkpoints_dir(&self.run_dir));
-        for n in &choice.notes {
-            eprintln!("{n}");
+        let mut chosen = Vec::new();
+        if self.dist.is_main() {
+            let choice = checkpoint::select_auto(&checkpoint::checkpoints_dir(&self.run_dir));
+            for n in &choice.notes {
+                eprintln!("{n}");
+            }
+            chosen = choice.chosen.map(|d| d.to_string_lossy().into_owned().into_bytes()).unwrap_or_default();
         }
-        let Some(dir) = choice.chosen else { return Ok(None) };
+        self.dist.broadcast_bytes("the checkpoint to resume from", &mut chosen, 0)?;
+        if chosen.is_empty() {
+            return Ok(None);
+        }
+        let dir = PathBuf::from(String::from_utf8_lossy(&chosen).into_owned());
         checkpoint::load_verified(self, &dir)?;
         self.resumed_at = Some((self.state.step, dir.clone()));
         Ok(Some(dir))
@@ -717,16 +789,23 @@ impl Trainer {
         self.dataset.cursor()
     }
 
-    /// Restore the non-tensor state of a checkpoint.
+    /// Restore the non-tensor state of a checkpoint. With several ranks each takes its part of
+    /// the saved (whole) prefetched rollout, and rank 0 alone carries the saved reward counters
+    /// (the metrics sum the ranks' counters).
     pub fn restore_state(&mut self, st: &checkpoint::TrainerState) -> Result<()> {
         self.dataset.restore(&st.data_cursor)?;
         self.state = rlpo_algo::AlgoState { total_steps: self.recipe.trainer.total_steps, ..st.algo };
         self.version = st.version;
-        self.prefetched = st.prefetched.clone();
-        if let Some(rm) = self.rmt.as_mut() {
-            rm.restore(st.rmt_sampler.as_ref())?;
+        let (rank, world) = (self.dist.rank(), self.dist.world());
+        self.prefetched = st.prefetched.as_ref().map(|p| local_prefetch(p, rank, world));
+        if self.dist.is_distributed() {
+            self.restored_prefetch = st.prefetched.clone();
+            self.reward_totals = Some(st.reward_counters);
+            if !self.dist.is_main() {
+                return self.restore_rest(st);
+            }
         }
-        self.learner.nonfinite_in_a_row = st.nonfinite_in_a_row;
+        self.restore_rest(st)?;
         let c = self.rewards.set().counters();
         let [samples, errors, timeouts, restarts] = st.reward_counters;
         c.add_samples(samples);
@@ -735,6 +814,14 @@ impl Trainer {
         for _ in 0..restarts {
             c.add_restart();
         }
+        Ok(())
+    }
+
+    fn restore_rest(&mut self, st: &checkpoint::TrainerState) -> Result<()> {
+        if let Some(rm) = self.rmt.as_mut() {
+            rm.restore(st.rmt_sampler.as_ref())?;
+        }
+        self.learner.nonfinite_in_a_row = st.nonfinite_in_a_row;
         Ok(())
     }
 }

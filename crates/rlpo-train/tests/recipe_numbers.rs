@@ -139,6 +139,7 @@ fn range(base: &str, key: &str) -> Option<Range> {
         "rollout.top_p" => F(unit_open_bottom),
         "rollout.min_p" | "rollout.compact_fraction" => F(unit_closed),
         "rollout.workers" => I(|n| (1..=1024).contains(&n)),
+        // Blocks longer than the remaining budget are cut to it, so any count >= 1 is sound.
         "rollout.device_sync_steps" => I(at_least_one),
         "rollout.stop_token_ids[0]" => I(any_u64),
         "trainer.total_steps" => I(|n| (1..=1_000_000_000).contains(&n)),

@@ -17,7 +17,7 @@ use crate::hapo::{
 };
 use crate::rollout_corr::{mismatch_stats, rollout_correction, CorrectionMode, MismatchStats};
 use crate::schedule::AlgoState;
-use crate::surrogate::ClipRange;
+use crate::surrogate::{ClipRange, ClipWidth};
 
 /// Per-step inputs of [`compute_step_plan`].
 #[derive(Debug)]
@@ -136,6 +136,34 @@ impl StepPlan {
                 high: self.clip.high.narrow_rows(start, len),
             },
             is_weights: self.is_weights.as_ref().map(|w| w.narrow(0, start, len)),
+        }
+    }
+
+    /// The plan of rows `index` (`[n]` i64 on the plan's device, any order) cut to the first
+    /// `width` positions: a data-parallel rank's part of the step's global plan, for its own
+    /// batch of width `width` (its rows' valid positions all lie below it, so the cut drops
+    /// only padding). Per-row and per-token fields follow the rows; the step-wide ones (HAPO
+    /// statistics, D³S budgets, correction and mismatch counts) are copied; the per-group
+    /// fallback flags stay with the global plan (`None` here: metrics read the global plan).
+    pub fn select_rows(&self, index: &Tensor, width: i64) -> StepPlan {
+        let cells = |t: &Tensor| t.index_select(0, index).narrow(1, 0, width);
+        let clip = |w: &ClipWidth| match w {
+            ClipWidth::Scalar(v) => ClipWidth::Scalar(*v),
+            ClipWidth::PerToken(t) => ClipWidth::PerToken(cells(t)),
+        };
+        StepPlan {
+            advantages: self.advantages.index_select(0, index),
+            response_mask: cells(&self.response_mask),
+            loss_mask: cells(&self.loss_mask),
+            row_keep: self.row_keep.index_select(0, index),
+            h_tilde: self.h_tilde.as_ref().map(cells),
+            clip: ClipRange { low: clip(&self.clip.low), high: clip(&self.clip.high) },
+            hapo_stats: self.hapo_stats,
+            hapo_fallback: None,
+            d3s: self.d3s,
+            is_weights: self.is_weights.as_ref().map(cells),
+            correction: self.correction,
+            mismatch: self.mismatch,
         }
     }
 

@@ -461,3 +461,70 @@ fn rmt_ntp_term_follows_the_recipe() {
         .double_value(&[]);
     assert!((v - 0.1 * 8.0 / 3.0).abs() < 1e-12);
 }
+
+/// Data parallelism: ranks holding disjoint rows of the step (any rows, cut to their own
+/// width) take their part of the global plan with `select_rows`; with the global normaliser the
+/// sum of their losses and their gradients equals the whole batch's, with D³S (cross-group),
+/// HAPO (step scope, per-token clip widths) and KL on.
+#[test]
+fn ranks_selecting_their_rows_of_the_global_plan_sum_to_the_whole_batch() {
+    let (b, g, t) = (4, 4, 7);
+    let x = random_batch(b, g, t, 5);
+    let alg = AlgorithmConfig {
+        advantage: AdvantageKind::Hapo,
+        d3s: Some(D3sConfig {
+            level: D3sLevel::CrossGroup,
+            samples_init: Some(3),
+            samples_final: Some(3),
+            ..Default::default()
+        }),
+        hapo: Some(HapoConfig::default()),
+        ..Default::default()
+    };
+    let inputs = StepInputs {
+        rewards: &x.rewards,
+        response_mask: &x.mask,
+        group_size: g,
+        entropy: Some(&x.entropy),
+        truncated: None,
+        old_logp: None,
+        rollout_logp: None,
+    };
+    let plan =
+        compute_step_plan(&alg, &LossConfig::default(), &AlgoState::new(4), &inputs).unwrap();
+    assert!(matches!(plan.clip.low, crate::surrogate::ClipWidth::PerToken(_)));
+    let loss = LossConfig { kl_coef: 0.01, ..Default::default() };
+    let n = plan.rows();
+    let norm = plan.normaliser(0, n);
+    let leaf = x.logp.copy().set_requires_grad(true);
+    let pi = PolicyInputs {
+        logp: &leaf,
+        old_logp: &x.old,
+        ref_logp: Some(&x.reference),
+        entropy: None,
+    };
+    let whole = policy_loss(&alg, &loss, &plan.micro_batch(0, n), &pi, &norm).unwrap().loss;
+    whole.backward();
+    let g_whole = leaf.grad().copy();
+    // Two "ranks": groups 0 and 2, groups 1 and 3 (as a DAPO refill interleaves them).
+    let leaf2 = x.logp.copy().set_requires_grad(true);
+    let mut total = 0.0;
+    for rows in [[0i64, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15]] {
+        let idx = Tensor::from_slice(&rows);
+        let width = x.mask.index_select(0, &idx).sum_dim_intlist(-1, false, Kind::Int64).max().int64_value(&[]);
+        let part = plan.select_rows(&idx, width);
+        assert_eq!(part.loss_mask.size(), [8, width]);
+        let cut = |t: &Tensor| t.index_select(0, &idx).narrow(1, 0, width);
+        let pi = PolicyInputs {
+            logp: &cut(&leaf2),
+            old_logp: &cut(&x.old),
+            ref_logp: Some(&cut(&x.reference)),
+            entropy: None,
+        };
+        let out = policy_loss(&alg, &loss, &part.micro_batch(0, 8), &pi, &norm).unwrap();
+        out.loss.backward();
+        total += out.loss.double_value(&[]);
+    }
+    let dg = (g_whole - leaf2.grad()).abs().max().double_value(&[]);
+    assert!((whole.double_value(&[]) - total).abs() <= 1e-9 && dg <= 1e-9, "{} vs {total}, grad {dg}", whole.double_value(&[]));
+}

@@ -6,6 +6,11 @@
 //! One warm-up step is run and not counted (first-touch allocations, packing), then `--steps`
 //! timed steps; the report gives per-stage means and the generated tokens, because step time
 //! depends on how long the sampled responses are.
+//!
+//! `--nproc-per-node N`: the same global batch over N data-parallel ranks (the launcher of
+//! `rlpo train`); rank 0 prints the table with the time each rank spent in collectives
+//! (`timing/collectives_s`: all-reduces, gathers and waiting for the slower rank) and the bytes it
+//! sent. `scripts/bench_dp_step.sh` runs 1 process and 2 ranks in a row and prints the ratio.
 
 use anyhow::Result;
 use rlpo_train::{Recipe, Trainer};
@@ -41,6 +46,9 @@ pub struct Args {
     /// Write the per-step metrics here as JSON lines (besides the printed table).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Start N data-parallel ranks on this node (global batch unchanged).
+    #[arg(long, value_name = "N")]
+    nproc_per_node: Option<usize>,
 }
 
 fn recipe_text(a: &Args, root: &Path) -> String {
@@ -111,22 +119,45 @@ const STAGES: [&str; 6] = ["rollout", "reward", "old_logprob", "plan", "update",
 
 /// Run the benchmark and print the table.
 pub fn run(a: Args) -> Result<()> {
+    if let Some(n) = a.nproc_per_node {
+        let code = crate::launch::launch(n)?;
+        if code != 0 {
+            std::process::exit(code);
+        }
+        return Ok(());
+    }
     anyhow::ensure!(a.model.join("config.json").exists(), "--model {}: no config.json (an HF model directory is expected)", a.model.display());
     // The run directory only receives the resolved recipe; keep it out of the user's tree.
     let root = std::env::temp_dir().join(format!("rlpo-bench-step-{}", std::process::id()));
+    let ranks = rlpo_dist::LaunchEnv::from_env()?.world;
     let recipe = Recipe::from_toml(&recipe_text(&a, &root), Path::new("<bench step>"), &[])?;
     let mut trainer = Trainer::new(recipe)?;
-    eprintln!("warm-up step ...");
+    let main = trainer.dist.is_main();
+    if main {
+        eprintln!("warm-up step ...");
+    }
     trainer.step()?;
+    let comm0 = trainer.dist.stats();
     let mut rows = Vec::new();
     for i in 0..a.steps {
         let m = trainer.step()?;
-        eprintln!("step {}/{}: {:.2} s", i + 1, a.steps, m.get("timing/step_s").unwrap_or(f64::NAN));
+        if main {
+            eprintln!("step {}/{}: {:.2} s", i + 1, a.steps, m.get("timing/step_s").unwrap_or(f64::NAN));
+        }
         rows.push(m);
+    }
+    let comm = trainer.dist.stats();
+    // Rank 0's collective time and the largest over ranks (the slowest rank waits least).
+    let mut per_step = [(comm.seconds - comm0.seconds) / a.steps.max(1) as f64];
+    let mut most = per_step;
+    trainer.dist.max_f64("collective seconds", &mut most)?;
+    let _ = std::fs::remove_dir_all(&root);
+    if !main {
+        return Ok(());
     }
     let mean = |k: &str| rows.iter().filter_map(|m| m.get(k)).sum::<f64>() / rows.len().max(1) as f64;
     println!(
-        "rlpo bench step: {} ({}), {} prompts x G = {}, <= {} new tokens, T = 1, {} timed step(s) after 1 warm-up",
+        "rlpo bench step: {} ({}), {} prompts x G = {}, <= {} new tokens, T = 1, {} timed step(s) after 1 warm-up, {ranks} rank(s)",
         a.model.display(),
         a.dtype,
         a.prompts,
@@ -138,10 +169,17 @@ pub fn run(a: Args) -> Result<()> {
     for s in STAGES {
         println!("{:<14} {:>10.3}", s, mean(&format!("timing/{s}_s")));
     }
+    if ranks > 1 {
+        let per = |x: u64| x as f64 / a.steps.max(1) as f64;
+        per_step[0] = per_step[0].max(0.0);
+        println!("{:<14} {:>10.3}", "collectives", per_step[0]);
+        println!("{:<14} {:>10.3}", "coll. max rk", most[0]);
+        println!("{:<14} {:>10.1}", "coll. calls", per(comm.calls - comm0.calls));
+        println!("{:<14} {:>10.1}", "coll. MB sent", per(comm.bytes - comm0.bytes) / 1e6);
+    }
     println!("{:<14} {:>10.1}", "gen tokens", mean("perf/rollout_tokens"));
     println!("{:<14} {:>10.1}", "tokens/s gen", mean("perf/rollout_tokens_per_s"));
     println!("{:<14} {:>10.3}", "reward mean", mean("reward/mean"));
-    let _ = std::fs::remove_dir_all(&root);
     if let Some(out) = &a.out {
         let mut text = String::new();
         for m in &rows {

@@ -85,6 +85,11 @@ fn checks(d: &Dist, device: Device) -> Result<()> {
         let want: Vec<f64> = if i == 1 { vec![] } else { vec![i as f64 + 0.5; 3] };
         ensure!(*got == want, "all_gather_f64: rank {i}'s part is {got:?}, expected {want:?}");
     }
+    // byte gathers (serialised state): rank i sends "rank i" repeated i times (rank 0: nothing)
+    let all = d.all_gather_bytes("varlen bytes", format!("rank {}", d.rank()).repeat(d.rank()).as_bytes())?;
+    for (i, got) in all.iter().enumerate() {
+        ensure!(*got == format!("rank {i}").repeat(i).into_bytes(), "all_gather_bytes: rank {i}'s part is {:?}", String::from_utf8_lossy(got));
+    }
     // broadcasts from the last rank
     let root = d.world() - 1;
     let mut bytes = if d.rank() == root { format!("decision of rank {root}").into_bytes() } else { b"stale".to_vec() };

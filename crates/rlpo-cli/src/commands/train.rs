@@ -15,10 +15,9 @@
 //! rendered prompt; `--show-samples N` prints N rollouts of every step.
 //!
 //! Several processes: `--nproc-per-node N` starts N local ranks (see `launch.rs`); torchrun and
-//! srun set the environment themselves. Rank 0 holds the run lock and writes the run directory.
-//! Phase 1 of the data-parallel step (issue 14): every rank loads, rendezvouses and passes a
-//! barrier; then rank 0 trains the full global batch alone and ranks > 0 exit 0 (the step's
-//! reductions are not wired yet).
+//! srun set the environment themselves. Every rank trains its part of each step's global batch
+//! (docs/distributed.md); rank 0 holds the run lock and writes the run directory, checkpoints
+//! and metrics, and chooses the checkpoint `--resume auto` continues from.
 
 use anyhow::Result;
 use rlpo_train::checkpoint::init as init_from;
@@ -143,16 +142,22 @@ pub fn run(args: Args) -> Result<()> {
     if trainer.dist.is_distributed() {
         let d = &trainer.dist;
         d.barrier("start of training")?;
-        if !d.is_main() {
-            eprintln!("rank {} of {}: rendezvous and barrier done; the data-parallel step is not wired yet (issue 14 phase 2): rank 0 trains alone", d.rank(), d.world());
-            return Ok(());
+        if d.is_main() {
+            let r = &trainer.recipe;
+            eprintln!(
+                "data-parallel: {} ranks, each rolling out about {} of the {} prompts of a step and training on its rows; gradients summed over ranks",
+                d.world(),
+                r.trainer.prompts_per_step.div_ceil(d.world()),
+                r.trainer.prompts_per_step
+            );
         }
-        eprintln!("rank 0 of {}: rendezvous and barrier done; training the full global batch on this rank (issue 14 phase 1)", d.world());
     }
     let result = train(&mut trainer, &args, &run_dir, &ckpt_root, &mut fresh);
     if let Err(e) = &result {
-        // The other ranks' next collective then names this failure instead of a dead peer.
-        trainer.dist.report_failure(&format!("{e:#}"));
+        // The other ranks' next collective then names this failure (its first line: the
+        // cause) instead of a dead peer.
+        let text = format!("{e:#}");
+        trainer.dist.report_failure(text.lines().next().unwrap_or_default());
     }
     result
 }
@@ -270,6 +275,10 @@ fn train(trainer: &mut Trainer, args: &Args, run_dir: &Path, ckpt_root: &Path, f
     fresh.armed = false;
     let completed = match trainer.run() {
         Ok(RunEnd::Completed) => true,
+        Ok(RunEnd::Stopped { .. }) if !trainer.dist.is_main() => {
+            eprintln!("rank {}: stopped at step {} (rank 0 saved the checkpoint)", trainer.dist.rank(), trainer.state.step);
+            false
+        }
         Ok(RunEnd::Stopped { checkpoint, cut }) => {
             if let Some(cut) = cut {
                 eprintln!("interrupt: {cut}; the step is redone on resume");
@@ -282,6 +291,9 @@ fn train(trainer: &mut Trainer, args: &Args, run_dir: &Path, ckpt_root: &Path, f
                 resume_command(args, checkpoint.is_none())
             );
             false
+        }
+        Err(TrainError::StepFailed(f)) if !trainer.dist.is_main() => {
+            anyhow::bail!("{f}\n(rank 0 writes the checkpoints and prints how to resume)");
         }
         Err(TrainError::StepFailed(f)) => {
             let mut lines = vec![f.to_string()];
@@ -296,6 +308,9 @@ fn train(trainer: &mut Trainer, args: &Args, run_dir: &Path, ckpt_root: &Path, f
         }
         Err(e) => return Err(e.into()),
     };
+    if !trainer.dist.is_main() {
+        return Ok(());
+    }
     let last: Vec<f64> = trainer.history.iter().rev().take(5).filter_map(|m| m.get("reward/mean")).collect();
     if !last.is_empty() {
         eprintln!("mean reward of the last {} step(s): {:.3}", last.len(), last.iter().sum::<f64>() / last.len() as f64);
@@ -330,6 +345,9 @@ fn outputs(run_dir: &Path, wrote_final: bool) -> Vec<String> {
 /// Report a resume and drop `metrics.jsonl` lines of steps after the checkpoint (they belong to
 /// the interrupted attempt and are logged again).
 fn resumed(trainer: &Trainer, dir: &std::path::Path) -> Result<()> {
+    if !trainer.dist.is_main() {
+        return Ok(());
+    }
     eprintln!("resumed from {} (step {})", dir.display(), trainer.state.step);
     let dropped = checkpoint::trim_metrics_log(&trainer.run_dir, trainer.state.step)?;
     if dropped > 0 {

@@ -260,3 +260,25 @@ fn parses_sizes() {
     assert!(parse_size("80XB").unwrap_err().contains("unknown unit"));
     assert!(parse_size("0GiB").is_err());
 }
+
+/// The per-rank plan: 8 ranks on 2 nodes of 4, a learner and a rollout GPU per rank: rank k of a
+/// node gets `cuda:2k` and `cuda:2k+1`; prompts split in rank order; the memory plan is one
+/// rank's (its rows, not the global batch's).
+#[test]
+fn check_prints_each_ranks_part_and_devices() {
+    let dir = config_dir(QWEN25_15B);
+    let sets = ["model.device=cuda:0", "model.rollout_device=cuda:1", "trainer.prompts_per_step=20", "trainer.mini_batch_rows=32"];
+    let r = recipe_with_model("d3s_qwen.toml", dir.path(), &sets);
+    let opts = CheckOptions { gpu_mem: Some(parse_size("140GiB").unwrap()), world: 8, local_world: 4, ..Default::default() };
+    let report = check_with(&r, &opts).unwrap_or_else(|e| panic!("{e}")).to_string();
+    assert!(report.contains("ranks          8 (2 node(s) x 4)"), "{report}");
+    // 20 prompts x G = 8 over 8 ranks: 3, 3, 3, 3, 2, 2, 2, 2 prompts; global mini-batches of 32
+    // rows and micro-batches of 8: rank 1's rows 24..48 meet micro-batches 24, 32 and 40. Rank 7
+    // is local rank 3 of the second node.
+    assert!(report.contains("rank 0     prompts 0..3 of each generation batch (3 prompt(s), 24 rollouts); trains ~24 rows in 3 micro-batch(es) per step; learner cuda:0, rollout cuda:1"), "{report}");
+    assert!(report.contains("rank 1     prompts 3..6 of each generation batch (3 prompt(s), 24 rollouts); trains ~24 rows in 3 micro-batch(es) per step; learner cuda:2, rollout cuda:3"), "{report}");
+    assert!(report.contains("  ...\n  rank 7     prompts 18..20 of each generation batch (2 prompt(s), 16 rollouts); trains ~16 rows in 2 micro-batch(es) per step; learner cuda:6, rollout cuda:7"), "{report}");
+    assert!(report.contains("memory plan    per device (of one rank, 24 rows;"), "{report}");
+    let too_many = CheckOptions { world: 21, ..opts };
+    assert!(check_with(&r, &too_many).unwrap_err().to_string().contains("trainer.prompts_per_step"));
+}

@@ -7,9 +7,13 @@
 //!   (`trainer_state.json` says `optimizer_saved: false`): such a checkpoint is refused by resume
 //!   and serves `rlpo train --init-from` and `rlpo export`;
 //! - `trainer_state.json` — step, weight version, algorithm state (D³S progress, HAPO statistics),
-//!   data cursor, reward counters, non-finite streak, lineage ([`lineage`]);
+//!   data cursor, reward counters, non-finite streak, lineage ([`lineage`]), world size;
 //! - `recipe.resolved.toml` — the recipe it was trained with;
 //! - `manifest.json` — step, size and sha256 of every other file ([`manifest`]).
+//!
+//! With several ranks rank 0 writes it, after gathering what is per rank (`Trainer::save_checkpoint`):
+//! the state is global (the prefetched rollout whole, the data cursor every rank's), so any world
+//! size can resume it (docs/distributed.md).
 //!
 //! It is written under a temporary name; every file, `model/` and the temporary directory are
 //! fsynced, then it is renamed and the parent fsynced: a crash leaves only a `.tmp` directory,
@@ -74,6 +78,15 @@ pub struct TrainerState {
     /// with `rlpo train --init-from`.
     #[serde(default = "yes")]
     pub optimizer_saved: bool,
+    /// Ranks that trained it (1 in checkpoints written before data parallelism). The state is
+    /// global (data cursor, prefetched rollout whole), so any world size can resume it; a
+    /// different one continues equal only up to floating-point reduction order (warned).
+    #[serde(default = "one")]
+    pub world_size: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 fn yes() -> bool {
@@ -102,7 +115,6 @@ fn fsync(path: &Path) -> Result<()> {
 /// The trainer's state as it is now (a running prefetch is recorded unfinished: [`save_state`]
 /// refuses it).
 pub fn state_of(t: &Trainer) -> TrainerState {
-    let m = t.rewards_metrics();
     TrainerState {
         format: 1,
         step: t.state.step,
@@ -111,7 +123,7 @@ pub fn state_of(t: &Trainer) -> TrainerState {
         data_cursor: t.data_cursor(),
         optimizer_step: t.learner.opt.step,
         nonfinite_in_a_row: t.learner.nonfinite_in_a_row,
-        reward_counters: [m.samples, m.errors, m.timeouts, m.restarts],
+        reward_counters: t.reward_counters(),
         metrics: t
             .history
             .last()
@@ -121,11 +133,17 @@ pub fn state_of(t: &Trainer) -> TrainerState {
         rmt_sampler: t.rmt.as_ref().and_then(|r| r.sampler_state()),
         lineage: t.lineage.clone(),
         optimizer_saved: t.recipe.checkpoint.save_optimizer,
+        world_size: t.dist.world() as u64,
     }
 }
 
-/// Save the trainer's full state as `step-NNNNNN` and apply `keep_last` / `keep_every`.
+/// Save the trainer's full state as `step-NNNNNN` and apply `keep_last` / `keep_every`. One
+/// process only: with several ranks every rank calls [`Trainer::save_checkpoint`], which gathers
+/// the per-rank state rank 0 writes.
 pub fn save(t: &Trainer) -> Result<PathBuf> {
+    if t.dist.is_distributed() {
+        return Err(TrainError::Aborted("internal: checkpoint::save with several ranks (every rank calls Trainer::save_checkpoint)".into()));
+    }
     let state = state_of(t);
     save_state(t, &state)
 }
@@ -134,6 +152,12 @@ pub fn save(t: &Trainer) -> Result<PathBuf> {
 /// tensors must be those of `state` (the trainer's emergency save passes the state of the last
 /// completed step while the model still holds its weights).
 pub fn save_state(t: &Trainer, state: &TrainerState) -> Result<PathBuf> {
+    let root = checkpoints_dir(&t.run_dir);
+    let name = format!("step-{:06}", state.step);
+    if !t.dist.is_main() {
+        // Rank 0 writes the replicated state; the others only learn where it goes.
+        return Ok(root.join(name));
+    }
     if state.prefetched.as_ref().is_some_and(|p| p.batch.is_none()) {
         return Err(TrainError::Aborted("internal: checkpoint with a rollout still running (call finish_prefetch first)".into()));
     }
@@ -143,9 +167,7 @@ pub fn save_state(t: &Trainer, state: &TrainerState) -> Result<PathBuf> {
             state.optimizer_step, t.learner.opt.step
         )));
     }
-    let root = checkpoints_dir(&t.run_dir);
     std::fs::create_dir_all(&root).map_err(|e| io(&root, e))?;
-    let name = format!("step-{:06}", state.step);
     let tmp = root.join(format!(".{name}.tmp"));
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
@@ -282,6 +304,15 @@ pub fn load_verified(t: &mut Trainer, dir: &Path) -> Result<()> {
     }
     let st = read_state(dir)?;
     let saved_recipe = std::fs::read_to_string(dir.join("recipe.resolved.toml")).map_err(|e| io(dir.join("recipe.resolved.toml"), e))?;
+    let world = t.dist.world() as u64;
+    if st.world_size != world && t.dist.is_main() {
+        eprintln!(
+            "warning: {} was trained by {} rank(s), this run has {world}: the global batch, data order and prefetched rollout carry over, but the result equals the {}-rank continuation only up to floating-point reduction order (see docs/distributed.md)",
+            dir.display(),
+            st.world_size,
+            st.world_size
+        );
+    }
     rlpo_model::weights::load_into(t.learner.model.var_store(), &dir.join("model"), now_cfg.tie_word_embeddings)?;
     let opt_path = dir.join(OPTIMIZER_FILE);
     let saved: BTreeMap<String, Tensor> = Tensor::read_safetensors(&opt_path)?.into_iter().collect();

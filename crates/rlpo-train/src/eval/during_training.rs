@@ -11,6 +11,10 @@
 //! adaptive temperature is off. With `max_staleness = 1` the running prefetch is waited for
 //! first (its rows do not depend on when they are collected), because the rollout workers must
 //! see the current weights.
+//!
+//! With several ranks every rank evaluates (replicated weights, the same problems and seeds: the
+//! same numbers), so no rank waits in a collective while another evaluates; rank 0 alone writes
+//! `<run>/eval/` and its sinks log the scalars.
 
 use super::config::{eval_seed, ks_or_default, EvalConfig};
 use super::runner::{self, EvalSampling, SampleRecord};
@@ -82,7 +86,12 @@ impl Trainer {
             let mut generate = |req: &rlpo_rollout::GenerateRequest| backend.generate(engine, model, req);
             let records = runner::run(&ev.problems, &ev.sampling, &ev.rewards, ev.verifier.as_deref(), &self.tokenizer, &mut generate, &mut |_, _| {})?;
             let summary = summarise(&records, ev.cfg.samples, &ev.ks, ev.verifier.as_deref());
-            write_files(&self.run_dir, step, &records, &summary)?;
+            // Every rank evaluates (same weights, problems and seeds: the same numbers), so no
+            // rank waits in a collective while another evaluates; rank 0 alone writes the run
+            // directory.
+            if self.dist.is_main() {
+                write_files(&self.run_dir, step, &records, &summary)?;
+            }
             Ok(summary)
         })();
         self.eval = Some(ev);

@@ -17,13 +17,20 @@
 //! holds it finished. If the job itself failed, the checkpoint leaves it out and continues the
 //! data from before its prompts were drawn: on resume they are drawn again and generated with
 //! the newer weights, the one case where a resumed run differs from an uninterrupted one.
+//!
+//! Several ranks: the stop flag is agreed at each step boundary (the maximum over the ranks), so a
+//! Ctrl-C seen by one rank stops all of them before the same step, and every rank takes part in
+//! each checkpoint (the prefetched rollout's parts are gathered) while rank 0 writes it. A failed
+//! step leaves the other ranks failing at their next collective, naming the rank at fault; rank 0
+//! writes the emergency checkpoint alone from the recorded state (a prefetched rollout spread over
+//! the ranks is then left out, see `dp.rs`). The run ends with a barrier, so no rank reports
+//! success while rank 0 is still writing the final checkpoint.
 
 use super::Trainer;
 use crate::checkpoint::{self, TrainerState};
 use crate::error::{Result, TrainError};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 
 /// How [`Trainer::run`] ended without an error.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,9 +76,15 @@ fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {
 /// `RLPO_TEST_FAULT=N:STAGE` (or `N:STAGE:panic`), step N (1-based) fails at `STAGE` with an
 /// injected error (or panics): `rollout` as its rollout starts (as a decode error or CUDA
 /// out-of-memory would), `update` right after its optimizer update, `after` once it completed
-/// (as a failing metrics sink would).
+/// (as a failing metrics sink would). With `RLPO_TEST_FAULT_RANK=R` as well, only the process
+/// whose `RANK` is R fails (a failure on one rank of several).
 pub(super) fn test_fault(step: u64, stage: &str) -> Result<()> {
     let Ok(v) = std::env::var("RLPO_TEST_FAULT") else { return Ok(()) };
+    if let Ok(r) = std::env::var("RLPO_TEST_FAULT_RANK") {
+        if std::env::var("RANK").ok().as_deref() != Some(r.trim()) {
+            return Ok(());
+        }
+    }
     let mut parts = v.split(':').map(str::trim);
     if parts.next().and_then(|s| s.parse::<u64>().ok()) != Some(step) || parts.next() != Some(stage) {
         return Ok(());
@@ -121,16 +134,21 @@ impl Trainer {
         let mut saved: Option<(u64, PathBuf)> =
             self.resumed_at.clone().filter(|(_, d)| d.parent().and_then(|p| p.canonicalize().ok()).is_some_and(|p| Some(p) == root));
         while self.state.step < self.recipe.trainer.total_steps {
-            if self.stop.load(Ordering::SeqCst) {
-                break;
+            match self.agreed_stop() {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    // A rank left between steps: save what this one completed.
+                    self.step_start = Some(checkpoint::state_of(self));
+                    return self.after_failure(e, saved);
+                }
             }
             self.step_start = Some(checkpoint::state_of(self));
             let result = catch_unwind(AssertUnwindSafe(|| -> Result<()> {
                 self.step()?;
                 test_fault(self.state.step, "after")?;
                 if every > 0 && self.state.step.is_multiple_of(every) {
-                    self.finish_prefetch()?;
-                    saved = Some((self.state.step, checkpoint::save(self)?));
+                    saved = Some((self.state.step, self.save_checkpoint()?));
                 }
                 Ok(())
             }));
@@ -143,12 +161,12 @@ impl Trainer {
         }
         self.step_start = None;
         // `checkpoint.save_at_end = false` skips the end-of-run checkpoint (a scratch or benchmark
-        // run); a stopped run always saves, or its work would be lost.
+        // run); a stopped run always saves, or its work would be lost. The decision is the same on
+        // every rank (a recipe key and the agreed step), so all of them join the gather.
         let reached_end = self.state.step >= self.recipe.trainer.total_steps;
         let save_now = self.recipe.checkpoint.save_at_end || !reached_end;
         if saved.as_ref().map(|s| s.0) != Some(self.state.step) && self.state.step > 0 && save_now {
-            self.finish_prefetch()?;
-            saved = Some((self.state.step, checkpoint::save(self)?));
+            saved = Some((self.state.step, self.save_checkpoint()?));
         }
         for s in &mut self.sinks {
             s.finish()?;
@@ -156,10 +174,11 @@ impl Trainer {
         if self.recipe.metrics.report_every > 0 && self.recipe.metrics.jsonl && self.state.step > 0 && self.dist.is_main() {
             crate::report::write(&self.run_dir)?;
         }
+        self.dist.barrier("end of the run (the last checkpoint and the report are written)")?;
         if self.state.step < self.recipe.trainer.total_steps {
             return Ok(RunEnd::Stopped { checkpoint: saved.map(|s| s.1), cut: None });
         }
-        if self.recipe.checkpoint.save_final {
+        if self.recipe.checkpoint.save_final && self.dist.is_main() {
             let out = self.run_dir.join("final");
             self.learner.model.save(&out, None)?;
         }
@@ -167,14 +186,20 @@ impl Trainer {
     }
 
     /// The state to save after step `start.step + 1` failed, if one can be written.
-    fn state_after_failure(&mut self, mut start: TrainerState, notes: &mut Vec<String>) -> Option<TrainerState> {
+    /// `saved`: the step of the newest checkpoint already written (nothing older is written).
+    fn state_after_failure(&mut self, mut start: TrainerState, saved: Option<u64>, notes: &mut Vec<String>) -> Option<TrainerState> {
         let failing = start.step + 1;
         if self.state.step > start.step {
             // The step completed and something after it failed: save the completed step.
             if let Err(e) = self.finish_prefetch() {
                 notes.push(format!("the rollout prefetched for step {} failed: {e}", self.state.step + 1));
             }
-            return without_unfinished_prefetch(checkpoint::state_of(self), notes);
+            let st = checkpoint::state_of(self);
+            if self.dist.is_distributed() && saved.is_some_and(|s| s >= st.step) {
+                return Some(st); // nothing to write: no note about what it would leave out
+            }
+            let st = self.rank0_savable(st, notes)?;
+            return without_unfinished_prefetch(st, notes);
         }
         if self.learner.opt.step != start.optimizer_step {
             notes.push(format!(
@@ -192,6 +217,10 @@ impl Trainer {
                 Err(e) => notes.push(format!("the rollout prefetched for step {failing} failed: {e}")),
             }
         }
+        if self.dist.is_distributed() && saved.is_some_and(|s| s >= start.step) {
+            return Some(start); // nothing to write: no note about what it would leave out
+        }
+        let start = self.rank0_savable(start, notes)?;
         without_unfinished_prefetch(start, notes)
     }
 
@@ -208,8 +237,10 @@ impl Trainer {
         let mut checkpoint = saved.clone();
         let mut emergency = false;
         let mut lost = false;
-        match self.state_after_failure(start, &mut notes) {
-            Some(st) if st.step > 0 && saved.as_ref().is_none_or(|(s, _)| st.step > *s) => {
+        // Rank 0 alone writes checkpoints (the others may be gone).
+        let st = if self.dist.is_main() { self.state_after_failure(start, saved.as_ref().map(|s| s.0), &mut notes) } else { Some(start) };
+        match st {
+            Some(st) if self.dist.is_main() && st.step > 0 && saved.as_ref().is_none_or(|(s, _)| st.step > *s) => {
                 match catch_unwind(AssertUnwindSafe(|| checkpoint::save_state(self, &st))) {
                     Ok(Ok(p)) => {
                         checkpoint = Some((st.step, p));
