@@ -164,9 +164,11 @@ pub fn fill(
     }
 }
 
-/// `reward/frac_zero_std` and `reward/failed_frac` over every group and row of `r` scored this
-/// step (the trainer calls it after [`fill`]). With several ranks `r` is this rank's share, so
-/// rank 0 logs the fractions of its own groups.
+/// The counts behind `reward/frac_zero_std` and `reward/failed_frac`, over every group and row
+/// of `r` scored this step (dropped groups included): `reward/zero_std_groups` of
+/// `reward/scored_groups` (groups with a failed reward left out), `reward/failed_rows` of
+/// `reward/scored_rows`. The trainer calls it after [`fill`]; with several ranks `r` is this
+/// rank's share and the counts are summed over ranks (`dp::SUMMED`) before [`signal_fractions`].
 pub fn set_signal(m: &mut StepMetrics, r: &ScoredRollouts) {
     let g = r.groups.first().map_or(1, |grp| grp.completions.len()).max(1);
     let mut groups: Vec<Vec<f64>> = r.scores.chunks(g).map(<[f64]>::to_vec).collect();
@@ -181,10 +183,22 @@ pub fn set_signal(m: &mut StepMetrics, r: &ScoredRollouts) {
     }
     let scored: Vec<&Vec<f64>> = groups.iter().filter(|v| !v.is_empty() && v.iter().all(|x| x.is_finite())).collect();
     let zero = scored.iter().filter(|v| v.iter().all(|x| *x == v[0])).count();
-    m.set("reward/frac_zero_std", if scored.is_empty() { f64::NAN } else { zero as f64 / scored.len() as f64 });
+    m.set("reward/zero_std_groups", zero as f64);
+    m.set("reward/scored_groups", scored.len() as f64);
     let failed = r.outputs.iter().filter(|o| !o.is_ok()).count() + r.dropped.iter().filter(|d| d.error.is_some()).count();
-    let rows = r.outputs.len() + r.dropped.len();
-    m.set("reward/failed_frac", failed as f64 / rows.max(1) as f64);
+    m.set("reward/failed_rows", failed as f64);
+    m.set("reward/scored_rows", (r.outputs.len() + r.dropped.len()) as f64);
+}
+
+/// `reward/frac_zero_std` (NaN when no group scored) and `reward/failed_frac` from the counts of
+/// [`set_signal`] (global ones with several ranks); nothing when the step has none.
+pub fn signal_fractions(m: &mut StepMetrics) {
+    if let (Some(zero), Some(groups)) = (m.get("reward/zero_std_groups"), m.get("reward/scored_groups")) {
+        m.set("reward/frac_zero_std", if groups > 0.0 { zero / groups } else { f64::NAN });
+    }
+    if let (Some(failed), Some(rows)) = (m.get("reward/failed_rows"), m.get("reward/scored_rows")) {
+        m.set("reward/failed_frac", failed / rows.max(1.0));
+    }
 }
 
 /// Console warnings for a step that cannot teach the policy anything, from its metrics: every

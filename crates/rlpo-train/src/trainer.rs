@@ -695,6 +695,7 @@ impl Trainer {
 
     fn finish_step(&mut self, m: &mut StepMetrics, t_step: Instant, comm: dist::CommStats, update: Option<(&UpdateReport, Option<rlpo_algo::HapoStats>)>) -> Result<()> {
         self.globalize_metrics(m)?;
+        step_metrics::signal_fractions(m);
         if self.dist.is_distributed() {
             // This rank's wall time inside collectives (waiting for slower ranks included).
             m.set("timing/collectives_s", self.dist.stats().seconds - comm.seconds);

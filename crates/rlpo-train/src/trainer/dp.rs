@@ -28,7 +28,17 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 
 /// Metrics that count rows, tokens or events of this rank: the global value is the sum over ranks.
-pub const SUMMED: [&str; 5] = ["perf/rollout_tokens", "filter/gen_prompts", "filter/dropped_groups", "rmt/ntp_seqs", "rmt/ntp_tokens"];
+pub const SUMMED: [&str; 9] = [
+    "perf/rollout_tokens",
+    "filter/gen_prompts",
+    "filter/dropped_groups",
+    "rmt/ntp_seqs",
+    "rmt/ntp_tokens",
+    "reward/zero_std_groups",
+    "reward/scored_groups",
+    "reward/failed_rows",
+    "reward/scored_rows",
+];
 
 /// Where this rank's accumulated groups sit in the step's global group order.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -190,7 +200,8 @@ impl Trainer {
                 m.set(k, *x);
             }
         }
-        let totals = [v[5], v[6], v[7], v[8]].map(|x| x as u64);
+        let n = SUMMED.len();
+        let totals = [v[n], v[n + 1], v[n + 2], v[n + 3]].map(|x| x as u64);
         for ((k, _), x) in c.scalars().iter().zip(totals) {
             if m.get(k).is_some() {
                 m.set(k, x as f64);
