@@ -122,6 +122,6 @@ fn kv_cache_and_logits_stay_on_the_device() {
         assert_eq!(logits.device(), dev, "{path}: prefill logits");
         let step = model.step(&[9], &mut cache).unwrap().into_tensor();
         assert_eq!((step.device(), step.size()), (dev, vec![1, m.config.vocab_size]), "{path}: step logits");
-        assert_eq!(cache.torch().keys[0].device(), dev, "{path}: KV cache");
+        assert_eq!(cache.torch().expect("a LibTorch cache").keys[0].device(), dev, "{path}: KV cache");
     }
 }
