@@ -6,6 +6,7 @@
 //! does not fit is refused with its biggest item named. A CUDA device that is not visible on this
 //! machine is only a warning: recipes are often checked on another machine than the GPU one.
 
+pub mod lean;
 pub mod memory;
 #[cfg(test)]
 mod memory_tests;
@@ -88,6 +89,7 @@ pub fn check_with(recipe: &Recipe, opts: &CheckOptions) -> Result<String> {
     out += &format!("reward         {} function(s), on_error = {} (validated)\n", r.reward.fns.len(), r.reward.on_error.as_str());
     let (prompt_len, prompt_src) = prompt_length(r, &mut warn)?;
     out += &format!("prompt length  {prompt_len} tokens ({prompt_src})\n");
+    out += &lean::render(r, model_cfg.as_ref(), prompt_len, kind.elt_size_in_bytes());
     if let Some(c) = &model_cfg {
         let shape = StepShape {
             param_bytes: kind.elt_size_in_bytes(),

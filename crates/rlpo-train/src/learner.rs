@@ -9,6 +9,7 @@
 use crate::batch::LearnerBatch;
 use crate::error::Result;
 use crate::optim::{learning_rate, AdamW};
+use crate::packed_rows::{micro_batches, PackPlan};
 use crate::recipe::Recipe;
 use crate::rmt::NtpSeq;
 use rlpo_algo::logprob::{token_logprobs_with, LogProbOptions, TokenLogProbs};
@@ -146,14 +147,25 @@ impl Learner {
     /// Wrap `model` with a fresh optimizer (and `trainer.activation_checkpointing` applied).
     pub fn new(mut model: CausalLm, recipe: &Recipe, reference: Option<CausalLm>) -> Self {
         model.set_activation_checkpointing(recipe.trainer.activation_checkpointing);
-        let params = model.var_store().variables().into_iter().filter(|(_, t)| t.requires_grad());
-        let opt = AdamW::new(params, recipe.optim.clone());
+        // With `[model.lora]` the adapters alone (fp32); otherwise every trainable parameter.
+        let opt = AdamW::new(model.trainable_variables(), recipe.optim.clone());
         Learner { model, opt, reference, nonfinite_in_a_row: 0 }
     }
 
+    /// Log-probs (and optionally entropies) `[n, T_k]` of `targets` for rows `idx` of `batch`
+    /// (T_k = their longest response): packed without padding when `trainer.packed_rows`
+    /// (each prompt once with `trainer.shared_prompt`, [`crate::packed_rows`]), otherwise padded.
+    pub fn forward_rows(model: &CausalLm, batch: &LearnerBatch, idx: &[i64], opts: &LogProbOptions, recipe: &Recipe) -> Result<(TokenLogProbs, i64)> {
+        if !recipe.trainer.packed_rows {
+            return Self::forward_rows_padded(model, batch, idx, opts);
+        }
+        let plan = PackPlan::new(batch, idx, recipe.trainer.shared_prompt)?;
+        Ok((plan.forward(model, batch, opts)?, plan.t_k))
+    }
+
     /// Log-probs (and optionally entropies) `[n, T_k]` of `targets` for rows `idx` of `batch`,
-    /// trimmed to those rows' longest prompt and response. Returns `(out, T_k)`.
-    fn forward_rows(model: &CausalLm, batch: &LearnerBatch, idx: &[i64], opts: &LogProbOptions) -> Result<(TokenLogProbs, i64)> {
+    /// padded and trimmed to those rows' longest prompt and response. Returns `(out, T_k)`.
+    pub fn forward_rows_padded(model: &CausalLm, batch: &LearnerBatch, idx: &[i64], opts: &LogProbOptions) -> Result<(TokenLogProbs, i64)> {
         let device = batch.ids.device();
         let index = Tensor::from_slice(idx).to_device(device);
         let p_k = idx.iter().map(|&i| batch.prompt_lens[i as usize]).max().unwrap_or(1).max(1);
@@ -169,24 +181,21 @@ impl Learner {
     /// No-grad log-probs and entropies `[N, T]` of every row under `model` (old or reference policy).
     pub fn score_all(model: &CausalLm, batch: &LearnerBatch, recipe: &Recipe) -> Result<(Tensor, Tensor)> {
         let (n, t) = (batch.rows(), batch.response_width());
-        let micro = recipe.micro_batch_rows() as i64;
         let opts = LogProbOptions {
             temperature: recipe.rollout.temperature,
             chunk_positions: recipe.trainer.logit_chunk_positions,
             with_entropy: true,
         };
+        let all = vec![true; n as usize];
         tch::no_grad(|| {
             let mut lps = Vec::new();
             let mut ents = Vec::new();
-            let mut s = 0;
-            while s < n {
-                let len = micro.min(n - s);
+            for (s, len) in micro_batches(recipe, batch, 0, n, &all) {
                 let idx: Vec<i64> = (s..s + len).collect();
-                let (out, t_k) = Self::forward_rows(model, batch, &idx, &opts)?;
+                let (out, t_k) = Self::forward_rows(model, batch, &idx, &opts, recipe)?;
                 let pad = t - t_k;
                 lps.push(out.logp.pad([0, pad], "constant", 0.0));
                 ents.push(out.entropy.expect("requested").pad([0, pad], "constant", 0.0));
-                s += len;
             }
             let m = &batch.response_mask;
             Ok((Tensor::cat(&lps, 0) * m, Tensor::cat(&ents, 0) * m))
@@ -198,7 +207,6 @@ impl Learner {
         let recipe = ctx.recipe;
         let n = ctx.batch.rows();
         let mini = recipe.mini_batch_rows() as i64;
-        let micro = recipe.micro_batch_rows() as i64;
         let row_keep: Vec<bool> =
             Vec::try_from(&ctx.plan.loss_mask.sum_dim_intlist(-1, false, Kind::Float).gt(0.0).to_device(tch::Device::Cpu))?;
         let mut rep = UpdateReport::default();
@@ -217,8 +225,7 @@ impl Learner {
                 }
                 self.opt.zero_grad();
                 let mut sums = LossSums::default();
-                for u0 in (m0..m0 + m_len).step_by(micro as usize) {
-                    let u_len = micro.min(m0 + m_len - u0);
+                for (u0, u_len) in micro_batches(recipe, ctx.batch, m0, m_len, &row_keep) {
                     let kept: Vec<i64> = (u0..u0 + u_len).filter(|&i| row_keep[i as usize]).collect();
                     if !kept.is_empty() {
                         let fp = (epoch == 0).then_some(&mut first);
@@ -272,7 +279,11 @@ impl Learner {
             chunk_positions: recipe.trainer.logit_chunk_positions,
             with_entropy: need_entropy || recipe.metrics.actor_entropy,
         };
-        let (out, t_k) = Self::forward_rows(&self.model, batch, kept, &opts)?;
+        // LoRA dropout applies in this forward only (not in scoring or rollout forwards).
+        self.model.set_lora_training(true);
+        let fwd = Self::forward_rows(&self.model, batch, kept, &opts, recipe);
+        self.model.set_lora_training(false);
+        let (out, t_k) = fwd?;
         let t = batch.response_width();
         let index = Tensor::from_slice(kept).to_device(batch.ids.device());
         let local = &index - u0;
@@ -385,6 +396,10 @@ impl Learner {
         self.opt.clip_grad(gn, recipe.optim.grad_clip)?;
         let lr = learning_rate(&recipe.optim, self.opt.step, total);
         self.opt.step(lr)?;
+        if self.model.lora().is_some() {
+            // The rollout, the export and other kernels read the merged weights.
+            self.model.merge_lora()?;
+        }
         rep.lr = lr;
         rep.applied += 1;
         rep.grad_norm += gn;

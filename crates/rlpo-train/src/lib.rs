@@ -26,6 +26,7 @@ pub mod learner;
 pub mod metrics;
 pub mod optim;
 pub mod overrides;
+pub mod packed_rows;
 pub mod prompts;
 pub mod recipe;
 pub mod recipe_ranges;

@@ -146,7 +146,10 @@ impl Trainer {
         let kind = parse_dtype(&recipe.model.dtype).map_err(|e| invalid("model.dtype", e.to_string()))?;
         let opts = LoadOptions { device, kind };
         let tokenizer = Arc::new(TextTokenizer::from_dir(mp)?);
-        let model = CausalLm::load(mp, &opts)?;
+        let mut model = CausalLm::load(mp, &opts)?;
+        if let Some(l) = &recipe.model.lora {
+            model.enable_lora(l)?;
+        }
         let reference = if recipe.loss.kl_coef > 0.0 {
             let mut r = CausalLm::load(mp, &opts)?;
             r.var_store_mut().freeze();
@@ -624,7 +627,7 @@ impl Trainer {
             "paths on {:?} {:?}:\n  learner: attention {}; activation checkpointing {}; {opt}\n  rollout: {}",
             m.device(),
             m.kind(),
-            rlpo_model::AttentionPath::SdpaCausal.describe(),
+            if t.packed_rows { rlpo_model::AttentionPath::SdpaVarlen } else { rlpo_model::AttentionPath::SdpaCausal }.describe(),
             if t.activation_checkpointing { "on" } else { "off" },
             self.backend.describe(&self.recipe, m)
         )

@@ -1,7 +1,8 @@
 //! Atomic, verified checkpoints and resume.
 //!
 //! A checkpoint is `<run>/checkpoints/step-NNNNNN/`:
-//! - `model/` — the policy as an HF directory (transformers loads it as is);
+//! - `model/` — the policy as an HF directory (transformers loads it as is); with `[model.lora]`
+//!   instead `adapter/` (a PEFT directory) and `base_model.json` (the base's hashes), [`lora`];
 //! - `optimizer.safetensors` — AdamW moments (`exp_avg/<name>`, `exp_avg_sq/<name>`) and fp32
 //!   master weights (`master/<name>`);
 //! - `trainer_state.json` — step, weight version, algorithm state (D³S progress, HAPO statistics),
@@ -18,6 +19,7 @@
 
 pub mod dir;
 pub mod lineage;
+pub mod lora;
 pub mod manifest;
 pub mod recipe_diff;
 
@@ -135,7 +137,11 @@ pub fn save_state(t: &Trainer, state: &TrainerState) -> Result<PathBuf> {
         std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-    t.learner.model.save(&tmp.join("model"), None)?;
+    // LoRA: the adapters (a PEFT directory) and a hash reference to the base, not the model.
+    let model_dir = if t.learner.model.lora().is_some() { lora::save(t, &tmp)?; lora::ADAPTER_DIR } else { "model" };
+    if model_dir == "model" {
+        t.learner.model.save(&tmp.join("model"), None)?;
+    }
     let opt = &t.learner.opt;
     let mut tensors: Vec<(String, Tensor)> = Vec::new();
     for (prefix, map) in [("exp_avg", &opt.exp_avg), ("exp_avg_sq", &opt.exp_avg_sq), ("master", &opt.master)] {
@@ -160,7 +166,7 @@ pub fn save_state(t: &Trainer, state: &TrainerState) -> Result<PathBuf> {
     fsync(&mpath)?;
     // The directory entries themselves: without these a power loss after the rename can leave
     // `step-*` with files missing although each file was synced.
-    fsync(&tmp.join("model"))?;
+    fsync(&tmp.join(model_dir))?;
     fsync(&tmp)?;
     test_pause_hook(state.step, &tmp);
     let final_dir = root.join(&name);
@@ -259,20 +265,12 @@ pub fn load_verified(t: &mut Trainer, dir: &Path) -> Result<()> {
             SAFE_TO_CHANGE.join(", ")
         )));
     }
-    let saved_cfg = rlpo_model::ModelConfig::from_dir(&dir.join("model"))?;
-    let now_cfg = &t.learner.model.config;
-    if saved_cfg.num_parameters() != now_cfg.num_parameters() || saved_cfg.family != now_cfg.family || saved_cfg.vocab_size != now_cfg.vocab_size {
-        return Err(TrainError::Aborted(format!(
-            "refusing to resume {}: its model ({:?}, {} parameters) is not the recipe's model ({:?}, {} parameters)",
-            dir.display(),
-            saved_cfg.family,
-            saved_cfg.num_parameters(),
-            now_cfg.family,
-            now_cfg.num_parameters()
-        )));
-    }
     let st = read_state(dir)?;
-    rlpo_model::weights::load_into(t.learner.model.var_store(), &dir.join("model"), now_cfg.tie_word_embeddings)?;
+    if lora::is_lora(dir) {
+        lora::load(t, dir)?;
+    } else {
+        load_full_model(t, dir)?;
+    }
     let opt_path = dir.join("optimizer.safetensors");
     let saved: BTreeMap<String, Tensor> = Tensor::read_safetensors(&opt_path)?.into_iter().collect();
     let opt = &mut t.learner.opt;
@@ -292,6 +290,27 @@ pub fn load_verified(t: &mut Trainer, dir: &Path) -> Result<()> {
     if let Some(note) = recipe_diff::saved_total_steps(&saved_recipe).and_then(|old| recipe_diff::length_change_note(&t.recipe, old, st.step, st.optimizer_step)) {
         eprintln!("{note}");
     }
+    Ok(())
+}
+
+/// The full-training checkpoint's `model/` into `t`, refusing a different model.
+fn load_full_model(t: &mut Trainer, dir: &Path) -> Result<()> {
+    if t.learner.model.lora().is_some() {
+        return Err(TrainError::Aborted(format!("{} is a full-training checkpoint but the recipe has [model.lora]", dir.display())));
+    }
+    let saved_cfg = rlpo_model::ModelConfig::from_dir(&dir.join("model"))?;
+    let now_cfg = &t.learner.model.config;
+    if saved_cfg.num_parameters() != now_cfg.num_parameters() || saved_cfg.family != now_cfg.family || saved_cfg.vocab_size != now_cfg.vocab_size {
+        return Err(TrainError::Aborted(format!(
+            "refusing to resume {}: its model ({:?}, {} parameters) is not the recipe's model ({:?}, {} parameters)",
+            dir.display(),
+            saved_cfg.family,
+            saved_cfg.num_parameters(),
+            now_cfg.family,
+            now_cfg.num_parameters()
+        )));
+    }
+    rlpo_model::weights::load_into(t.learner.model.var_store(), &dir.join("model"), now_cfg.tie_word_embeddings)?;
     Ok(())
 }
 
