@@ -20,6 +20,8 @@ use tch::{Device, Kind};
 pub const ADAPTER_DIR: &str = "adapter";
 /// The base-model reference inside a checkpoint.
 pub const BASE_FILE: &str = "base_model.json";
+/// The files a LoRA checkpoint's manifest must list besides the common ones.
+pub const REQUIRED: &[&str] = &["adapter/adapter_config.json", "adapter/adapter_model.safetensors", "base_model.json"];
 
 /// `base_model.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
