@@ -139,10 +139,11 @@ fn packed_and_shared_prompt_match_the_padded_forward_on_smollm2() {
     // fp64: with rounding mostly out of the way the log-probs agree to 6e-14 and the gradients
     // to 1e-7 of the largest (RMSNorm computes in fp32 even in an fp64 model, and the shared
     // prompt's gradient is the group's sum cast once instead of per row). fp32 over 30 layers: log-probs of random tokens reach ~-27 and differ by rounding
-    // alone, 2.7e-5 absolute (1e-6 relative); gradients by up to 3.3e-5 of the largest (the
-    // tied embedding), which is fp32 summation order, not layout.
+    // alone, 2.7e-5 absolute (1e-6 relative); gradients by up to 1.0e-4 of the largest (layer
+    // 1's k_proj, through the softmax backward's cancellation), fp32 summation order, not layout:
+    // the fp64 run is the exactness check, this one bounds what fp32 training sees.
     check_model(&model_dir("models/SmolLM2-135M-Instruct"), "SmolLM2-135M", Kind::Double, 1e-9, 1e-5, false);
-    check_model(&model_dir("models/SmolLM2-135M-Instruct"), "SmolLM2-135M", Kind::Float, 5e-5, 1e-4, false);
+    check_model(&model_dir("models/SmolLM2-135M-Instruct"), "SmolLM2-135M", Kind::Float, 5e-5, 1e-3, false);
 }
 
 #[test]
