@@ -182,3 +182,19 @@ fn lora_keys_are_validated_by_name() {
     let err = Recipe::from_toml(&text, Path::new("v.toml"), &sets).expect_err("dropout + checkpointing").to_string();
     assert!(err.contains("model.lora.dropout"), "{err}");
 }
+
+/// `rlpo check`'s LoRA figure (from the config alone) equals the adapters a model really gets.
+#[test]
+fn check_counts_the_adapter_parameters_a_model_gets() {
+    for name in ["tiny-qwen2", "tiny-qwen3"] {
+        let mut model = CausalLm::load(&fixture(name), &LoadOptions::default()).unwrap();
+        let cfg = LoraConfig { rank: 3, target_modules: vec!["q".into(), "v".into(), "down".into()], ..Default::default() };
+        model.enable_lora(&cfg).unwrap();
+        let real: i64 = model.trainable_variables().iter().map(|(_, t)| t.numel() as i64).sum();
+        let names = cfg.module_names().unwrap();
+        let per_layer = rlpo_train::check::lean::lora_layer_shapes(&model.config, &names);
+        let shapes: Vec<(i64, i64)> = per_layer.iter().copied().cycle().take(per_layer.len() * model.config.num_hidden_layers as usize).collect();
+        assert_eq!(rlpo_model::lora::adapter_parameters(&shapes, 3), real, "{name}");
+        assert!(real > 0);
+    }
+}
