@@ -3,8 +3,12 @@
 //! loss normaliser, gradient clipping, non-finite guards and AdamW.
 //!
 //! Rows whose loss mask is empty (e.g. dropped by D³S) are never run through the model: a
-//! micro-batch forwards only its kept rows, trimmed to their longest prompt and response, and
-//! fills the other rows with the old log-probs (ratio 1, zero loss weight).
+//! micro-batch forwards only its kept rows — packed without padding, each group's prompt once
+//! ([`crate::packed_rows`]), or padded to their longest prompt and response — and fills the other
+//! rows with the old log-probs (ratio 1, zero loss weight). Micro-batches are row counts or a
+//! token budget. With `[model.lora]` only the adapters are optimised and the merged weights are
+//! rewritten after each optimizer step. The gradient hand-off point (where a data-parallel
+//! all-reduce belongs) is the start of `apply_optimizer_step`, between backward and clipping.
 
 use crate::batch::LearnerBatch;
 use crate::error::Result;

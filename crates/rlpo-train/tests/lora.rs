@@ -198,3 +198,20 @@ fn check_counts_the_adapter_parameters_a_model_gets() {
         assert!(real > 0);
     }
 }
+
+/// Activation checkpointing recomputes the adapted layers too: the same adapters, bit for bit.
+#[test]
+fn lora_with_activation_checkpointing_trains_the_same_adapters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, sets: &[&str]| {
+        let mut t = Trainer::new(recipe(tmp.path(), name, &[&["trainer.total_steps=2"], sets].concat())).unwrap();
+        t.run().unwrap();
+        t.learner.model.adapter_tensors()
+    };
+    let (a, b) = (run("plain", &[]), run("ckpt", &["trainer.activation_checkpointing=true"]));
+    assert!(!a.is_empty());
+    for (k, v) in &a {
+        assert!(v.equal(&b[k]), "{k} differs with activation checkpointing");
+    }
+    assert!(a.iter().any(|(k, v)| k.contains("lora_B") && v.abs().max().double_value(&[]) > 0.0));
+}
