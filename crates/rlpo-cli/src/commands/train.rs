@@ -170,8 +170,8 @@ fn train(trainer: &mut Trainer, args: &Args, run_dir: &std::path::Path, ckpt_roo
     }
     let a = trainer.learner.model.attention_counts();
     eprintln!(
-        "attention calls: {} SDPA is_causal (packed rows), {} SDPA with a mask (fallback), {} grouped decode steps",
-        a.sdpa_causal, a.sdpa_masked, a.grouped_decode
+        "attention calls: {} SDPA per sequence (packed learner rows), {} SDPA is_causal (packed rows), {} SDPA with a mask (fallback), {} grouped decode steps",
+        a.sdpa_varlen, a.sdpa_causal, a.sdpa_masked, a.grouped_decode
     );
     eprintln!("run directory: {} (metrics.jsonl, tensorboard/, final/)", trainer.run_dir.display());
     let report = trainer.run_dir.join("report.html");
