@@ -4,7 +4,8 @@
 #
 #   scripts/compare_trl.sh            # time to learn: rlpo fp32 + bf16, TRL fp32 (30 steps each), then the plot
 #   scripts/compare_trl.sh --learn --trl-bf16   # ... and TRL bf16 too
-#   scripts/compare_trl.sh --step     # only the step benchmark: TRL fp32/bf16, rlpo bench step f32/bf16
+#   scripts/compare_trl.sh --step     # only the step benchmark: TRL fp32/bf16/LoRA-16 (PEFT), rlpo bench step
+#                                     # f32/bf16/LoRA-16, then the TRL/rlpo step-time ratios
 #   scripts/compare_trl.sh --all      # both
 #
 # Options: --steps N (learning runs, default 30), --bench-steps N (timed steps, default 3),
@@ -89,18 +90,37 @@ if [ "$learn" = 1 ]; then
 fi
 
 if [ "$step" = 1 ]; then
-  for dt in fp32 bf16; do
+  # lora16: LoRA rank 16 (alpha 32) on every projection, fp32 base, on both sides (TRL via PEFT).
+  for dt in fp32 bf16 lora16; do
     note "TRL step benchmark $dt"
-    flag=(); [ "$dt" = bf16 ] && flag=(--bf16)
+    flag=(); [ "$dt" = bf16 ] && flag=(--bf16); [ "$dt" = lora16 ] && flag=(--lora-rank 16)
     "$PY" scripts/trl_bench_step.py --steps "$bench_steps" --threads "$threads" "${flag[@]}" --out "$out/trl_bench_step_$dt.json" 2>&1 \
       | grep --line-buffered -v -e Warning -e 'warnings.warn' | tee "$out/trl_bench_step_$dt.log"
   done
   if [ -x "$RLPO" ] && "$RLPO" bench step --help >/dev/null 2>&1; then
-    for dt in f32 bf16; do
+    for dt in f32 bf16 lora16; do
       note "rlpo bench step $dt"
-      "$RLPO" bench step --model "$MODEL" --dtype "$dt" --steps "$bench_steps" --threads "$threads" \
+      flag=(--dtype "$dt"); [ "$dt" = lora16 ] && flag=(--dtype f32 --lora-rank 16)
+      "$RLPO" bench step --model "$MODEL" "${flag[@]}" --steps "$bench_steps" --threads "$threads" \
         --out "$out/rlpo_bench_step_$dt.jsonl" 2>&1 | tee "$out/rlpo_bench_step_$dt.log"
     done
+    note "step time ratios (TRL median / rlpo mean; the issue-15 goal is >= 3 for fp32 and bf16)"
+    "$PY" - "$out" <<'PYEOF'
+import json, sys, os
+out = sys.argv[1]
+for trl_name, rlpo_name in [("fp32", "f32"), ("bf16", "bf16"), ("lora16", "lora16")]:
+    tp, rp = f"{out}/trl_bench_step_{trl_name}.json", f"{out}/rlpo_bench_step_{rlpo_name}.jsonl"
+    if not (os.path.exists(tp) and os.path.exists(rp)):
+        print(f"{trl_name:7} missing {tp if not os.path.exists(tp) else rp}")
+        continue
+    trl = json.load(open(tp))["step_s"]["median"]
+    rows = [json.loads(l)["metrics"] for l in open(rp) if l.strip()]
+    rl = sum(r["timing/step_s"] for r in rows) / len(rows)
+    upd = sum(r.get("timing/update_s", 0.0) for r in rows) / len(rows)
+    trl_upd = json.load(open(tp))["stages"].get("loss_fwd_bwd_s", {}) or {}
+    print(f"{trl_name:7} TRL {trl:7.2f} s  rlpo {rl:7.2f} s (update {upd:.2f} s)  ratio {trl / rl:5.2f}x"
+          + (f"  [TRL loss fwd+bwd {trl_upd['median']:.2f} s]" if trl_upd else ""))
+PYEOF
   else
     note "rlpo bench step"
     echo "SKIPPED: '$RLPO bench step' does not exist in this build yet (only the TRL side ran)." \

@@ -49,6 +49,7 @@ def main() -> None:
     ap.add_argument("--fixed-length", action="store_true", help="suppress EOS: every row is max-new-tokens long")
     ap.add_argument("--bf16", action="store_true", help="bf16 mixed precision (fp32 weights, bf16 autocast)")
     ap.add_argument("--gradient-checkpointing", action="store_true", help="TRL's GRPO default; off like rlpo")
+    ap.add_argument("--lora-rank", type=int, default=0, help="PEFT LoRA of this rank on every projection (alpha 2r); 0 = full training")
     ap.add_argument("--threads", type=int, default=0, help="torch threads; 0 = all cores of this process")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="JSON summary (default bench_out/trl_bench_step_{fp32,bf16}.json)")
@@ -95,6 +96,7 @@ def main() -> None:
             seed=a.seed,
             fixed_length=a.fixed_length,
             gradient_checkpointing=a.gradient_checkpointing,
+            lora_rank=a.lora_rank,
             callbacks=[timer],
         )
         timer.trainer = trainer
@@ -126,6 +128,7 @@ def main() -> None:
         "max_new_tokens": a.max_new_tokens,
         "fixed_length": a.fixed_length,
         "gradient_checkpointing": a.gradient_checkpointing,
+        "lora_rank": a.lora_rank,
         "load_average": os.getloadavg(),
         "steps": steps,
         "step_s": summary("step_s"),

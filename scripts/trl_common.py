@@ -81,6 +81,7 @@ def make_trainer(
     lr: float = 1e-5,
     fixed_length: bool = False,
     gradient_checkpointing: bool = False,
+    lora_rank: int = 0,
     callbacks=(),
 ):
     """A GRPOTrainer (subclass that records StageTimes in `trainer.stage_times`)."""
@@ -165,6 +166,18 @@ def make_trainer(
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
     dataset = quickstart_dataset(steps * prompts_per_step, seed=seed)
+    peft_config = None
+    if lora_rank > 0:
+        # PEFT LoRA on every projection, alpha = 2r, no dropout: what `rlpo bench step --lora-rank` runs.
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(
+            r=lora_rank,
+            lora_alpha=2 * lora_rank,
+            lora_dropout=0.0,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+            task_type="CAUSAL_LM",
+        )
     trainer = TimedGRPOTrainer(
         model=model,
         reward_funcs=[rlpo_task.math_last_number_reward],
@@ -172,6 +185,7 @@ def make_trainer(
         train_dataset=dataset,
         processing_class=tokenizer,
         callbacks=list(callbacks),
+        peft_config=peft_config,
     )
     # our callbacks print one line per step; drop the Trainer's dict printer
     from transformers.trainer_callback import PrinterCallback, ProgressCallback

@@ -7,6 +7,7 @@
 //! | --- | --- | --- |
 //! | `SdpaCausal` | learner forward and prompt prefill, rows packed to start at column 0 | `scaled_dot_product_attention(q, k, v, None, is_causal = true, enable_gqa)`: no mask, so CUDA can pick its flash / memory-efficient kernels |
 //! | `SdpaMasked` | the fallback: padding with holes, a chunk appended to a non-empty cache | SDPA with a boolean mask `[B, 1, T_q, T_k]` (true = may attend) |
+//! | `SdpaVarlen` | learner forward of packed rows (sequences concatenated without padding, optionally continuing a shared prompt) | SDPA per segment ([`crate::varlen`]): `is_causal` for a plain segment, a `[len, len_p + len]` mask for a continuation |
 //! | `GroupedDecode` | one-token decode steps | `baddbmm` of q grouped per K/V head `[B·H_kv, H/H_kv, hd]` against the cache, an additive bias `[B·H_kv, 1, S]` for pad slots, fp32 softmax, `bmm` with V |
 //!
 //! Decode never sends a one-token query through SDPA: with a boolean mask and GQA, torch 2.11 on
@@ -18,6 +19,7 @@
 
 use crate::config::ModelConfig;
 use crate::kv_cache::KvCache;
+use crate::varlen::PackedSeqs;
 use crate::layers::{Linear, RmsNorm};
 use crate::rope::apply_rope;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +35,8 @@ pub enum AttentionPath {
     SdpaMasked,
     /// Grouped `baddbmm` over the KV cache (one-token decode steps).
     GroupedDecode,
+    /// SDPA per segment of a packed variable-length row ([`crate::varlen`]).
+    SdpaVarlen,
 }
 
 impl AttentionPath {
@@ -42,6 +46,7 @@ impl AttentionPath {
             AttentionPath::SdpaCausal => "SDPA is_causal, no mask (rows packed; flash/efficient kernels on CUDA)",
             AttentionPath::SdpaMasked => "SDPA with a boolean mask (fallback: padding with holes or a chunk after a cached prefix)",
             AttentionPath::GroupedDecode => "grouped baddbmm over the KV cache (no SDPA; K/V heads never repeated)",
+            AttentionPath::SdpaVarlen => "SDPA per sequence of rows packed without padding (is_causal; a shared prompt's K/V reused by its group)",
         }
     }
 }
@@ -52,6 +57,7 @@ pub struct AttentionCounters {
     causal: AtomicU64,
     masked: AtomicU64,
     decode: AtomicU64,
+    varlen: AtomicU64,
 }
 
 /// A snapshot of [`AttentionCounters`].
@@ -63,6 +69,8 @@ pub struct AttentionCounts {
     pub sdpa_masked: u64,
     /// One-token decode steps with the grouped kernel.
     pub grouped_decode: u64,
+    /// Forwards of packed variable-length rows.
+    pub sdpa_varlen: u64,
 }
 
 impl AttentionCounters {
@@ -72,6 +80,7 @@ impl AttentionCounters {
             AttentionPath::SdpaCausal => &self.causal,
             AttentionPath::SdpaMasked => &self.masked,
             AttentionPath::GroupedDecode => &self.decode,
+            AttentionPath::SdpaVarlen => &self.varlen,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -82,6 +91,7 @@ impl AttentionCounters {
             sdpa_causal: self.causal.load(Ordering::Relaxed),
             sdpa_masked: self.masked.load(Ordering::Relaxed),
             grouped_decode: self.decode.load(Ordering::Relaxed),
+            sdpa_varlen: self.varlen.load(Ordering::Relaxed),
         }
     }
 }
@@ -93,6 +103,9 @@ pub enum AttnMask<'a> {
     Causal,
     /// Boolean mask `[B, 1, T_q, T_k]`, true = may attend.
     Bool(&'a Tensor),
+    /// One packed row (`B = 1`) of variable-length segments, block-diagonal causal
+    /// ([`crate::varlen`]).
+    Packed(&'a PackedSeqs),
 }
 
 /// One attention block.
@@ -126,6 +139,16 @@ impl Attention {
         }
     }
 
+    /// The projections by PEFT module name.
+    pub(crate) fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 4] {
+        [("q_proj", &mut self.q_proj), ("k_proj", &mut self.k_proj), ("v_proj", &mut self.v_proj), ("o_proj", &mut self.o_proj)]
+    }
+
+    /// The projections by PEFT module name.
+    pub(crate) fn linears(&self) -> [(&'static str, &Linear); 4] {
+        [("q_proj", &self.q_proj), ("k_proj", &self.k_proj), ("v_proj", &self.v_proj), ("o_proj", &self.o_proj)]
+    }
+
     /// Project, normalise (Qwen3) and rotate: returns q `[B,H,T,hd]`, k and v `[B,H_kv,T,hd]`.
     fn qkv(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> (Tensor, Tensor, Tensor) {
         let (b, t) = (x.size()[0], x.size()[1]);
@@ -148,6 +171,7 @@ impl Attention {
         let y = match mask {
             AttnMask::Causal => Tensor::scaled_dot_product_attention::<Tensor>(q, k, v, None, 0.0, true, None::<f64>, gqa),
             AttnMask::Bool(m) => Tensor::scaled_dot_product_attention(q, k, v, Some(m), 0.0, false, None::<f64>, gqa),
+            AttnMask::Packed(p) => p.attend(q, k, v, gqa),
         };
         self.o_proj.forward(&y.transpose(1, 2).reshape([b, t, self.heads * self.head_dim]))
     }

@@ -14,6 +14,9 @@ pub struct Linear {
     pub weight: Tensor,
     /// `[out]`.
     pub bias: Option<Tensor>,
+    /// LoRA adapter (`[model.lora]`): the forward uses its frozen base weight plus the adapter,
+    /// and `weight` holds the merged weight for everything else ([`crate::lora`]).
+    pub lora: Option<crate::lora::LoraAdapter>,
 }
 
 impl Linear {
@@ -21,12 +24,15 @@ impl Linear {
     pub fn new(path: Path, d_in: i64, d_out: i64, bias: bool) -> Self {
         let weight = path.var("weight", &[d_out, d_in], Init::Const(0.));
         let bias = bias.then(|| path.var("bias", &[d_out], Init::Const(0.)));
-        Linear { weight, bias }
+        Linear { weight, bias, lora: None }
     }
 
     /// `[..., in] -> [..., out]`.
     pub fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
+        match &self.lora {
+            Some(l) => l.forward(x, self.bias.as_ref()),
+            None => x.linear(&self.weight, self.bias.as_ref()),
+        }
     }
 }
 
@@ -70,6 +76,16 @@ impl Mlp {
             up_proj: Linear::new(&path / "up_proj", hidden, intermediate, bias),
             down_proj: Linear::new(&path / "down_proj", intermediate, hidden, bias),
         }
+    }
+
+    /// The projections by PEFT module name.
+    pub(crate) fn linears_mut(&mut self) -> [(&'static str, &mut Linear); 3] {
+        [("gate_proj", &mut self.gate_proj), ("up_proj", &mut self.up_proj), ("down_proj", &mut self.down_proj)]
+    }
+
+    /// The projections by PEFT module name.
+    pub(crate) fn linears(&self) -> [(&'static str, &Linear); 3] {
+        [("gate_proj", &self.gate_proj), ("up_proj", &self.up_proj), ("down_proj", &self.down_proj)]
     }
 
     /// `[..., D] -> [..., D]`.

@@ -26,6 +26,7 @@ use crate::layers::{Linear, Mlp, RmsNorm};
 use crate::packing::RowPacking;
 use crate::recompute::{self, Pending};
 use crate::rope::Rope;
+use crate::varlen::PackedSeqs;
 use crate::weights;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -33,11 +34,11 @@ use tch::nn::{self, Init, VarStore};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Debug)]
-struct DecoderLayer {
+pub(crate) struct DecoderLayer {
     input_layernorm: RmsNorm,
-    self_attn: Attention,
+    pub(crate) self_attn: Attention,
     post_attention_layernorm: RmsNorm,
-    mlp: Mlp,
+    pub(crate) mlp: Mlp,
 }
 
 impl DecoderLayer {
@@ -73,7 +74,9 @@ pub struct CausalLm {
     pub source_dir: Option<PathBuf>,
     vs: VarStore,
     embed_tokens: Tensor,
-    layers: Vec<DecoderLayer>,
+    pub(crate) layers: Vec<DecoderLayer>,
+    /// LoRA adapters, when enabled ([`crate::lora`]).
+    pub(crate) lora: Option<crate::lora_model::LoraState>,
     norm: RmsNorm,
     lm_head: Tensor,
     rope: Rope,
@@ -104,6 +107,7 @@ impl CausalLm {
             vs,
             embed_tokens,
             layers,
+            lora: None,
             norm,
             lm_head,
             rope,
@@ -193,13 +197,12 @@ impl CausalLm {
 
     /// Embedding, every layer and the final norm over `ids [B, T]` (checkpointed when enabled
     /// and the forward records gradients).
-    fn run_layers(&self, ids: &Tensor, cos: &Tensor, sin: &Tensor, mask: Option<&Tensor>) -> Tensor {
+    fn run_layers(&self, ids: &Tensor, cos: &Tensor, sin: &Tensor, attn: AttnMask) -> Tensor {
         let h0 = self.embed(ids);
-        if self.checkpointing && h0.requires_grad() {
+        if self.checkpointing && (h0.requires_grad() || self.has_trainable_adapters()) {
             drop(h0);
-            return self.norm.forward(&recompute::forward(self, ids, cos, sin, mask));
+            return self.norm.forward(&recompute::forward(self, ids, cos, sin, attn));
         }
-        let attn = mask.map_or(AttnMask::Causal, AttnMask::Bool);
         let mut h = h0;
         for layer in &self.layers {
             h = layer.forward(&h, cos, sin, attn);
@@ -218,7 +221,7 @@ impl CausalLm {
         if let Some(p) = RowPacking::detect(mask) {
             self.counters.record(AttentionPath::SdpaCausal);
             let (cos, sin) = self.packed_rope(t, ids.device());
-            return p.unpack(&self.run_layers(&p.pack(ids), &cos, &sin, None));
+            return p.unpack(&self.run_layers(&p.pack(ids), &cos, &sin, AttnMask::Causal));
         }
         self.counters.record(AttentionPath::SdpaMasked);
         let positions = positions_from_mask(mask);
@@ -229,7 +232,17 @@ impl CausalLm {
         // give NaN, and NaN in a pad position's values poisons real rows through 0 * NaN.
         let diag = Tensor::eye(t, (Kind::Bool, ids.device()));
         let attn_mask = causal.logical_and(&keys).logical_or(&diag);
-        self.run_layers(ids, &cos, &sin, Some(&attn_mask))
+        self.run_layers(ids, &cos, &sin, AttnMask::Bool(&attn_mask))
+    }
+
+    /// Final-norm hidden states `[1, L, D]` of a packed row `ids [L]` laid out as `seqs`
+    /// (sequences concatenated without padding, block-diagonal causal attention, optionally
+    /// continuing a shared prefix: see [`crate::varlen`]).
+    pub fn hidden_states_packed(&self, ids: &Tensor, seqs: &PackedSeqs) -> Tensor {
+        assert_eq!(ids.size(), [seqs.total()], "packed ids must be [L] with L = {}", seqs.total());
+        self.counters.record(AttentionPath::SdpaVarlen);
+        let (cos, sin) = self.rope.cos_sin(&seqs.positions(ids.device()), self.kind());
+        self.run_layers(&ids.view([1, -1]), &cos, &sin, AttnMask::Packed(seqs))
     }
 
     /// Project hidden states `[..., D]` to logits `[..., V]`.

@@ -23,6 +23,7 @@
 
 use crate::attention::AttnMask;
 use crate::model::CausalLm;
+use crate::varlen::PackedSeqs;
 use tch::Tensor;
 
 /// One checkpointed forward waiting for its backward.
@@ -34,16 +35,41 @@ pub struct Pending {
     inputs: Vec<Tensor>,
     cos: Tensor,
     sin: Tensor,
-    /// `None` = causal SDPA without a mask.
-    mask: Option<Tensor>,
+    /// How the layers attend.
+    mask: OwnedMask,
     /// Output of the last layer: the leaf the caller's backward stops at.
     top: Tensor,
 }
 
+/// An [`AttnMask`] kept until the backward.
+#[derive(Debug)]
+enum OwnedMask {
+    Causal,
+    Bool(Tensor),
+    Packed(PackedSeqs),
+}
+
+impl OwnedMask {
+    fn of(m: AttnMask) -> Self {
+        match m {
+            AttnMask::Causal => OwnedMask::Causal,
+            AttnMask::Bool(t) => OwnedMask::Bool(t.shallow_clone()),
+            AttnMask::Packed(p) => OwnedMask::Packed(p.clone()),
+        }
+    }
+
+    fn as_mask(&self) -> AttnMask<'_> {
+        match self {
+            OwnedMask::Causal => AttnMask::Causal,
+            OwnedMask::Bool(t) => AttnMask::Bool(t),
+            OwnedMask::Packed(p) => AttnMask::Packed(p),
+        }
+    }
+}
+
 /// Checkpointed layers: returns the last layer's output as a grad-requiring leaf (the caller
 /// applies the final norm) and records what the backward needs on `model`.
-pub(crate) fn forward(model: &CausalLm, ids: &Tensor, cos: &Tensor, sin: &Tensor, mask: Option<&Tensor>) -> Tensor {
-    let attn = mask.map_or(AttnMask::Causal, AttnMask::Bool);
+pub(crate) fn forward(model: &CausalLm, ids: &Tensor, cos: &Tensor, sin: &Tensor, attn: AttnMask) -> Tensor {
     let (inputs, out) = tch::no_grad(|| {
         let mut h = model.embed(ids);
         let mut inputs = Vec::with_capacity(model.num_layers().saturating_sub(1));
@@ -61,7 +87,7 @@ pub(crate) fn forward(model: &CausalLm, ids: &Tensor, cos: &Tensor, sin: &Tensor
         inputs,
         cos: cos.shallow_clone(),
         sin: sin.shallow_clone(),
-        mask: mask.map(Tensor::shallow_clone),
+        mask: OwnedMask::of(attn),
         top: top.shallow_clone(),
     });
     top
@@ -76,7 +102,7 @@ pub(crate) fn backward(model: &CausalLm) -> usize {
         if !g.defined() {
             continue;
         }
-        let attn = p.mask.as_ref().map_or(AttnMask::Causal, AttnMask::Bool);
+        let attn = p.mask.as_mask();
         tch::with_grad(|| {
             for l in (0..model.num_layers()).rev() {
                 let x = if l == 0 { model.embed(&p.ids) } else { p.inputs[l - 1].detach().set_requires_grad(true) };

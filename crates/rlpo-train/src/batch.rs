@@ -37,6 +37,25 @@ pub struct LearnerBatch {
     pub response_lens: Vec<i64>,
     /// Generating policy version per row.
     pub versions: Vec<u64>,
+    /// Prompt group per row: rows with the same value have identical prompt tokens (consecutive
+    /// rows with equal prompts share one; the packed learner forwards each group's prompt once).
+    pub prompt_group: Vec<usize>,
+}
+
+/// Group ids of consecutive equal prompts: `[a, a, b, b, a]` -> `[0, 0, 1, 1, 2]`.
+pub fn prompt_groups<'a>(prompts: impl Iterator<Item = &'a [i64]>) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::new();
+    let mut prev: Option<&[i64]> = None;
+    for p in prompts {
+        let g = match (prev, out.last()) {
+            (Some(q), Some(&g)) if q == p => g,
+            (_, Some(&g)) => g + 1,
+            _ => 0,
+        };
+        out.push(g);
+        prev = Some(p);
+    }
+    out
 }
 
 impl LearnerBatch {
@@ -80,6 +99,7 @@ impl LearnerBatch {
             prompt_lens: rows.iter().map(|(pr, _)| pr.len() as i64).collect(),
             response_lens: rows.iter().map(|(_, c)| c.tokens.len() as i64).collect(),
             versions: rows.iter().map(|(_, c)| c.policy_version).collect(),
+            prompt_group: prompt_groups(rows.iter().map(|(pr, _)| *pr)),
         }
     }
 

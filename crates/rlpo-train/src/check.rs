@@ -15,6 +15,7 @@
 //! fit is named. A CUDA device that is not visible on this machine is only a warning: recipes are
 //! often checked on another machine than the GPU one.
 
+pub mod lean;
 pub mod memory;
 #[cfg(test)]
 mod memory_tests;
@@ -170,6 +171,7 @@ pub fn check_with(recipe: &Recipe, opts: &CheckOptions) -> Result<CheckReport> {
     let (prompt_len, prompt_src, preview) = prompt_length(r, &mut rep);
     out += &preview;
     out += &format!("prompt length  {prompt_len} tokens ({prompt_src})\n");
+    out += &lean::render(r, model_cfg.as_ref(), prompt_len, kind.elt_size_in_bytes());
     if let Some(c) = &model_cfg {
         let (model_b, opt_b) = checkpoint_bytes(c, kind.elt_size_in_bytes(), r.checkpoint.save_optimizer);
         let each = (model_b + opt_b) as u64;

@@ -182,16 +182,51 @@ fn write_generation_config(out: &Path, raw: &serde_json::Value) -> Result<()> {
     std::fs::write(&path, text).map_err(|e| io(&path, e))
 }
 
+/// `rlpo export --adapter`: the LoRA adapters of `path` (a checkpoint or run directory) as a
+/// PEFT directory `out` (`adapter_config.json`, `adapter_model.safetensors`), which `peft`
+/// loads onto the base model. `out` must not exist or be empty (or, with `overwrite`, already be
+/// an adapter directory: it has `adapter_config.json`).
+pub fn export_adapter(path: &Path, out: &Path, overwrite: bool) -> Result<ExportReport> {
+    let ckpt = checkpoint::resolve(path, true)?;
+    let manifest = checkpoint::read_manifest(&ckpt)?;
+    if !checkpoint::lora::is_lora(&ckpt) {
+        return Err(TrainError::Aborted(format!("{} has no LoRA adapters (it was trained without [model.lora]); export without --adapter", ckpt.display())));
+    }
+    let busy = out.is_dir() && std::fs::read_dir(out).map_err(|e| io(out, e))?.next().is_some();
+    if busy && !(overwrite && out.join("adapter_config.json").is_file()) {
+        return Err(TrainError::Aborted(format!(
+            "{} exists and is not empty (--overwrite replaces an adapter directory, one with adapter_config.json)",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
+    let src = ckpt.join(checkpoint::lora::ADAPTER_DIR);
+    let mut files = Vec::new();
+    for name in ["adapter_config.json", "adapter_model.safetensors"] {
+        let (from, to) = (src.join(name), out.join(name));
+        // Copied under a temporary name, then renamed: a crash never leaves a half file.
+        let tmp = out.join(format!(".{name}.tmp"));
+        let size = std::fs::copy(&from, &tmp).map_err(|e| io(&from, e))?;
+        std::fs::rename(&tmp, &to).map_err(|e| io(&to, e))?;
+        files.push((name.to_string(), size));
+    }
+    Ok(ExportReport { checkpoint: ckpt, step: manifest.step, out: out.to_path_buf(), kind: Kind::Float, files })
+}
+
 /// Export the policy of `path` (a checkpoint, a run directory or its `checkpoints/`) to `out` as
 /// an HF directory with weights in `kind` (default: the dtype the policy was trained in).
 pub fn export(path: &Path, out: &Path, kind: Option<Kind>, overwrite: bool) -> Result<ExportReport> {
     let ckpt = checkpoint::resolve(path, true)?;
     let manifest = checkpoint::read_manifest(&ckpt)?;
     check_out_dir(out, overwrite, &ckpt)?;
-    let model_dir = ckpt.join("model");
-    let stored = stored_kind(&model_dir)?;
-    let kind = kind.unwrap_or(stored);
-    let model = CausalLm::load(&model_dir, &LoadOptions { device: Device::Cpu, kind: stored })?;
+    let (model, kind) = if checkpoint::lora::is_lora(&ckpt) {
+        // LoRA: the base with the adapters merged in.
+        checkpoint::lora::merged_model(&ckpt, kind)?
+    } else {
+        let model_dir = ckpt.join("model");
+        let stored = stored_kind(&model_dir)?;
+        (CausalLm::load(&model_dir, &LoadOptions { device: Device::Cpu, kind: stored })?, kind.unwrap_or(stored))
+    };
     let staging = staging_dir(out)?;
     let written = (|| {
         let new = staging.join("model");

@@ -185,10 +185,13 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
-/// The part a checkpoint file belongs to: `model`, `optimizer`, `manifest` or `state`.
+/// The part a checkpoint file belongs to: `model`, `adapter` (LoRA), `optimizer`, `manifest` or
+/// `state`.
 pub fn part_of(path: &str) -> &'static str {
     if path.starts_with("model/") {
         "model"
+    } else if path.starts_with("adapter/") || path == "base_model.json" {
+        "adapter"
     } else if path == "optimizer.safetensors" {
         "optimizer"
     } else if path == "manifest.json" {

@@ -3,8 +3,11 @@
 //! loss normaliser, gradient clipping, non-finite guards and AdamW.
 //!
 //! Rows whose loss mask is empty (e.g. dropped by D³S) are never run through the model: a
-//! micro-batch forwards only its kept rows, trimmed to their longest prompt and response, and
-//! fills the other rows with the old log-probs (ratio 1, zero loss weight).
+//! micro-batch forwards only its kept rows — packed without padding, each group's prompt once
+//! ([`crate::packed_rows`]), or padded to their longest prompt and response — and fills the other
+//! rows with the old log-probs (ratio 1, zero loss weight). Micro-batches are row counts or a
+//! token budget. With `[model.lora]` only the adapters are optimised and the merged weights are
+//! rewritten after each optimizer step.
 //!
 //! Data parallelism ([`RowShard`]): a rank holds some rows of the step's global batch. It walks
 //! the global mini-batches and, inside each, the global micro-batch ranges, forwarding the rows
@@ -13,12 +16,15 @@
 //! any loss, gradients are summed over ranks in buckets before the global-norm clip and AdamW,
 //! and the reported losses and first-pass statistics are summed too. Every rank then applies the
 //! same update to its replica. The all-reduce follows the backward of the optimizer step; it is
-//! not overlapped with it (on CPU the backward already uses every core).
+//! not overlapped with it (on CPU the backward already uses every core). With a token budget
+//! (`trainer.micro_batch_tokens`) each rank packs its own rows of a mini-batch up to the budget,
+//! so its micro-batches differ from the 1-rank run's; the optimizer step agrees up to reduction order.
 
 use crate::batch::LearnerBatch;
 use crate::dist::{Dist, GradReduce};
 use crate::error::Result;
 use crate::optim::{learning_rate, AdamW};
+use crate::packed_rows::{micro_batches, PackPlan};
 use crate::recipe::Recipe;
 use crate::rmt::NtpSeq;
 use rlpo_algo::logprob::{token_logprobs_with, LogProbOptions, TokenLogProbs};
@@ -87,6 +93,37 @@ impl RowShard<'_> {
     fn micro_ranges(&self, start: i64, end: i64, micro: i64) -> Vec<std::ops::Range<i64>> {
         (start..end).step_by(micro.max(1) as usize).map(|s| self.local(s, (s + micro).min(end))).filter(|r| !r.is_empty()).collect()
     }
+}
+
+/// The micro-batches `(local start, rows)` of one mini-batch (global rows `g0..g0 + g_len`, local
+/// rows `m0..m0 + m_len`). With a token budget (`trainer.micro_batch_tokens`) this rank's rows
+/// are packed up to the budget on their own; otherwise they are the 1-rank run's row
+/// micro-batches cut at this rank's rows.
+fn local_micro_batches(recipe: &Recipe, batch: &LearnerBatch, sh: &RowShard, (g0, g_len): (i64, i64), (m0, m_len): (i64, i64), keep: &[bool]) -> Vec<(i64, i64)> {
+    if recipe.trainer.micro_batch_tokens > 0 {
+        return if m_len > 0 { micro_batches(recipe, batch, m0, m_len, keep) } else { Vec::new() };
+    }
+    let micro = recipe.micro_batch_rows() as i64;
+    sh.micro_ranges(g0, g0 + g_len, micro).into_iter().map(|u| (u.start, u.end - u.start)).collect()
+}
+
+/// The no-grad scoring passes' micro-batches over all `n` local rows, whose global rows are
+/// `global` (ascending): by token budget, or up to each next global multiple of the row
+/// micro-batch size (all of a micro-batch for one process), as in the update.
+fn score_micro_batches(recipe: &Recipe, batch: &LearnerBatch, global: &[i64], n: i64, all: &[bool]) -> Vec<(i64, i64)> {
+    if recipe.trainer.micro_batch_tokens > 0 {
+        return micro_batches(recipe, batch, 0, n, all);
+    }
+    let micro = recipe.micro_batch_rows() as i64;
+    let mut out = Vec::new();
+    let mut s = 0usize;
+    while s < n as usize {
+        let block = global[s].div_euclid(micro);
+        let len = global[s..].iter().take_while(|&&r| r.div_euclid(micro) == block).count();
+        out.push((s as i64, len as i64));
+        s += len;
+    }
+    out
 }
 
 /// What [`Learner::update`] trains on: the step's batch, its plan, and the behaviour and
@@ -200,14 +237,25 @@ impl Learner {
     /// Wrap `model` with a fresh optimizer (and `trainer.activation_checkpointing` applied).
     pub fn new(mut model: CausalLm, recipe: &Recipe, reference: Option<CausalLm>) -> Self {
         model.set_activation_checkpointing(recipe.trainer.activation_checkpointing);
-        let params = model.var_store().variables().into_iter().filter(|(_, t)| t.requires_grad());
-        let opt = AdamW::new(params, recipe.optim.clone());
+        // With `[model.lora]` the adapters alone (fp32); otherwise every trainable parameter.
+        let opt = AdamW::new(model.trainable_variables(), recipe.optim.clone());
         Learner { model, opt, reference, nonfinite_in_a_row: 0 }
     }
 
+    /// Log-probs (and optionally entropies) `[n, T_k]` of `targets` for rows `idx` of `batch`
+    /// (T_k = their longest response): packed without padding when `trainer.packed_rows`
+    /// (each prompt once with `trainer.shared_prompt`, [`crate::packed_rows`]), otherwise padded.
+    pub fn forward_rows(model: &CausalLm, batch: &LearnerBatch, idx: &[i64], opts: &LogProbOptions, recipe: &Recipe) -> Result<(TokenLogProbs, i64)> {
+        if !recipe.trainer.packed_rows {
+            return Self::forward_rows_padded(model, batch, idx, opts);
+        }
+        let plan = PackPlan::new(batch, idx, recipe.trainer.shared_prompt)?;
+        Ok((plan.forward(model, batch, opts)?, plan.t_k))
+    }
+
     /// Log-probs (and optionally entropies) `[n, T_k]` of `targets` for rows `idx` of `batch`,
-    /// trimmed to those rows' longest prompt and response. Returns `(out, T_k)`.
-    fn forward_rows(model: &CausalLm, batch: &LearnerBatch, idx: &[i64], opts: &LogProbOptions) -> Result<(TokenLogProbs, i64)> {
+    /// padded and trimmed to those rows' longest prompt and response. Returns `(out, T_k)`.
+    pub fn forward_rows_padded(model: &CausalLm, batch: &LearnerBatch, idx: &[i64], opts: &LogProbOptions) -> Result<(TokenLogProbs, i64)> {
         let device = batch.ids.device();
         let index = Tensor::from_slice(idx).to_device(device);
         let p_k = idx.iter().map(|&i| batch.prompt_lens[i as usize]).max().unwrap_or(1).max(1);
@@ -234,26 +282,21 @@ impl Learner {
             let z = batch.response_mask.zeros_like();
             return Ok((z.shallow_clone(), z));
         }
-        let micro = recipe.micro_batch_rows() as i64;
         let opts = LogProbOptions {
             temperature: recipe.rollout.temperature,
             chunk_positions: recipe.trainer.logit_chunk_positions,
             with_entropy: true,
         };
+        let all = vec![true; n as usize];
         tch::no_grad(|| {
             let mut lps = Vec::new();
             let mut ents = Vec::new();
-            let mut s = 0usize;
-            while s < n as usize {
-                // Rows up to the next global multiple of `micro` (all of `micro` for one process).
-                let block = global[s].div_euclid(micro);
-                let len = global[s..].iter().take_while(|&&r| r.div_euclid(micro) == block).count();
-                let idx: Vec<i64> = (s as i64..(s + len) as i64).collect();
-                let (out, t_k) = Self::forward_rows(model, batch, &idx, &opts)?;
+            for (s, len) in score_micro_batches(recipe, batch, global, n, &all) {
+                let idx: Vec<i64> = (s..s + len).collect();
+                let (out, t_k) = Self::forward_rows(model, batch, &idx, &opts, recipe)?;
                 let pad = t - t_k;
                 lps.push(out.logp.pad([0, pad], "constant", 0.0));
                 ents.push(out.entropy.expect("requested").pad([0, pad], "constant", 0.0));
-                s += len;
             }
             let m = &batch.response_mask;
             Ok((Tensor::cat(&lps, 0) * m, Tensor::cat(&ents, 0) * m))
@@ -267,7 +310,6 @@ impl Learner {
         let sh = &ctx.shard;
         let n = sh.global_rows;
         let mini = recipe.mini_batch_rows() as i64;
-        let micro = recipe.micro_batch_rows() as i64;
         let row_keep: Vec<bool> =
             Vec::try_from(&ctx.plan.loss_mask.sum_dim_intlist(-1, false, Kind::Float).gt(0.0).to_device(tch::Device::Cpu))?;
         let mut rep = UpdateReport::default();
@@ -294,9 +336,8 @@ impl Learner {
                 }
                 self.opt.zero_grad();
                 let mut sums = LossSums::default();
-                for u in sh.micro_ranges(g0, g0 + g_len, micro) {
-                    let (u0, u_len) = (u.start, u.end - u.start);
-                    let kept: Vec<i64> = u.filter(|&i| row_keep[i as usize]).collect();
+                for (u0, u_len) in local_micro_batches(recipe, ctx.batch, sh, (g0, g_len), (m0, m_len), &row_keep) {
+                    let kept: Vec<i64> = (u0..u0 + u_len).filter(|&i| row_keep[i as usize]).collect();
                     if !kept.is_empty() {
                         let fp = (epoch == 0).then_some(&mut first);
                         sums += self.micro_batch_backward(ctx, u0, u_len, &kept, &norm, fp)?;
@@ -380,7 +421,11 @@ impl Learner {
             chunk_positions: recipe.trainer.logit_chunk_positions,
             with_entropy: need_entropy || recipe.metrics.actor_entropy,
         };
-        let (out, t_k) = Self::forward_rows(&self.model, batch, kept, &opts)?;
+        // LoRA dropout applies in this forward only (not in scoring or rollout forwards).
+        self.model.set_lora_training(true);
+        let fwd = Self::forward_rows(&self.model, batch, kept, &opts, recipe);
+        self.model.set_lora_training(false);
+        let (out, t_k) = fwd?;
         let t = batch.response_width();
         let index = Tensor::from_slice(kept).to_device(batch.ids.device());
         let local = &index - u0;
@@ -488,6 +533,10 @@ impl Learner {
         self.opt.clip_grad(gn, recipe.optim.grad_clip)?;
         let lr = learning_rate(&recipe.optim, self.opt.step, total);
         self.opt.step(lr)?;
+        if self.model.lora().is_some() {
+            // The rollout, the export and other kernels read the merged weights.
+            self.model.merge_lora()?;
+        }
         rep.lr = lr;
         rep.applied += 1;
         rep.grad_norm += gn;

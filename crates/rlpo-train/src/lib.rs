@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod optim;
 pub mod overrides;
 pub mod program;
+pub mod packed_rows;
 pub mod prompts;
 pub mod recipe;
 pub mod recipe_ranges;

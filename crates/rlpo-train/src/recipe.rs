@@ -50,6 +50,9 @@ pub struct ModelSection {
     pub rollout_device: Option<String>,
     /// Parameter dtype of the rollout copy; unset = `dtype`.
     pub rollout_dtype: Option<String>,
+    /// `[model.lora]`: train LoRA adapters (fp32, AdamW) on the frozen base instead of every
+    /// parameter; unset = full training.
+    pub lora: Option<rlpo_model::LoraConfig>,
 }
 
 impl Default for ModelSection {
@@ -61,6 +64,7 @@ impl Default for ModelSection {
             system_prompt: None,
             rollout_device: None,
             rollout_dtype: None,
+            lora: None,
         }
     }
 }
@@ -131,6 +135,18 @@ pub struct TrainerConfig {
     pub mini_batch_rows: usize,
     /// Rows per forward/backward pass (gradient accumulation); 0 = the whole mini-batch. Default 0.
     pub micro_batch_rows: usize,
+    /// Form micro-batches by a budget of forwarded tokens instead of a row count: consecutive
+    /// rows of a mini-batch join a micro-batch while its tokens (packed: prompts once per group
+    /// with `shared_prompt`, plus responses; padded: rows x longest prompt+response) stay within
+    /// the budget; a larger row is a micro-batch by itself. 0 = off (`micro_batch_rows` decides;
+    /// setting both is an error). Default 0.
+    pub micro_batch_tokens: usize,
+    /// Run the learner's forward on rows packed without padding (sequences concatenated, each
+    /// attending to itself only). Default true.
+    pub packed_rows: bool,
+    /// With `packed_rows`: forward each group's prompt once per micro-batch and let its responses
+    /// attend to its keys/values (gradients through the prompt summed over the group). Default true.
+    pub shared_prompt: bool,
     /// Passes over each step's data. Default 1.
     pub ppo_epochs: usize,
     /// `0` = on-policy (rollout waits for the update). `1`: the rollout of step t+1 runs on the
@@ -189,6 +205,9 @@ impl Default for TrainerConfig {
             prompts_per_step: 8,
             mini_batch_rows: 0,
             micro_batch_rows: 0,
+            micro_batch_tokens: 0,
+            packed_rows: true,
+            shared_prompt: true,
             ppo_epochs: 1,
             max_staleness: 0,
             old_logprobs: OldLogprobs::Auto,
@@ -358,6 +377,15 @@ impl Recipe {
             return Err(invalid("model.path", "is required (an HF model directory)"));
         }
         rlpo_model::parse_dtype(&self.model.dtype).map_err(|e| invalid("model.dtype", e.to_string()))?;
+        if let Some(l) = &self.model.lora {
+            l.validate().map_err(|(k, e)| invalid(&format!("model.lora.{k}"), e))?;
+            if l.dropout > 0.0 && self.trainer.activation_checkpointing {
+                return Err(invalid(
+                    "model.lora.dropout",
+                    "> 0 with trainer.activation_checkpointing: the recomputed forward would draw other dropout masks",
+                ));
+            }
+        }
         let hapo_temp = self.algorithm.hapo.as_ref().filter(|h| h.adaptive_temperature);
         match (&self.rollout.adaptive_temperature, hapo_temp) {
             (Some(_), None) => {
@@ -410,6 +438,15 @@ impl Recipe {
         let micro = self.micro_batch_rows();
         if micro > mini || !mini.is_multiple_of(micro) {
             return Err(invalid("trainer.micro_batch_rows", format!("must divide mini_batch_rows ({mini}), got {micro}")));
+        }
+        if t.micro_batch_tokens > 0 && t.micro_batch_rows > 0 {
+            return Err(invalid(
+                "trainer.micro_batch_tokens",
+                format!("and trainer.micro_batch_rows ({}) both form micro-batches: set one of them", t.micro_batch_rows),
+            ));
+        }
+        if t.shared_prompt && !t.packed_rows {
+            return Err(invalid("trainer.shared_prompt", "needs trainer.packed_rows = true (set shared_prompt = false for the padded forward)"));
         }
         // The [reward] section's values (names, regexes, plugin options), without starting plugins.
         rlpo_reward::validate(&self.reward)?;

@@ -29,6 +29,8 @@ pub const MAX_PPO_EPOCHS: usize = 1000;
 pub const MAX_LOGIT_CHUNK: i64 = 1 << 30;
 /// Largest `metrics.samples_max_mb` (1 TB).
 pub const MAX_SAMPLES_MB: u64 = 1_000_000;
+/// Largest `trainer.micro_batch_tokens`.
+pub const MAX_MICRO_BATCH_TOKENS: usize = 1 << 40;
 /// Largest `trainer.max_nonfinite_in_a_row` and `checkpoint.keep_last`.
 pub const MAX_COUNT: u64 = 1 << 20;
 
@@ -106,6 +108,7 @@ pub fn validate(r: &Recipe) -> Result<()> {
         ));
     }
     at_most("trainer.ppo_epochs", t.ppo_epochs, 1, MAX_PPO_EPOCHS)?;
+    at_most("trainer.micro_batch_tokens", t.micro_batch_tokens, 0, MAX_MICRO_BATCH_TOKENS)?;
     at_most("trainer.max_nonfinite_in_a_row", u64::from(t.max_nonfinite_in_a_row), 1, MAX_COUNT)?;
     at_most("trainer.logit_chunk_positions", t.logit_chunk_positions, 1, MAX_LOGIT_CHUNK)?;
 

@@ -187,9 +187,13 @@ impl Trainer {
         let opts = LoadOptions { device, kind };
         let tokenizer = Arc::new(TextTokenizer::from_dir(mp)?);
         let prompt_style = prompts::PromptStyle::resolve(&recipe.data, &tokenizer, recipe.model.system_prompt.as_deref(), "data")?;
-        let model = CausalLm::load(mp, &opts)?;
+        let mut model = CausalLm::load(mp, &opts)?;
         if let Some(dir) = init {
             checkpoint::init::load_weights(&model, dir)?;
+        }
+        // After `--init-from`: the adapters start on the initialised weights.
+        if let Some(l) = &recipe.model.lora {
+            model.enable_lora(l)?;
         }
         let reference = if recipe.loss.kl_coef > 0.0 {
             let mut r = CausalLm::load(mp, &opts)?;
@@ -743,7 +747,7 @@ impl Trainer {
             "paths on {:?} {:?}:\n  learner: attention {}; activation checkpointing {}; {opt}\n  rollout: {}",
             m.device(),
             m.kind(),
-            rlpo_model::AttentionPath::SdpaCausal.describe(),
+            if t.packed_rows { rlpo_model::AttentionPath::SdpaVarlen } else { rlpo_model::AttentionPath::SdpaCausal }.describe(),
             if t.activation_checkpointing { "on" } else { "off" },
             self.backend.describe(&self.recipe, m)
         )

@@ -149,6 +149,8 @@ fn range(base: &str, key: &str) -> Option<Range> {
         "trainer.mini_batch_rows" => I(|n| [0, 2, 4, 8].contains(&n)),
         // Mini-batches of 4: micro 0 (= 4), 1, 2, 4.
         "trainer.micro_batch_rows" => I(|n| [0, 1, 2, 4].contains(&n)),
+        // The bases set micro_batch_rows = 2, which excludes a token budget.
+        "trainer.micro_batch_tokens" => I(|n| n == 0),
         "trainer.ppo_epochs" => I(|n| (1..=1000).contains(&n)),
         "trainer.max_staleness" => I(|n| n == 0 || n == 1),
         "trainer.max_nonfinite_in_a_row" => I(|n| (1..=1 << 20).contains(&n)),

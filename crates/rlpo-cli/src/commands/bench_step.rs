@@ -1,7 +1,8 @@
 //! `rlpo bench step`: seconds per GRPO training step on a real model, split by stage, with the
 //! settings of TRL's side-by-side script (`scripts/trl_bench_step.py`): B prompts x G responses
 //! of the built-in single-digit arithmetic task, at most N new tokens, T = 1, lr 1e-5, no KL,
-//! token-mean clipped surrogate, one optimizer step per training step.
+//! token-mean clipped surrogate, one optimizer step per training step. `--lora-rank R` trains
+//! LoRA adapters (alpha 2R, every projection), the peer of `trl_bench_step.py --lora-rank R`.
 //!
 //! One warm-up step is run and not counted (first-touch allocations, packing), then `--steps`
 //! timed steps; the report gives per-stage means and the generated tokens, because step time
@@ -43,6 +44,15 @@ pub struct Args {
     /// Rollout decode path: auto, host or torch.
     #[arg(long, default_value = "auto")]
     decoder: String,
+    /// LoRA adapters of this rank on every projection (alpha 2r, `[model.lora]`); 0 = full training.
+    #[arg(long, default_value_t = 0)]
+    lora_rank: i64,
+    /// Learner micro-batches by a token budget (`trainer.micro_batch_tokens`); 0 = one micro-batch.
+    #[arg(long, default_value_t = 0)]
+    micro_batch_tokens: usize,
+    /// The padded learner forward (`trainer.packed_rows = false`), for comparing with packed rows.
+    #[arg(long)]
+    padded: bool,
     /// Write the per-step metrics here as JSON lines (besides the printed table).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -61,6 +71,7 @@ threads = {threads}
 [model]
 path = "{model}"
 dtype = "{dtype}"
+{lora}
 [data]
 source = "synthetic"
 [data.synthetic]
@@ -93,6 +104,9 @@ grad_clip = 1.0
 total_steps = {total}
 prompts_per_step = {b}
 rollout_decoder = "{decoder}"
+micro_batch_tokens = {mbt}
+packed_rows = {packed}
+shared_prompt = {packed}
 [checkpoint]
 root = "{root}"
 save_every = 0
@@ -111,6 +125,9 @@ jsonl = false
         b = a.prompts,
         decoder = a.decoder,
         root = root.display(),
+        lora = if a.lora_rank > 0 { format!("[model.lora]\nrank = {}\nalpha = {}", a.lora_rank, 2 * a.lora_rank) } else { String::new() },
+        mbt = a.micro_batch_tokens,
+        packed = !a.padded,
     )
 }
 
@@ -157,9 +174,10 @@ pub fn run(a: Args) -> Result<()> {
     }
     let mean = |k: &str| rows.iter().filter_map(|m| m.get(k)).sum::<f64>() / rows.len().max(1) as f64;
     println!(
-        "rlpo bench step: {} ({}), {} prompts x G = {}, <= {} new tokens, T = 1, {} timed step(s) after 1 warm-up, {ranks} rank(s)",
+        "rlpo bench step: {} ({}{}), {} prompts x G = {}, <= {} new tokens, T = 1, {} timed step(s) after 1 warm-up, {ranks} rank(s)",
         a.model.display(),
         a.dtype,
+        if a.lora_rank > 0 { format!(", LoRA rank {}", a.lora_rank) } else { String::new() },
         a.prompts,
         a.group_size,
         a.new_tokens,

@@ -317,8 +317,8 @@ fn train(trainer: &mut Trainer, args: &Args, run_dir: &Path, ckpt_root: &Path, f
     }
     let a = trainer.learner.model.attention_counts();
     eprintln!(
-        "attention calls: {} SDPA is_causal (packed rows), {} SDPA with a mask (fallback), {} grouped decode steps",
-        a.sdpa_causal, a.sdpa_masked, a.grouped_decode
+        "attention calls: {} SDPA per sequence (packed learner rows), {} SDPA is_causal (packed rows), {} SDPA with a mask (fallback), {} grouped decode steps",
+        a.sdpa_varlen, a.sdpa_causal, a.sdpa_masked, a.grouped_decode
     );
     eprintln!("run directory: {} ({})", trainer.run_dir.display(), outputs(&trainer.run_dir, completed && trainer.recipe.checkpoint.save_final).join(", "));
     let report = trainer.run_dir.join("report.html");

@@ -2,7 +2,8 @@
 //! [`verify`], which checks a checkpoint directory against it.
 //!
 //! Verification is complete, not just "every listed file matches": the manifest must list the
-//! files every checkpoint has ([`REQUIRED`], at least one `model/*.safetensors`, and the
+//! files every checkpoint has ([`REQUIRED`], and [`REQUIRED_MODEL`] with at least one
+//! `model/*.safetensors`, or a LoRA checkpoint's adapter files, `super::lora::REQUIRED`; the
 //! optimizer state unless the trainer state says it was not saved), the
 //! directory must hold exactly the listed files (a missing or an unlisted file is named), the
 //! manifest's step must match the directory name `step-NNNNNN` (when it has that form) and
@@ -17,9 +18,12 @@ use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-/// Files every checkpoint lists in its manifest (besides at least one `model/*.safetensors`, and
+/// Files every checkpoint lists in its manifest (besides the policy's files, and
 /// `optimizer.safetensors` unless `trainer_state.json` says `optimizer_saved: false`).
-pub const REQUIRED: &[&str] = &["model/config.json", "trainer_state.json", "recipe.resolved.toml"];
+pub const REQUIRED: &[&str] = &["trainer_state.json", "recipe.resolved.toml"];
+
+/// The policy's files a full-training checkpoint lists (besides `model/*.safetensors`).
+pub const REQUIRED_MODEL: &[&str] = &["model/config.json"];
 
 /// One file of a checkpoint as recorded in `manifest.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,10 +141,13 @@ pub fn verify_manifest(dir: &Path) -> Result<Manifest> {
     if listed.len() != manifest.files.len() {
         return Err(bad(&mpath, "lists a file twice"));
     }
-    if let Some(missing) = REQUIRED.iter().find(|r| !listed.contains(**r)) {
+    // A LoRA checkpoint holds its adapters and the base's reference instead of `model/`.
+    let lora = listed.iter().any(|p| p.starts_with(&format!("{}/", super::lora::ADAPTER_DIR)));
+    let model_files = if lora { super::lora::REQUIRED } else { REQUIRED_MODEL };
+    if let Some(missing) = REQUIRED.iter().chain(model_files).find(|r| !listed.contains(**r)) {
         return Err(bad(&mpath, format!("does not list {missing} (incomplete manifest)")));
     }
-    if !listed.iter().any(|p| p.starts_with("model/") && p.ends_with(".safetensors")) {
+    if !lora && !listed.iter().any(|p| p.starts_with("model/") && p.ends_with(".safetensors")) {
         return Err(bad(&mpath, "lists no model/*.safetensors (incomplete manifest)"));
     }
     let on_disk = files_under(dir)?;

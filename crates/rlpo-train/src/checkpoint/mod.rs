@@ -1,7 +1,8 @@
 //! Atomic, verified checkpoints and resume.
 //!
 //! A checkpoint is `<run>/checkpoints/step-NNNNNN/`:
-//! - `model/` — the policy as an HF directory (transformers loads it as is);
+//! - `model/` — the policy as an HF directory (transformers loads it as is); with `[model.lora]`
+//!   instead `adapter/` (a PEFT directory) and `base_model.json` (the base's hashes), [`lora`];
 //! - `optimizer.safetensors` — AdamW moments (`exp_avg/<name>`, `exp_avg_sq/<name>`) and fp32
 //!   master weights (`master/<name>`); absent with `checkpoint.save_optimizer = false`
 //!   (`trainer_state.json` says `optimizer_saved: false`): such a checkpoint is refused by resume
@@ -25,6 +26,7 @@
 pub mod dir;
 pub mod init;
 pub mod lineage;
+pub mod lora;
 pub mod manifest;
 pub mod recipe_diff;
 
@@ -173,7 +175,11 @@ pub fn save_state(t: &Trainer, state: &TrainerState) -> Result<PathBuf> {
         std::fs::remove_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-    t.learner.model.save(&tmp.join("model"), None)?;
+    // LoRA: the adapters (a PEFT directory) and a hash reference to the base, not the model.
+    let model_dir = if t.learner.model.lora().is_some() { lora::save(t, &tmp)?; lora::ADAPTER_DIR } else { "model" };
+    if model_dir == "model" {
+        t.learner.model.save(&tmp.join("model"), None)?;
+    }
     if state.optimizer_saved {
         let opt = &t.learner.opt;
         let mut tensors: Vec<(String, Tensor)> = Vec::new();
@@ -200,7 +206,7 @@ pub fn save_state(t: &Trainer, state: &TrainerState) -> Result<PathBuf> {
     fsync(&mpath)?;
     // The directory entries themselves: without these a power loss after the rename can leave
     // `step-*` with files missing although each file was synced.
-    fsync(&tmp.join("model"))?;
+    fsync(&tmp.join(model_dir))?;
     fsync(&tmp)?;
     test_pause_hook(state.step, &tmp);
     let final_dir = root.join(&name);
@@ -290,18 +296,6 @@ pub fn load(t: &mut Trainer, dir: &Path) -> Result<()> {
 /// [`load`] of a checkpoint the caller has just verified (each file is hashed once per resume).
 pub fn load_verified(t: &mut Trainer, dir: &Path) -> Result<()> {
     preflight(dir, &t.recipe)?;
-    let saved_cfg = rlpo_model::ModelConfig::from_dir(&dir.join("model"))?;
-    let now_cfg = &t.learner.model.config;
-    if saved_cfg.num_parameters() != now_cfg.num_parameters() || saved_cfg.family != now_cfg.family || saved_cfg.vocab_size != now_cfg.vocab_size {
-        return Err(TrainError::Aborted(format!(
-            "refusing to resume {}: its model ({:?}, {} parameters) is not the recipe's model ({:?}, {} parameters)",
-            dir.display(),
-            saved_cfg.family,
-            saved_cfg.num_parameters(),
-            now_cfg.family,
-            now_cfg.num_parameters()
-        )));
-    }
     let st = read_state(dir)?;
     let saved_recipe = std::fs::read_to_string(dir.join("recipe.resolved.toml")).map_err(|e| io(dir.join("recipe.resolved.toml"), e))?;
     let world = t.dist.world() as u64;
@@ -313,7 +307,11 @@ pub fn load_verified(t: &mut Trainer, dir: &Path) -> Result<()> {
             st.world_size
         );
     }
-    rlpo_model::weights::load_into(t.learner.model.var_store(), &dir.join("model"), now_cfg.tie_word_embeddings)?;
+    if lora::is_lora(dir) {
+        lora::load(t, dir)?;
+    } else {
+        load_full_model(t, dir)?;
+    }
     let opt_path = dir.join(OPTIMIZER_FILE);
     let saved: BTreeMap<String, Tensor> = Tensor::read_safetensors(&opt_path)?.into_iter().collect();
     let opt = &mut t.learner.opt;
@@ -360,6 +358,27 @@ pub fn preflight(dir: &Path, recipe: &crate::recipe::Recipe) -> Result<()> {
             why: "it holds the weights only (checkpoint.save_optimizer = false: no optimizer state), so training cannot continue bit-exactly from it".into(),
         });
     }
+    Ok(())
+}
+
+/// The full-training checkpoint's `model/` into `t`, refusing a different model.
+fn load_full_model(t: &mut Trainer, dir: &Path) -> Result<()> {
+    if t.learner.model.lora().is_some() {
+        return Err(TrainError::Aborted(format!("{} is a full-training checkpoint but the recipe has [model.lora]", dir.display())));
+    }
+    let saved_cfg = rlpo_model::ModelConfig::from_dir(&dir.join("model"))?;
+    let now_cfg = &t.learner.model.config;
+    if saved_cfg.num_parameters() != now_cfg.num_parameters() || saved_cfg.family != now_cfg.family || saved_cfg.vocab_size != now_cfg.vocab_size {
+        return Err(TrainError::Aborted(format!(
+            "refusing to resume {}: its model ({:?}, {} parameters) is not the recipe's model ({:?}, {} parameters)",
+            dir.display(),
+            saved_cfg.family,
+            saved_cfg.num_parameters(),
+            now_cfg.family,
+            now_cfg.num_parameters()
+        )));
+    }
+    rlpo_model::weights::load_into(t.learner.model.var_store(), &dir.join("model"), now_cfg.tie_word_embeddings)?;
     Ok(())
 }
 
