@@ -144,8 +144,8 @@ impl LoraAdapter {
 }
 
 /// Attach an adapter to `lin` (registered under `path`, e.g. `model.layers.0.self_attn.q_proj`),
-/// initialised per `cfg`.
-pub(crate) fn attach(lin: &mut Linear, path: &tch::nn::Path, cfg: &LoraConfig, training: &Arc<AtomicBool>) -> Result<()> {
+/// initialised per `cfg` from the generator of `seed` and `path`'s name.
+pub(crate) fn attach(lin: &mut Linear, path: &tch::nn::Path, cfg: &LoraConfig, seed: u64, training: &Arc<AtomicBool>) -> Result<()> {
     if lin.lora.is_some() {
         return Err(ModelError::Invalid("LoRA adapter attached twice".into()));
     }
@@ -153,14 +153,17 @@ pub(crate) fn attach(lin: &mut Linear, path: &tch::nn::Path, cfg: &LoraConfig, t
     let r = cfg.rank;
     let a = (path / "lora_A").var("weight", &[r, inp], tch::nn::Init::Const(0.));
     let b = (path / "lora_B").var("weight", &[out, r], tch::nn::Init::Const(0.));
+    let mut rng = SplitMix(seed ^ fnv1a(path.path("lora_A").as_bytes()));
+    let n = (r * inp) as usize;
+    let values: Vec<f64> = match cfg.init {
+        LoraInit::Default => {
+            let bound = 1.0 / (inp as f64).sqrt();
+            (0..n).map(|_| (2.0 * rng.uniform() - 1.0) * bound).collect()
+        }
+        LoraInit::Gaussian => (0..n).map(|_| rng.normal() / r as f64).collect(),
+    };
     tch::no_grad(|| -> Result<()> {
-        let init = match cfg.init {
-            LoraInit::Default => {
-                let bound = 1.0 / (inp as f64).sqrt();
-                Tensor::f_rand([r, inp], (Kind::Float, a.device()))? * (2.0 * bound) - bound
-            }
-            LoraInit::Gaussian => Tensor::f_randn([r, inp], (Kind::Float, a.device()))? / r as f64,
-        };
+        let init = Tensor::f_from_slice(&values)?.f_view([r, inp])?.f_to_kind(Kind::Float)?.f_to_device(a.device())?;
         a.shallow_clone().f_copy_(&init)?;
         Ok(())
     })?;
@@ -178,4 +181,33 @@ pub fn peft_key(name: &str) -> String {
 /// `(in, out)`: `r·(in + out)` each.
 pub fn adapter_parameters(shapes: &[(i64, i64)], r: i64) -> i64 {
     shapes.iter().map(|&(i, o)| r * (i + o)).sum()
+}
+
+/// FNV-1a of `bytes`: mixes a layer's name into its adapter's seed.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// SplitMix64 (Steele et al. 2014): the adapters' own generator.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1) (53 bits).
+    fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Standard normal (Box–Muller).
+    fn normal(&mut self) -> f64 {
+        let u = self.uniform().max(1e-300);
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * self.uniform()).cos()
+    }
 }

@@ -25,9 +25,11 @@ pub struct LoraState {
 }
 
 impl CausalLm {
-    /// Attach LoRA adapters per `cfg` (A drawn from torch's generator: seed it first), freeze every
-    /// base parameter, and keep the base weights of the adapted layers frozen inside the adapters.
-    pub fn enable_lora(&mut self, cfg: &LoraConfig) -> Result<()> {
+    /// Attach LoRA adapters per `cfg`, freeze every base parameter, and keep the base weights of
+    /// the adapted layers frozen inside the adapters. A is drawn from a generator of `seed` and the
+    /// layer's name (not LibTorch's process-global one, which parallel threads share), so the
+    /// same seed gives the same adapters whatever else runs.
+    pub fn enable_lora(&mut self, cfg: &LoraConfig, seed: u64) -> Result<()> {
         cfg.validate().map_err(|(k, e)| ModelError::Invalid(format!("model.lora.{k}: {e}")))?;
         if self.lora.is_some() {
             return Err(ModelError::Invalid("LoRA is already enabled on this model".into()));
@@ -41,12 +43,12 @@ impl CausalLm {
             let base = &root / "model" / "layers" / i;
             for (n, lin) in layer.self_attn.linears_mut() {
                 if names.contains(&n) {
-                    lora::attach(lin, &(&base / "self_attn" / n), cfg, &training)?;
+                    lora::attach(lin, &(&base / "self_attn" / n), cfg, seed, &training)?;
                 }
             }
             for (n, lin) in layer.mlp.linears_mut() {
                 if names.contains(&n) {
-                    lora::attach(lin, &(&base / "mlp" / n), cfg, &training)?;
+                    lora::attach(lin, &(&base / "mlp" / n), cfg, seed, &training)?;
                 }
             }
         }

@@ -193,7 +193,7 @@ impl Trainer {
         }
         // After `--init-from`: the adapters start on the initialised weights.
         if let Some(l) = &recipe.model.lora {
-            model.enable_lora(l)?;
+            model.enable_lora(l, recipe.run.seed)?;
         }
         let reference = if recipe.loss.kl_coef > 0.0 {
             let mut r = CausalLm::load(mp, &opts)?;

@@ -26,7 +26,7 @@ fn peft_parity(name: &str, targets: &[&str]) {
     let mut model = CausalLm::load(&base, &LoadOptions { device: Device::Cpu, kind: Kind::Float }).unwrap();
     let cfg = LoraConfig { rank: 4, alpha: 12.0, target_modules: targets.iter().map(|s| s.to_string()).collect(), ..Default::default() };
     tch::manual_seed(1);
-    model.enable_lora(&cfg).unwrap();
+    model.enable_lora(&cfg, 1).unwrap();
     // B starts at zero (the adapter is a no-op): give it values so the check means something.
     tch::no_grad(|| {
         for (n, v) in model.lora().unwrap().vs.variables() {
@@ -189,7 +189,7 @@ fn check_counts_the_adapter_parameters_a_model_gets() {
     for name in ["tiny-qwen2", "tiny-qwen3"] {
         let mut model = CausalLm::load(&fixture(name), &LoadOptions::default()).unwrap();
         let cfg = LoraConfig { rank: 3, target_modules: vec!["q".into(), "v".into(), "down".into()], ..Default::default() };
-        model.enable_lora(&cfg).unwrap();
+        model.enable_lora(&cfg, 1).unwrap();
         let real: i64 = model.trainable_variables().iter().map(|(_, t)| t.numel() as i64).sum();
         let names = cfg.module_names().unwrap();
         let per_layer = rlpo_train::check::lean::lora_layer_shapes(&model.config, &names);

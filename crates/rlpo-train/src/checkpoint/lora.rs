@@ -128,7 +128,8 @@ pub fn merged_model(ckpt: &Path, kind: Option<Kind>) -> Result<(CausalLm, Kind)>
     let stored = name.and_then(|n| rlpo_model::parse_dtype(&n).ok()).unwrap_or(Kind::Float);
     let mut model = CausalLm::load(&base, &LoadOptions { device: Device::Cpu, kind: stored })?;
     let adapter = ckpt.join(ADAPTER_DIR);
-    model.enable_lora(&read_adapter_config(&adapter)?)?;
+    // The saved adapters replace the initial A right after (seed irrelevant).
+    model.enable_lora(&read_adapter_config(&adapter)?, 0)?;
     let file = adapter.join("adapter_model.safetensors");
     let saved: HashMap<String, tch::Tensor> = tch::Tensor::read_safetensors(&file)?.into_iter().collect();
     model.load_adapter_tensors(&saved, &file)?;
