@@ -8,7 +8,9 @@
 //!   optimizer step, gradient clipping, AdamW with inspectable state;
 //! - [`metrics`]: TensorBoard event files, JSONL, console progress;
 //! - [`checkpoint`], [`export`], [`inspect`]: atomic verified checkpoints and resume, HF export,
-//!   checkpoint reports; [`run_lock`]: one trainer per run directory.
+//!   checkpoint reports; [`run_lock`]: one trainer per run directory;
+//! - [`step_record`]: the tensors of the last step, kept on request (`Trainer::record_steps`)
+//!   so tests can recompute what the step did.
 
 pub mod batch;
 pub mod check;
@@ -26,6 +28,8 @@ pub mod rmt;
 pub mod rollout_backend;
 pub mod run_lock;
 pub mod step_metrics;
+pub mod step_record;
+mod test_pause;
 pub mod trainer;
 
 pub use error::{Result, TrainError};

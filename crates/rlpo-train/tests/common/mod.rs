@@ -145,3 +145,21 @@ pub fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
         assert!((a - b).abs() <= tol, "{what}[{i}]: {a} vs {b}\n got  {got:?}\n want {want:?}");
     }
 }
+
+pub mod oracle;
+
+/// A trainer for `body` on tiny-qwen2 in a fresh temp dir (returned so it outlives the trainer),
+/// keeping the tensors of every step (`record_steps`). `edit` may change the whole recipe text.
+pub fn recorded_trainer(name: &str, body: &str, edit: impl Fn(String) -> String) -> (Trainer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = edit(recipe_text(&fixture("tiny-qwen2"), dir.path(), name, body));
+    let mut t = Trainer::new(parse(&text)).unwrap_or_else(|e| panic!("{name}: Trainer::new failed: {e}"));
+    t.record_steps = true;
+    (t, dir)
+}
+
+/// One step; panics naming the step on failure.
+pub fn step(t: &mut Trainer) -> StepMetrics {
+    let n = t.state.step + 1;
+    t.step().unwrap_or_else(|e| panic!("{}: step {n} failed: {e}", t.recipe.run.name))
+}
