@@ -188,8 +188,7 @@ fn stale_step_loss_is_taken_against_the_generating_policy() {
         if k == 1 {
             continue;
         }
-        // π_old is the generating policy's: the rollout's own log-probs, row by row.
-        assert_eq!(rec.old_logp_source, OldLogpSource::Rollout);
+        // The loss against the generating policy: the rollout's own log-probs, row by row.
         let completions: Vec<_> = rec.groups.iter().flat_map(|g| &g.completions).collect();
         let width = rec.batch.response_width() as usize;
         let old: Vec<Vec<f64>> = completions
@@ -197,14 +196,15 @@ fn stale_step_loss_is_taken_against_the_generating_policy() {
             .map(|c| (0..width).map(|j| c.base_logprobs.get(j).map_or(0.0, |&x| x as f64)).collect())
             .collect();
         let mask: Vec<Vec<f64>> = completions.iter().map(|c| (0..width).map(|j| (j < c.len()) as u8 as f64).collect()).collect();
-        assert_eq!(rows(rec.old_logp.as_ref().unwrap()), old, "step {k}: π_old is not the rollout's");
         let adv = group_advantages(&rec.scores, G, true, 1e-6);
         let per_update = recomputed_losses(rec, &old, &adv);
         let logged = scalar(&m, "actor/pg_loss");
-        assert!((logged - per_update[0].0).abs() <= 1e-6, "step {k}: pg_loss {logged} vs {}", per_update[0].0);
+        assert!((logged - per_update[0].0).abs() <= 1e-6, "step {k}: pg_loss {logged} vs {} against the rollout's log-probs", per_update[0].0);
         let mb = &rec.updates[0].micro[0];
         let gap = max_diff(&rows(&mb.logp), &old, &mask);
         assert!(gap > 1e-4, "step {k}: stale rows with ratio 1 everywhere ({gap}): vacuous");
+        assert_eq!(rec.old_logp_source, OldLogpSource::Rollout);
+        assert_eq!(rows(rec.old_logp.as_ref().unwrap()), old, "step {k}: π_old is not the rollout's");
     }
 }
 
