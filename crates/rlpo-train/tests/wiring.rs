@@ -11,7 +11,8 @@
 //!   fallback at the threshold), not GRPO's.
 //!
 //! The step's tensors come from `Trainer::record_steps` (`rlpo_train::step_record`); the numbers
-//! they are checked against from `common::oracle`, written from the spec.
+//! they are checked against from `common::oracle`, written from the spec. Rewards come from the
+//! test plugin (`alternating`: every group varies), so no check depends on the seed.
 
 mod common;
 
@@ -34,8 +35,9 @@ fn rollout_at(t_base: f64) -> String {
 
 #[test]
 fn hapo_temperature_reaches_every_sampled_token() {
+    let alt = reward_fixed("alternating");
     let (t_base, tau) = (0.8, 0.1);
-    let body = format!("{}{TRAINER}{REWARD_DIGIT}{HAPO_TEMPERATURE}", rollout_at(t_base));
+    let body = format!("{}{TRAINER}{alt}{HAPO_TEMPERATURE}", rollout_at(t_base));
     let (mut t, _d) = recorded_trainer("hapo_temperature", &body, |s| s);
     for k in 1..=3 {
         // The statistics the rollout of step k is given: those stored by step k − 1.
@@ -72,8 +74,9 @@ fn hapo_temperature_reaches_every_sampled_token() {
 
 #[test]
 fn hapo_temperature_is_the_base_with_adaptive_temperature_off() {
+    let alt = reward_fixed("alternating");
     let t_base = 0.8;
-    let body = format!("{}{TRAINER}{REWARD_DIGIT}{HAPO_TEMPERATURE}", rollout_at(t_base)).replace("adaptive_temperature = true", "adaptive_temperature = false");
+    let body = format!("{}{TRAINER}{alt}{HAPO_TEMPERATURE}", rollout_at(t_base)).replace("adaptive_temperature = true", "adaptive_temperature = false");
     let (mut t, _d) = recorded_trainer("hapo_no_temperature", &body, |s| s);
     for k in 1..=2 {
         step(&mut t);
@@ -96,7 +99,8 @@ token_keep_final = 0.5
 
 #[test]
 fn d3s_mask_gates_the_loss_gradient() {
-    let body = format!("{ROLLOUT}{TRAINER}{REWARD_DIGIT}{D3S_HALF}");
+    let alt = reward_fixed("alternating");
+    let body = format!("{ROLLOUT}{TRAINER}{alt}{D3S_HALF}");
     let (mut t, _d) = recorded_trainer("d3s_gradient", &body, |s| s);
     let (mut outside, mut inside) = (0, 0);
     for k in 1..=2 {
@@ -133,9 +137,10 @@ fn d3s_mask_gates_the_loss_gradient() {
 
 #[test]
 fn d3s_keeping_everything_is_bit_exactly_the_plain_step() {
+    let alt = reward_fixed("alternating");
     let all = "[algorithm.d3s]\nsamples_init = 4\nsamples_final = 4\ntoken_keep_init = 1.0\ntoken_keep_final = 1.0\n";
-    let (mut d3s, _d1) = recorded_trainer("d3s_all", &format!("{ROLLOUT}{TRAINER}{REWARD_DIGIT}{all}"), |s| s);
-    let (mut plain, _d2) = recorded_trainer("plain", &format!("{ROLLOUT}{TRAINER}{REWARD_DIGIT}"), |s| s);
+    let (mut d3s, _d1) = recorded_trainer("d3s_all", &format!("{ROLLOUT}{TRAINER}{alt}{all}"), |s| s);
+    let (mut plain, _d2) = recorded_trainer("plain", &format!("{ROLLOUT}{TRAINER}{alt}"), |s| s);
     for _ in 0..2 {
         let (a, b) = (step(&mut d3s), step(&mut plain));
         assert_eq!(scalar(&a, "select/d3s_samples_per_group"), G as f64, "D³S ran");
@@ -149,10 +154,11 @@ fn d3s_keeping_everything_is_bit_exactly_the_plain_step() {
 
 #[test]
 fn hapo_advantages_are_token_level_group_averages_of_rewards_and_lengths() {
+    let alt = reward_fixed("alternating");
     // Stop strings end random responses at different lengths, so the token weighting matters.
     let rollout = ROLLOUT.replace("threads_per_worker = 1", "threads_per_worker = 1\nstop = [\"e\", \"a\"]");
     let hapo = "[algorithm]\nadvantage = \"hapo\"\n[algorithm.hapo]\nfallback_threshold = 5.0\n";
-    let body = format!("{rollout}{TRAINER}{REWARD_DIGIT}{hapo}").replace("total_steps = 3", "total_steps = 4");
+    let body = format!("{rollout}{TRAINER}{alt}{hapo}").replace("total_steps = 3", "total_steps = 4");
     let (mut t, _d) = recorded_trainer("hapo_advantages", &body, |s| s);
     let mut differs = 0f64;
     for _ in 0..4 {

@@ -11,6 +11,9 @@
 //!   recomputed against the rollout's own log-probs matches the trainer's;
 //! - bf16 training on CPU: fp32 master weights move, the bf16 weights are their rounding, the
 //!   rollout/learner log-prob gap is bounded, and resume is bit-exact.
+//!
+//! Rewards come from the test plugin (`alternating`: every group varies, so every step moves the
+//! weights), so no check depends on the seed.
 
 mod common;
 
@@ -72,7 +75,8 @@ const EPOCHS: &str = "ppo_epochs = 2\nmini_batch_rows = 4\n";
 
 #[test]
 fn several_optimizer_steps_per_training_step() {
-    let body = format!("{ROLLOUT}{TRAINER}{EPOCHS}{REWARD_DIGIT}");
+    let alt = reward_fixed("alternating");
+    let body = format!("{ROLLOUT}{TRAINER}{EPOCHS}{alt}");
     let (mut t, _d) = recorded_trainer("epochs", &body, |s| s);
     assert_eq!(t.recipe.optimizer_steps_per_step(), 4);
     for k in 1..=2u64 {
@@ -110,7 +114,8 @@ fn several_optimizer_steps_per_training_step() {
 
 #[test]
 fn clip_frac_counts_clipped_tokens_when_the_learning_rate_is_raised() {
-    let body = format!("{ROLLOUT}{TRAINER}{EPOCHS}{REWARD_DIGIT}");
+    let alt = reward_fixed("alternating");
+    let body = format!("{ROLLOUT}{TRAINER}{EPOCHS}{alt}");
     let (mut t, _d) = recorded_trainer("epochs_hot", &body, |s| s.replace("lr = 1e-3", "lr = 2e-2"));
     let m = step(&mut t);
     let rec = t.last_step.as_ref().expect("recorded");
@@ -124,8 +129,9 @@ fn clip_frac_counts_clipped_tokens_when_the_learning_rate_is_raised() {
 
 #[test]
 fn kl_in_training_is_k3_against_the_initial_policy() {
+    let alt = reward_fixed("alternating");
     let beta = 0.1;
-    let body = format!("{ROLLOUT}{TRAINER}{REWARD_DIGIT}\n[loss]\nkl_coef = {beta}\n");
+    let body = format!("{ROLLOUT}{TRAINER}{alt}\n[loss]\nkl_coef = {beta}\n");
     let (mut t, _d) = recorded_trainer("kl", &body, |s| s);
     let initial = rlpo_model::CausalLm::load(&fixture("tiny-qwen2"), &Default::default()).unwrap();
     for k in 1..=2 {
@@ -174,7 +180,8 @@ fn kl_in_training_is_k3_against_the_initial_policy() {
 
 #[test]
 fn stale_step_loss_is_taken_against_the_generating_policy() {
-    let body = format!("{ROLLOUT}{TRAINER}max_staleness = 1\n{REWARD_DIGIT}");
+    let alt = reward_fixed("alternating");
+    let body = format!("{ROLLOUT}{TRAINER}max_staleness = 1\n{alt}");
     let (mut t, _d) = recorded_trainer("stale", &body, |s| s);
     for k in 1..=3u64 {
         let m = step(&mut t);
@@ -219,7 +226,8 @@ fn comparable(m: &rlpo_train::metrics::StepMetrics) -> BTreeMap<String, u64> {
 
 #[test]
 fn bf16_training_moves_fp32_masters_and_resumes_bit_exactly() {
-    let body = format!("{ROLLOUT}{TRAINER}{REWARD_DIGIT}");
+    let alt = reward_fixed("alternating");
+    let body = format!("{ROLLOUT}{TRAINER}{alt}");
     let bf16 = |s: String| s.replace("dtype = \"f32\"", "dtype = \"bf16\"");
     let (mut t, dir) = recorded_trainer("bf16", &body, bf16);
     let params = t.learner.model.var_store().variables();

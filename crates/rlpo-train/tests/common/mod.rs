@@ -163,3 +163,11 @@ pub fn step(t: &mut Trainer) -> StepMetrics {
     let n = t.state.step + 1;
     t.step().unwrap_or_else(|e| panic!("{}: step {n} failed: {e}", t.recipe.run.name))
 }
+
+/// `[reward]` scoring with the test plugin `tests/plugins/fixed_rewards.py` (rewards fixed by
+/// the sample's request id, so the groups are the same for every seed): `"alternating"` (every
+/// group varies) or `"every_other_flat"` (every other group is constant).
+pub fn reward_fixed(mode: &str) -> String {
+    let plugin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/fixed_rewards.py");
+    format!("\n[reward]\non_error = \"abort\"\n[[reward.fns]]\nkind = \"external\"\nname = \"fixed\"\ncommand = [\"python3\", \"{}\", \"{mode}\"]\n", plugin.display())
+}
