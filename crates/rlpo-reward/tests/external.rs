@@ -1,9 +1,10 @@
 //! External plugins as real child processes (`python3 tests/plugins/*.py`, stdlib only): a good
 //! plugin, one that crashes mid-batch, one that hangs, one that prints invalid JSON, one that
 //! answers out of order. Each sample's reward is its own `metadata.k`, so a lost or swapped
-//! answer cannot go unnoticed. The hang tests use a 1 s timeout; the others a generous 10 s that
-//! only matters if something is wrong (it keeps a loaded CI machine from causing false timeouts),
-//! so nothing here can hang.
+//! answer cannot go unnoticed. In the hang tests only the hanging sample has a 1 s timeout
+//! (`timeout_of`); every other sample, there and in the other tests, has a generous 10 s that only
+//! matters if something is wrong (a loaded CI machine that is slow to start or restart Python then
+//! cannot time out an innocent sample), so nothing here can hang.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +22,10 @@ fn opts(name: &str, args: &[&str], concurrency: usize) -> ExternalOptions {
     let mut command = vec!["python3".to_owned(), script(name)];
     command.extend(args.iter().map(|a| a.to_string()));
     let mut o = ExternalOptions::new(name, command);
-    o.timeout = Duration::from_secs(if name == "hang" { 1 } else { 10 });
+    o.timeout = Duration::from_secs(10);
+    if name == "hang" {
+        o.timeout_of = Some(|s| (s.response == "hang").then_some(Duration::from_secs(1)));
+    }
     o.concurrency = concurrency;
     o.backoff = Duration::from_millis(10);
     o

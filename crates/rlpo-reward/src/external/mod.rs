@@ -41,6 +41,10 @@ pub struct ExternalOptions {
     pub command: Vec<String>,
     /// Per-request time limit, counted from the moment the request is written.
     pub timeout: Duration,
+    /// A sample's own time limit where this returns one, `timeout` elsewhere (not a recipe key:
+    /// for callers that know a sample is slow, and for the hang tests, which give only the
+    /// hanging sample a short limit so that a loaded machine cannot time the others out).
+    pub timeout_of: Option<fn(&RewardInput) -> Option<Duration>>,
     /// Maximum requests in flight at once (≥ 1). More than one lets a sequential plugin read the
     /// next request while it answers the current one; a parallel plugin can use it for real.
     pub concurrency: usize,
@@ -57,6 +61,7 @@ impl ExternalOptions {
             name: name.into(),
             command,
             timeout: Duration::from_secs(30),
+            timeout_of: None,
             concurrency: 16,
             max_restarts: 3,
             backoff: Duration::from_millis(500),

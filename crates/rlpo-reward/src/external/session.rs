@@ -149,8 +149,13 @@ impl<'a> Session<'a> {
             self.begin_dying(DeathCause::Broken);
             return false;
         }
-        self.inflight.insert(id, (idx, Instant::now() + self.opts.timeout, alone));
+        self.inflight.insert(id, (idx, Instant::now() + self.timeout(idx), alone));
         true
+    }
+
+    /// The time limit of sample `idx` (`timeout_of`, else `timeout`).
+    fn timeout(&self, idx: usize) -> Duration {
+        self.opts.timeout_of.and_then(|f| f(&self.batch[idx])).unwrap_or(self.opts.timeout)
     }
 
     fn next_wake(&self) -> Option<Instant> {
@@ -273,7 +278,7 @@ impl<'a> Session<'a> {
             self.out[idx] = Some(RewardOutput::timeout());
         }
         let samples: Vec<usize> = expired.iter().map(|&(_, i)| i).collect();
-        self.say(format!("samples {samples:?} timed out after {:?}; killing the plugin", self.opts.timeout));
+        self.say(format!("samples {samples:?} timed out after {:?}; killing the plugin", self.timeout(samples[0])));
         if self.st.dying.is_none() {
             self.begin_dying(DeathCause::Timeout);
         }
