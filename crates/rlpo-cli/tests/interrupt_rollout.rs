@@ -70,6 +70,7 @@ fn interrupt_in_rollout_then_resume(name: &str, sets: &[&str]) {
     assert_eq!(status.code(), Some(0), "{name}: {err}");
     let steps = metric_steps(&run);
     let k = *steps.last().unwrap_or_else(|| panic!("{name}: no step logged\n{err}"));
+    eprintln!("{name}: stopped at step {k}");
     let stale = !sets.is_empty();
     // Synchronous: the held rollout is step 2's own. Prefetched: step 2's data, held while step 1
     // trains (the signal lands in step 1, or in step 2 waiting for it).
