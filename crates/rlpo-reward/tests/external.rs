@@ -69,6 +69,18 @@ fn error_text(o: &RewardOutput) -> &str {
     }
 }
 
+/// The log's lines once one satisfies `want`, waiting up to 10 s: the plugin's stderr is read by
+/// its own thread, so a line it wrote before its answers can reach the log after them.
+fn lines_until(log: &RewardLog, want: impl Fn(&str) -> bool) -> Vec<String> {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let mut lines = log.drain();
+    while !lines.iter().any(|l| want(l)) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+        lines.extend(log.drain());
+    }
+    lines
+}
+
 #[test]
 fn good_plugin_scores_every_sample_with_parts_and_stderr_in_the_log() {
     let (p, log, counters) = start(opts("good", &[], 8));
@@ -89,7 +101,7 @@ fn good_plugin_scores_every_sample_with_parts_and_stderr_in_the_log() {
     let out2 = p.score(&samples(5, &[]));
     assert!(out2.iter().all(RewardOutput::is_ok));
     assert_eq!(counters.snapshot().restarts, 0);
-    let lines = log.drain();
+    let lines = lines_until(&log, |l| l.starts_with("[good] ready pid="));
     let ready = lines.iter().find(|l| l.starts_with("[good] ready pid=")).expect("stderr captured with prefix");
     // Dropping the reward function ends the plugin process.
     let pid: u32 = ready.trim_start_matches("[good] ready pid=").parse().expect("pid");
@@ -113,7 +125,7 @@ fn crash_mid_batch_fails_only_the_sample_in_flight_and_restarts() {
     assert!(error_text(&out[4]).contains("exited"), "{:?}", out[4]);
     assert!(out.iter().enumerate().all(|(k, o)| k == 4 || o.is_ok()), "{out:?}");
     assert_eq!(counters.snapshot().restarts, 1);
-    let lines = log.drain();
+    let lines = lines_until(&log, |l| l == "[crash] crashing now");
     assert!(lines.iter().any(|l| l == "[crash] crashing now"), "{lines:?}");
 }
 
