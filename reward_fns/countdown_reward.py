@@ -101,6 +101,12 @@ def main():
         except json.JSONDecodeError as e:
             print(f"bad request line: {e}", file=sys.stderr, flush=True)
             continue
+        if req.get("handshake"):
+            # Start-up handshake (protocol 2): say we are ready; one request at a time.
+            reply = {"id": req["id"], "ready": True, "workers": 1}
+            sys.stdout.write(json.dumps(reply) + "\n")
+            sys.stdout.flush()
+            continue
         try:
             reply = answer(req)
         except Exception as e:  # report, never crash on one sample

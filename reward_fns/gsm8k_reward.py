@@ -14,7 +14,8 @@ number; numbers are compared exactly as fractions after removing "$", ",", "%" a
 
 Answer: reward 1.0 if correct else 0.0, parts {"correct": 0/1, "has_answer": 0/1}.
 Options: --no-math-verify forces the fallback; --last-number uses only the last number;
---workers N checks in N processes and answers out of order (set `concurrency` >= N).
+--workers N checks in N processes and answers out of order (set `concurrency` >= N); the
+start-up handshake tells rlpo N, so each request's timeout starts when a worker takes it.
 Only the standard library is needed. Protocol: reward_fns/README.md.
 """
 import json
@@ -169,7 +170,11 @@ def main():
         except json.JSONDecodeError as e:
             print(f"bad request line: {e}", file=sys.stderr, flush=True)
             continue
-        if pool is None:
+        if req.get("handshake"):
+            # Start-up handshake (protocol 2): ready, and how many requests run at once, so that
+            # rlpo starts a request's timeout only when a worker is free to check it.
+            emit({"id": req["id"], "ready": True, "workers": workers})
+        elif pool is None:
             emit(safe_answer(req))
         else:
             rid = req.get("id")

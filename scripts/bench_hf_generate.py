@@ -9,8 +9,9 @@ Same setup as the Rust benchmark (crates/rlpo-rollout/src/bench.rs):
     prompts to G rows *before* its prefill; rlpo prefills each prompt once and copies its cache);
   * sampling: do_sample, temperature 1, top_k 0 (off), top_p 1, no min_p, and min_new_tokens =
     max_new_tokens so that EOS cannot end a row early: every row produces exactly N tokens;
-  * one warm-up call (8 tokens), then --repeats timed calls, the best reported (least disturbed by
-    other processes on a shared machine);
+  * one warm-up call (--warmup-tokens new tokens, default 8; its seconds are reported as
+    `warmup_s`), then --repeats timed calls, the best reported (least disturbed by other processes
+    on a shared machine);
   * --device cuda[:N] runs on a GPU (timed between torch.cuda.synchronize calls), like
     `rlpo bench rollout --device cuda:N`.
 
@@ -98,7 +99,10 @@ def hf_bench(args):
         return out
 
     torch.manual_seed(0)
-    run(min(8, args.new_tokens))
+    sync()
+    t = time.perf_counter()
+    run(max(1, min(args.warmup_tokens, args.new_tokens)))
+    warmup_s = time.perf_counter() - t
     best = float("inf")
     for _ in range(max(1, args.repeats)):
         sync()
@@ -113,6 +117,7 @@ def hf_bench(args):
         "group_size": args.group_size,
         "new_tokens": args.new_tokens,
         "threads": torch.get_num_threads(),
+        "warmup_s": warmup_s,
         "seconds": best,
         "tokens_per_s": args.batch * args.new_tokens / best,
     }
@@ -137,6 +142,7 @@ def main():
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--warmup-tokens", type=int, default=8, help="new tokens of the untimed warm-up call")
     p.add_argument("--rounds", type=int, default=1, help="HF/rlpo alternations with --compare-rlpo")
     p.add_argument("--compare-rlpo", metavar="PATH", help="bench_rollout example binary to run back to back")
     p.add_argument("--rlpo-workers", type=int, default=1, help="rlpo rollout workers splitting the batch (threads are divided among them)")

@@ -2,7 +2,8 @@
 # Build everything scripts/gpu_check.sh needs on a GPU machine that has no Rust, into gpu_bundle/
 # (git-ignored; the device tool carries it: carry ["gpu_bundle"], 64 MiB at most):
 #
-#   gpu_bundle/rlpo                       release `rlpo`, debug info stripped, libtorch_cuda linked
+#   gpu_bundle/rlpo                       release `rlpo` with NCCL (`--features nccl`), debug info stripped
+#   gpu_bundle/rlpo_dist_cuda             `cargo test -p rlpo-dist --features cuda-tests --test cuda` (NCCL)
 #   gpu_bundle/tests/rlpo_model_cuda      `cargo test -p rlpo-model --features cuda-tests --test cuda`
 #   gpu_bundle/tests/rlpo_rollout_cuda    the same for rlpo-rollout
 #   gpu_bundle/tokenizer/                 the tiny fixture tokenizer (written by scripts/setup.sh)
@@ -28,7 +29,7 @@ say() { printf '\033[1m[gpu_bundle]\033[0m %s\n' "$*"; }
 }
 
 say "building rlpo (release)"
-cargo build --release -p rlpo-cli --bin rlpo
+cargo build --release -p rlpo-cli --bin rlpo --features nccl
 # Test executables: cargo prints their paths as JSON with --no-run.
 test_exe() {
   cargo test --release -p "$1" --features cuda-tests --test cuda --no-run --message-format=json 2>/dev/null |
@@ -42,7 +43,8 @@ for line in sys.stdin:
 say "building the CUDA test binaries (rlpo-model, rlpo-rollout)"
 MODEL_T=$(test_exe rlpo-model)
 ROLLOUT_T=$(test_exe rlpo-rollout)
-[ -x "$MODEL_T" ] && [ -x "$ROLLOUT_T" ] || { echo "gpu_bundle: could not build the cuda test binaries" >&2; exit 1; }
+DIST_T=$(test_exe rlpo-dist)
+[ -x "$MODEL_T" ] && [ -x "$ROLLOUT_T" ] && [ -x "$DIST_T" ] || { echo "gpu_bundle: could not build the cuda test binaries" >&2; exit 1; }
 
 rm -rf "$OUTB"
 mkdir -p "$OUTB/tests" "$OUTB/tokenizer"
@@ -50,10 +52,12 @@ copy_stripped() { strip --strip-debug -o "$2" "$1" 2>/dev/null || cp "$1" "$2"; 
 copy_stripped "$TARGET/release/rlpo" "$OUTB/rlpo"
 copy_stripped "$MODEL_T" "$OUTB/tests/rlpo_model_cuda"
 copy_stripped "$ROLLOUT_T" "$OUTB/tests/rlpo_rollout_cuda"
+# Not under tests/: gpu_check.sh runs it in a step of its own (it starts one process per GPU).
+copy_stripped "$DIST_T" "$OUTB/rlpo_dist_cuda"
 cp "$ROOT"/.cache/fixtures/tokenizer/* "$OUTB/tokenizer/"
 
 # The binary must keep libtorch_cuda (see crates/rlpo-cli/build.rs), or the GPU stays invisible.
-for b in "$OUTB/rlpo" "$OUTB"/tests/*; do
+for b in "$OUTB/rlpo" "$OUTB/rlpo_dist_cuda" "$OUTB"/tests/*; do
   readelf -d "$b" | grep -q 'libtorch_cuda.so' || { echo "gpu_bundle: $b does not link libtorch_cuda.so" >&2; exit 1; }
 done
 {

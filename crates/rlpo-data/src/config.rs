@@ -39,6 +39,28 @@ impl SourceKind {
     }
 }
 
+/// What the trainer does with a prompt longer than the model's context (`data.too_long`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TooLong {
+    /// Stop with an error naming the row (the default: a dataset that does not fit the model is
+    /// a mistake to fix, and `rlpo check` finds every such row before training).
+    #[default]
+    Error,
+    /// Skip the row, draw the next one instead, and count it (`data/skipped_too_long`).
+    Skip,
+}
+
+impl TooLong {
+    /// The recipe spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            TooLong::Error => "error",
+            TooLong::Skip => "skip",
+        }
+    }
+}
+
 /// The `[data]` recipe section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -58,6 +80,9 @@ pub struct DataConfig {
     /// Fail on a row without an answer (default `true`: RL with a verifier needs one). Set to
     /// `false` for reward functions that ignore the reference answer.
     pub require_answer: bool,
+    /// A prompt with at least as many tokens as the model's context (`max_position_embeddings`),
+    /// chat template included: `"error"` (default) stops naming the row, `"skip"` skips it.
+    pub too_long: TooLong,
     /// Field names for file sources.
     pub fields: FieldNames,
     /// Options for `source = "synthetic"`; absent means single-digit arithmetic with defaults.
@@ -75,6 +100,7 @@ impl Default for DataConfig {
             seed: 0,
             max_samples: None,
             require_answer: true,
+            too_long: TooLong::default(),
             fields: FieldNames::default(),
             synthetic: None,
             text: None,
@@ -258,7 +284,11 @@ mod tests {
         let cfg = parse("[data]\n").unwrap();
         assert_eq!(cfg.source, SourceKind::Synthetic);
         assert!(cfg.shuffle);
+        assert_eq!(cfg.too_long, TooLong::Error);
         cfg.validate().unwrap();
+        assert_eq!(parse("[data]\ntoo_long = \"skip\"\n").unwrap().too_long, TooLong::Skip);
+        let err = parse("[data]\ntoo_long = \"truncate\"\n").unwrap_err();
+        assert!(err.contains("too_long") || err.contains("truncate"), "{err}");
     }
 
     #[test]

@@ -96,6 +96,13 @@ pub enum Error {
         reason: String,
     },
 
+    /// The callback of [`crate::for_each_sample`] stopped the scan (its own error, as text).
+    #[error("{reason}")]
+    Stopped {
+        /// Why the caller stopped.
+        reason: String,
+    },
+
     /// Curriculum tiers or tier probabilities are unusable.
     #[error("curriculum: {reason}")]
     Curriculum {

@@ -32,14 +32,15 @@ pub mod parquet;
 pub mod rng;
 pub mod sample;
 pub mod synthetic;
+mod tagged;
 pub mod text;
 
-pub use config::{DataConfig, FieldNames, SourceKind, TextConfig, TextSplit, BUILTIN_TINY};
+pub use config::{DataConfig, FieldNames, SourceKind, TextConfig, TextSplit, TooLong, BUILTIN_TINY};
 pub use curriculum::{difficulty_tiers, tiers_by_quantile, TierSampler, TierSamplerState, Tiers};
 pub use dataset::{DataCursor, Dataset};
 pub use error::{Error, Result, RowRef};
 pub use jsonl::load_jsonl;
-pub use load::load_samples;
+pub use load::{for_each_sample, load_samples};
 pub use parquet::load_parquet;
 pub use sample::{Message, Prompt, Sample};
 pub use synthetic::{ArithmeticConfig, CountdownConfig, Operator, SyntheticConfig};

@@ -6,16 +6,29 @@
 //! - full padded batch (learner): `ids [B, T]`, `mask [B, T]` (1 = real token, left or right
 //!   padding) → hidden `[B, T, D]` / logits `[B, T, V]`; positions count real tokens only;
 //! - cached chunks (rollout): prefill `[B, T]` then one-token steps `[B]` against a [`KvCache`].
+//!
+//! Attention (see [`crate::attention`] for the kernels): a batch whose rows each hold one
+//! contiguous run of real tokens — left-padded prompts, `[prompt | response]` learner rows — is
+//! packed ([`RowPacking`]) and runs SDPA `is_causal` without a mask, in the learner's forward and
+//! in the prompt prefill; one-token decode steps use the grouped `baddbmm` kernel; anything else
+//! (padding with holes, a chunk after a cached prefix) falls back to SDPA with a boolean mask.
+//! [`CausalLm::attention_counts`] says which ran. With activation checkpointing on
+//! ([`CausalLm::set_activation_checkpointing`]) a forward that records gradients keeps only each
+//! layer's input, and the caller finishes every backward with
+//! [`CausalLm::backward_checkpointed`] (see [`crate::recompute`]).
 
-use crate::attention::Attention;
+use crate::attention::{decode_bias, score_kind, Attention, AttentionCounters, AttentionCounts, AttentionPath, AttnMask};
 use crate::config::ModelConfig;
 use crate::device::LoadOptions;
 use crate::error::Result;
 use crate::kv_cache::KvCache;
 use crate::layers::{Linear, Mlp, RmsNorm};
+use crate::packing::RowPacking;
+use crate::recompute::{self, Pending};
 use crate::rope::Rope;
 use crate::weights;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use tch::nn::{self, Init, VarStore};
 use tch::{Device, Kind, Tensor};
 
@@ -36,6 +49,19 @@ impl DecoderLayer {
             mlp: Mlp::new(&path / "mlp", cfg.hidden_size, cfg.intermediate_size, cfg.mlp_bias),
         }
     }
+
+    /// `h + attn(norm(h))`, then `+ mlp(norm(·))`: `[B, T, D]` → `[B, T, D]`.
+    fn forward(&self, h: &Tensor, cos: &Tensor, sin: &Tensor, mask: AttnMask) -> Tensor {
+        let a = self.self_attn.forward(&self.input_layernorm.forward(h), cos, sin, mask);
+        self.finish(h, a)
+    }
+
+    /// The residual add of an attention output `a`, then the MLP half of the layer.
+    fn finish(&self, h: &Tensor, a: Tensor) -> Tensor {
+        // Not `h += a`: an in-place add would overwrite a tensor autograd saved for backward.
+        let h = h + a;
+        &h + self.mlp.forward(&self.post_attention_layernorm.forward(&h))
+    }
 }
 
 /// A causal language model with its parameters.
@@ -51,6 +77,9 @@ pub struct CausalLm {
     norm: RmsNorm,
     lm_head: Tensor,
     rope: Rope,
+    counters: AttentionCounters,
+    checkpointing: bool,
+    pending: Mutex<Vec<Pending>>,
 }
 
 impl CausalLm {
@@ -69,7 +98,19 @@ impl CausalLm {
             Linear::new(&root / "lm_head", config.hidden_size, config.vocab_size, false).weight
         };
         let rope = Rope::new(&config, device);
-        CausalLm { config, source_dir: None, vs, embed_tokens, layers, norm, lm_head, rope }
+        CausalLm {
+            config,
+            source_dir: None,
+            vs,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rope,
+            counters: AttentionCounters::default(),
+            checkpointing: false,
+            pending: Mutex::new(Vec::new()),
+        }
     }
 
     /// Load an HF model directory (config.json + safetensors, single file or sharded).
@@ -101,15 +142,85 @@ impl CausalLm {
         self.embed_tokens.kind()
     }
 
+    /// How many forwards took each attention path so far.
+    pub fn attention_counts(&self) -> AttentionCounts {
+        self.counters.snapshot()
+    }
+
+    /// Recompute each decoder layer in the backward instead of keeping its activations (forwards
+    /// that record gradients then need [`CausalLm::backward_checkpointed`] after their backward).
+    pub fn set_activation_checkpointing(&mut self, on: bool) {
+        self.checkpointing = on;
+    }
+
+    /// Whether activation checkpointing is on.
+    pub fn activation_checkpointing(&self) -> bool {
+        self.checkpointing
+    }
+
+    /// Finish the backward of every checkpointed forward since the last call: call it right
+    /// after `loss.backward()`. Returns how many forwards were back-propagated (0 when
+    /// checkpointing is off).
+    pub fn backward_checkpointed(&self) -> usize {
+        recompute::backward(self)
+    }
+
     /// A fresh cache for `batch` rows and `capacity` positions.
     pub fn new_cache(&self, batch: i64, capacity: i64) -> KvCache {
         let c = &self.config;
         KvCache::new(c.num_hidden_layers, batch, c.num_key_value_heads, capacity, c.head_dim, self.kind(), self.device())
     }
 
+    pub(crate) fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub(crate) fn embed(&self, ids: &Tensor) -> Tensor {
+        Tensor::embedding(&self.embed_tokens, ids, -1, false, false)
+    }
+
+    pub(crate) fn layer_forward(&self, l: usize, h: &Tensor, cos: &Tensor, sin: &Tensor, mask: AttnMask) -> Tensor {
+        self.layers[l].forward(h, cos, sin, mask)
+    }
+
+    pub(crate) fn push_pending(&self, p: Pending) {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).push(p);
+    }
+
+    pub(crate) fn pop_pending(&self) -> Option<Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    /// Embedding, every layer and the final norm over `ids [B, T]` (checkpointed when enabled
+    /// and the forward records gradients).
+    fn run_layers(&self, ids: &Tensor, cos: &Tensor, sin: &Tensor, mask: Option<&Tensor>) -> Tensor {
+        let h0 = self.embed(ids);
+        if self.checkpointing && h0.requires_grad() {
+            drop(h0);
+            return self.norm.forward(&recompute::forward(self, ids, cos, sin, mask));
+        }
+        let attn = mask.map_or(AttnMask::Causal, AttnMask::Bool);
+        let mut h = h0;
+        for layer in &self.layers {
+            h = layer.forward(&h, cos, sin, attn);
+        }
+        self.norm.forward(&h)
+    }
+
+    /// cos/sin `[1, 1, T, hd]` for positions `0..T` (packed rows).
+    fn packed_rope(&self, t: i64, device: Device) -> (Tensor, Tensor) {
+        self.rope.cos_sin(&Tensor::arange(t, (Kind::Int64, device)).view([1, t]), self.kind())
+    }
+
     /// Final-norm hidden states `[B, T, D]` for a padded batch `ids [B, T]`, `mask [B, T]`.
     pub fn hidden_states(&self, ids: &Tensor, mask: &Tensor) -> Tensor {
         let t = ids.size()[1];
+        if let Some(p) = RowPacking::detect(mask) {
+            self.counters.record(AttentionPath::SdpaCausal);
+            let (cos, sin) = self.packed_rope(t, ids.device());
+            return p.unpack(&self.run_layers(&p.pack(ids), &cos, &sin, None));
+        }
+        self.counters.record(AttentionPath::SdpaMasked);
         let positions = positions_from_mask(mask);
         let (cos, sin) = self.rope.cos_sin(&positions, self.kind());
         let causal = Tensor::ones([t, t], (Kind::Bool, ids.device())).tril(0);
@@ -118,17 +229,7 @@ impl CausalLm {
         // give NaN, and NaN in a pad position's values poisons real rows through 0 * NaN.
         let diag = Tensor::eye(t, (Kind::Bool, ids.device()));
         let attn_mask = causal.logical_and(&keys).logical_or(&diag);
-        let mut h = Tensor::embedding(&self.embed_tokens, ids, -1, false, false);
-        for layer in &self.layers {
-            let a = layer.self_attn.forward(&layer.input_layernorm.forward(&h), &cos, &sin, &attn_mask);
-            // Not `h += a`: an in-place add would overwrite a tensor autograd saved for backward.
-            #[allow(clippy::assign_op_pattern)]
-            {
-                h = h + a;
-            }
-            h = &h + layer.mlp.forward(&layer.post_attention_layernorm.forward(&h));
-        }
-        self.norm.forward(&h)
+        self.run_layers(ids, &cos, &sin, Some(&attn_mask))
     }
 
     /// Project hidden states `[..., D]` to logits `[..., V]`.
@@ -143,11 +244,24 @@ impl CausalLm {
     }
 
     /// Run a chunk `ids [B, T]` (mask `[B, T]`, e.g. left-padded prompts) through the cache,
-    /// appending its K/V; returns final-norm hidden states `[B, T, D]`.
+    /// appending its K/V; returns final-norm hidden states `[B, T, D]` in the input's columns.
+    ///
+    /// Into an empty cache, rows with contiguous real tokens are packed: their K/V land in slots
+    /// `0..len` of each row and `valid` says so (slot order does not matter to attention: RoPE
+    /// positions are applied before caching). One-token chunks take the grouped decode kernel.
     pub fn forward_cached(&self, ids: &Tensor, mask: &Tensor, cache: &mut KvCache) -> Tensor {
         let t = ids.size()[1];
         let (start, total) = (cache.len, cache.len + t);
         assert!(total <= cache.capacity, "KV cache overflow: {total} > capacity {}", cache.capacity);
+        if start == 0 {
+            if let Some(p) = RowPacking::detect(mask) {
+                return self.prefill_packed(ids, &p, cache);
+            }
+        }
+        if t == 1 {
+            return self.step_cached(ids, mask, cache);
+        }
+        self.counters.record(AttentionPath::SdpaMasked);
         let mask_b = mask.to_kind(Kind::Bool);
         let positions = cache.next_pos.unsqueeze(1) + positions_from_mask(mask);
         cache.valid.narrow(1, start, t).copy_(&mask_b);
@@ -159,15 +273,50 @@ impl CausalLm {
         let keys = cache.valid.narrow(1, 0, total).view([-1, 1, 1, total]);
         let attn_mask = causal.logical_and(&keys).logical_or(&k_slot.eq_tensor(&q_slot));
         let (cos, sin) = self.rope.cos_sin(&positions, self.kind());
-        let mut h = Tensor::embedding(&self.embed_tokens, ids, -1, false, false);
+        let mut h = self.embed(ids);
         for (i, layer) in self.layers.iter().enumerate() {
-            let a = layer.self_attn.forward_cached(&layer.input_layernorm.forward(&h), &cos, &sin, &attn_mask, cache, i);
-            // Not `h += a`: an in-place add would overwrite a tensor autograd saved for backward.
-            #[allow(clippy::assign_op_pattern)]
-            {
-                h = h + a;
-            }
-            h = &h + layer.mlp.forward(&layer.post_attention_layernorm.forward(&h));
+            let a = layer.self_attn.forward_cached(&layer.input_layernorm.forward(&h), &cos, &sin, AttnMask::Bool(&attn_mask), cache, i);
+            h = layer.finish(&h, a);
+        }
+        cache.len = total;
+        cache.next_pos += mask.to_kind(Kind::Int64).sum_dim_intlist(1, false, Kind::Int64);
+        self.norm.forward(&h)
+    }
+
+    /// Prefill into an empty cache with packed rows (SDPA `is_causal`, no mask).
+    fn prefill_packed(&self, ids: &Tensor, p: &RowPacking, cache: &mut KvCache) -> Tensor {
+        self.counters.record(AttentionPath::SdpaCausal);
+        let t = ids.size()[1];
+        cache.valid.narrow(1, 0, t).copy_(&p.packed_mask(t));
+        let (cos, sin) = self.packed_rope(t, ids.device());
+        let mut h = self.embed(&p.pack(ids));
+        for (i, layer) in self.layers.iter().enumerate() {
+            let a = layer.self_attn.forward_cached(&layer.input_layernorm.forward(&h), &cos, &sin, AttnMask::Causal, cache, i);
+            h = layer.finish(&h, a);
+        }
+        cache.len = t;
+        cache.next_pos += &p.lens;
+        p.unpack(&self.norm.forward(&h))
+    }
+
+    /// One token per row (`ids [B, 1]`) through the grouped decode kernel.
+    fn step_cached(&self, ids: &Tensor, mask: &Tensor, cache: &mut KvCache) -> Tensor {
+        self.counters.record(AttentionPath::GroupedDecode);
+        let start = cache.len;
+        let total = start + 1;
+        let device = ids.device();
+        cache.valid.narrow(1, start, 1).copy_(&mask.to_kind(Kind::Bool));
+        let positions = cache.next_pos.unsqueeze(1) + positions_from_mask(mask);
+        let (cos, sin) = self.rope.cos_sin(&positions, self.kind());
+        // The query always sees its own slot (a pad fed as a query must not get an empty row).
+        let own = Tensor::arange(total, (Kind::Int64, device)).eq(start).view([1, total]);
+        let valid = cache.valid.narrow(1, 0, total).logical_or(&own);
+        let kind = score_kind(cache.keys[0].kind(), device);
+        let bias = decode_bias(&valid, self.config.num_key_value_heads, kind);
+        let mut h = self.embed(ids);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let a = layer.self_attn.forward_step(&layer.input_layernorm.forward(&h), &cos, &sin, &bias, cache, i);
+            h = layer.finish(&h, a);
         }
         cache.len = total;
         cache.next_pos += mask.to_kind(Kind::Int64).sum_dim_intlist(1, false, Kind::Int64);

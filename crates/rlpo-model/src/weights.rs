@@ -1,5 +1,7 @@
 //! Fill a model's `VarStore` from HF safetensors: `model.safetensors` or shards listed in
-//! `model.safetensors.index.json`. Every parameter must be filled exactly once with the right shape;
+//! `model.safetensors.index.json` (whose file names must be plain names inside the model directory:
+//! no separators, no `..`, so an index cannot point a load at, or an export's clean-up of stale
+//! shards at, a file elsewhere). Every parameter must be filled exactly once with the right shape;
 //! otherwise loading fails naming the tensor and the file. Source dtypes (f32/bf16/f16) are converted
 //! to the model's dtype.
 
@@ -20,7 +22,17 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
             .get("weight_map")
             .and_then(|m| m.as_object())
             .ok_or_else(|| ModelError::config(&index, "missing object weight_map"))?;
-        let files: BTreeSet<&str> = map.values().filter_map(|f| f.as_str()).collect();
+        let mut files: BTreeSet<&str> = BTreeSet::new();
+        for (tensor, f) in map {
+            let name = f.as_str().ok_or_else(|| ModelError::config(&index, format!("weight_map[{tensor:?}] is not a file name: {f}")))?;
+            if !is_plain_file_name(name) {
+                return Err(ModelError::config(
+                    &index,
+                    format!("weight_map[{tensor:?}] = {name:?} is not a plain file name inside the model directory"),
+                ));
+            }
+            files.insert(name);
+        }
         let files: Vec<PathBuf> = files.into_iter().map(|f| dir.join(f)).collect();
         for f in &files {
             if !f.exists() {
@@ -38,6 +50,11 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         return Ok(vec![single]);
     }
     Err(ModelError::MissingFile { path: single, what: "model weights (model.safetensors or model.safetensors.index.json)" })
+}
+
+/// A name that stays inside its directory: not empty, not `.` or `..`, no `/`, `\\` or NUL.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
 }
 
 /// Map a safetensors dtype to a tch kind (float types only: these are weights).
@@ -120,4 +137,38 @@ pub fn load_into(vs: &VarStore, dir: &Path, tied: bool) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_file_names() {
+        for ok in ["model-00001-of-00002.safetensors", "a", "..x", "x..", "mödel.safetensors"] {
+            assert!(is_plain_file_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "../model.safetensors", "/etc/passwd", "sub/model.safetensors", "a\\b", "a\0b"] {
+            assert!(!is_plain_file_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn index_entries_outside_the_directory_are_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let outside = tmp.path().join("outside.safetensors");
+        std::fs::write(&outside, b"x").expect("write");
+        let model = tmp.path().join("model");
+        std::fs::create_dir(&model).expect("mkdir");
+        for bad in ["../outside.safetensors", outside.to_str().expect("utf-8"), ".."] {
+            let index = serde_json::json!({"weight_map": {"lm_head.weight": bad}});
+            std::fs::write(model.join("model.safetensors.index.json"), index.to_string()).expect("write");
+            let err = weight_files(&model).expect_err(bad).to_string();
+            assert!(err.contains("not a plain file name") && err.contains("lm_head.weight"), "{bad}: {err}");
+        }
+        let index = serde_json::json!({"weight_map": {"a": "s1.safetensors", "b": "s1.safetensors"}});
+        std::fs::write(model.join("model.safetensors.index.json"), index.to_string()).expect("write");
+        std::fs::write(model.join("s1.safetensors"), b"x").expect("write");
+        assert_eq!(weight_files(&model).expect("plain names"), [model.join("s1.safetensors")]);
+    }
 }

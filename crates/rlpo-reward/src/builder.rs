@@ -4,11 +4,12 @@
 
 use std::time::Duration;
 
+use crate::ceiling::MAX_FAILURE_WINDOW;
 use crate::config::{FnConfig, RewardConfig};
 use crate::countdown::{CountdownReward, Limits};
 use crate::error::{RewardError, Result};
 use crate::exact::MatchReward;
-use crate::external::{ExternalOptions, ExternalReward};
+use crate::external::{ExternalOptions, ExternalReward, MAX_CONCURRENCY};
 use crate::format::{FormatReward, DEFAULT_FORMAT_PATTERN};
 use crate::length::{OverlongReward, TriangularLengthReward};
 use crate::math::MathReward;
@@ -41,7 +42,18 @@ fn build_with(cfg: &RewardConfig, start_plugins: bool) -> Result<RewardSet> {
     if cfg.fns.is_empty() {
         return Err(RewardError::config("reward.fns", "is empty; add at least one [[reward.fns]] entry"));
     }
+    let f = cfg.max_failure_fraction;
+    if !(0.0..=1.0).contains(&f) {
+        return Err(RewardError::config("reward.max_failure_fraction", format!("must be in [0, 1] (1 = never stop), got {f}")));
+    }
+    if cfg.failure_window == 0 || cfg.failure_window > MAX_FAILURE_WINDOW {
+        return Err(RewardError::config(
+            "reward.failure_window",
+            format!("must be 1..={MAX_FAILURE_WINDOW} samples, got {}", cfg.failure_window),
+        ));
+    }
     let mut set = RewardSet::new(cfg.on_error);
+    set.set_failure_ceiling(f, cfg.failure_window);
     for (i, fc) in cfg.fns.iter().enumerate() {
         let key = format!("reward.fns[{i}]");
         let (name, weight) = fc.name_and_weight();
@@ -139,13 +151,31 @@ fn build_one(fc: &FnConfig, name: &str, key: &str, set: &RewardSet, start_plugin
             if let Some(t) = c.timeout_s {
                 opts.timeout = seconds(key, "timeout_s", t, false)?;
             }
+            if let Some(t) = c.startup_timeout_s {
+                opts.startup_timeout = seconds(key, "startup_timeout_s", t, false)?;
+            }
             if let Some(n) = c.concurrency {
-                if n == 0 {
-                    return Err(RewardError::config(format!("{key}.concurrency"), "must be ≥ 1"));
+                if n == 0 || n > MAX_CONCURRENCY {
+                    return Err(RewardError::config(
+                        format!("{key}.concurrency"),
+                        format!("must be 1..={MAX_CONCURRENCY} requests in flight, got {n}"),
+                    ));
                 }
                 opts.concurrency = n;
             }
+            for (j, name) in c.pass_env.iter().enumerate() {
+                if name.is_empty() || name.contains(['=', '\0']) {
+                    return Err(RewardError::config(
+                        format!("{key}.pass_env[{j}]"),
+                        format!("{name:?} is not an environment variable name"),
+                    ));
+                }
+            }
+            opts.pass_env = c.pass_env.clone();
             if let Some(r) = c.max_restarts {
+                if r > 1000 {
+                    return Err(RewardError::config(format!("{key}.max_restarts"), format!("must be 0..=1000, got {r}")));
+                }
                 opts.max_restarts = r;
             }
             if let Some(b) = c.backoff_s {
@@ -183,9 +213,19 @@ mod tests {
         let bad_regex = cfg("[[reward.fns]]\nkind = \"math\"\n[[reward.fns]]\nkind = \"format\"\npattern = \"(<think>\"\n");
         let msg = validate(&bad_regex).expect_err("bad regex").to_string();
         assert!(msg.contains("reward.fns[1].pattern") && msg.contains("regex"), "{msg}");
-        let bad_plugin = cfg("[[reward.fns]]\nkind = \"external\"\ncommand = [\"python3\", \"x.py\"]\nconcurrency = 0\n");
-        let msg = validate(&bad_plugin).expect_err("concurrency 0").to_string();
-        assert!(msg.contains("reward.fns[0].concurrency"), "{msg}");
+        for bad in ["concurrency = 0", "concurrency = 1025", "startup_timeout_s = 0.0", "startup_timeout_s = nan",
+                    "pass_env = [\"A=B\"]", "max_restarts = 100000"] {
+            let key = bad.split(' ').next().expect("key");
+            let c = cfg(&format!("[[reward.fns]]\nkind = \"external\"\ncommand = [\"python3\", \"x.py\"]\n{bad}\n"));
+            let msg = validate(&c).expect_err(bad).to_string();
+            assert!(msg.contains(&format!("reward.fns[0].{key}")), "{bad}: {msg}");
+        }
+        for (bad, key) in [("max_failure_fraction = 1.5", "reward.max_failure_fraction"), ("max_failure_fraction = -0.1", "reward.max_failure_fraction"),
+                           ("max_failure_fraction = nan", "reward.max_failure_fraction"), ("failure_window = 0", "reward.failure_window")] {
+            let c = cfg(&format!("{bad}\n[[reward.fns]]\nkind = \"math\"\n"));
+            let msg = validate(&c).expect_err(bad).to_string();
+            assert!(msg.contains(key), "{bad}: {msg}");
+        }
         let empty_cmd = cfg("[[reward.fns]]\nkind = \"external\"\ncommand = []\n");
         assert!(validate(&empty_cmd).expect_err("empty").to_string().contains("reward.fns[0].command"));
         let dup = cfg("[[reward.fns]]\nkind = \"math\"\n[[reward.fns]]\nkind = \"math\"\n");

@@ -4,6 +4,8 @@
 //! ```toml
 //! [reward]
 //! on_error = "abort"            # "abort" (default) | "zero" | "drop_group"
+//! max_failure_fraction = 0.5    # zero/drop_group: stop when more of the last
+//! failure_window = 256          #   failure_window samples than this failed
 //!
 //! [[reward.fns]]
 //! kind = "math"                 # math | countdown | format | overlong | length | match | external
@@ -16,6 +18,8 @@
 //! command = ["python3", "reward_fns/gsm8k_reward.py"]
 //! timeout_s = 10.0
 //! concurrency = 16
+//! startup_timeout_s = 60.0
+//! pass_env = ["HF_HOME"]        # besides PATH, HOME, LANG, LC_*, TMPDIR
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -62,10 +66,26 @@ pub struct RewardConfig {
     /// `format` function. See [`crate::Correctness`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correctness: Option<String>,
+    /// Under `zero` / `drop_group`: the run stops when more than this fraction of the last
+    /// `failure_window` samples failed (0..=1; 1 never stops). Default 0.5.
+    #[serde(default = "default_max_failure_fraction")]
+    pub max_failure_fraction: f64,
+    /// Samples the failure ceiling looks back over (1..=2^20). Default 256.
+    #[serde(default = "default_failure_window")]
+    pub failure_window: usize,
 }
 
-/// One `[[reward.fns]]` entry, selected by `kind`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+fn default_max_failure_fraction() -> f64 {
+    crate::ceiling::DEFAULT_MAX_FAILURE_FRACTION
+}
+
+fn default_failure_window() -> usize {
+    crate::ceiling::DEFAULT_FAILURE_WINDOW
+}
+
+/// One `[[reward.fns]]` entry, selected by `kind` (deserialized by [`crate::tagged`], so that a
+/// bad value names its key).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FnConfig {
     /// Math answer verifier.
@@ -82,6 +102,26 @@ pub enum FnConfig {
     Match(MatchConfig),
     /// External plugin over JSON lines.
     External(ExternalConfig),
+}
+
+/// The `kind` spellings.
+const KINDS: &[&str] = &["math", "countdown", "format", "overlong", "length", "match", "external"];
+
+impl<'de> Deserialize<'de> for FnConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use crate::tagged::{split, variant};
+        let (kind, rest) = split(d, "kind")?;
+        Ok(match kind.as_str() {
+            "math" => Self::Math(variant(rest, "kind", &kind)?),
+            "countdown" => Self::Countdown(variant(rest, "kind", &kind)?),
+            "format" => Self::Format(variant(rest, "kind", &kind)?),
+            "overlong" => Self::Overlong(variant(rest, "kind", &kind)?),
+            "length" => Self::Length(variant(rest, "kind", &kind)?),
+            "match" => Self::Match(variant(rest, "kind", &kind)?),
+            "external" => Self::External(variant(rest, "kind", &kind)?),
+            other => return Err(serde::de::Error::unknown_variant(other, KINDS)),
+        })
+    }
 }
 
 impl FnConfig {
@@ -244,12 +284,19 @@ pub struct ExternalConfig {
     pub weight: f64,
     /// Program and arguments, e.g. `["python3", "reward_fns/gsm8k_reward.py"]` (required).
     pub command: Vec<String>,
-    /// Per-request timeout in seconds (default 30).
+    /// Per-request timeout in seconds (default 30), counted from when the plugin can take the
+    /// request (see `reward_fns/README.md`).
     pub timeout_s: Option<f64>,
-    /// Maximum requests in flight (default 16).
+    /// Time for the plugin to start and answer the start-up handshake, seconds (default 60).
+    pub startup_timeout_s: Option<f64>,
+    /// Maximum requests in flight (default 16, at most 1024).
     pub concurrency: Option<usize>,
     /// Consecutive restarts allowed without a good answer (default 3).
     pub max_restarts: Option<u32>,
     /// First restart back-off in seconds, doubling per consecutive restart (default 0.5).
     pub backoff_s: Option<f64>,
+    /// Environment variables passed to the plugin besides `PATH`, `HOME`, `LANG`, `LC_*` and
+    /// `TMPDIR`; every other variable of rlpo's environment is withheld (default none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pass_env: Vec<String>,
 }

@@ -59,6 +59,32 @@ pub enum RewardError {
         source: std::io::Error,
     },
 
+    /// An external reward plugin started but did not complete its start-up handshake (it exited,
+    /// or did not answer within `startup_timeout_s`).
+    #[error("reward fn `{name}`: {command:?} did not start: {reason}{}", quote_stderr(name, .stderr))]
+    Startup {
+        /// The reward function's name from the recipe.
+        name: String,
+        /// The command line from the recipe.
+        command: Vec<String>,
+        /// What happened.
+        reason: String,
+        /// The last lines the plugin wrote to stderr.
+        stderr: Vec<String>,
+    },
+
+    /// Under `on_error = "zero"` / `"drop_group"`: too many recent samples failed, or a plugin
+    /// gave up for good. Training must stop rather than go on learning from made-up rewards.
+    #[error("reward failures hit the ceiling in `{fn_name}`: {what}; stopping the run{}", quote_stderr(fn_name, .stderr))]
+    FailureCeiling {
+        /// The reward function with the most failures (or the one that gave up).
+        fn_name: String,
+        /// What tripped the ceiling, with the numbers and recipe keys.
+        what: String,
+        /// The last lines of that function's log (a plugin's stderr, restarts, timeouts).
+        stderr: Vec<String>,
+    },
+
     /// A reward failed for a sample and the policy is `on_error = "abort"`.
     #[error("reward for sample {index} failed in `{fn_name}`: {cause} (on_error = \"abort\"; use \"zero\" or \"drop_group\" to continue past failures)")]
     Aborted {
@@ -93,6 +119,19 @@ pub enum RewardError {
 
 /// `Result` with [`RewardError`].
 pub type Result<T, E = RewardError> = std::result::Result<T, E>;
+
+/// `"\nlast lines of `name`'s log:\n  line..."`, or nothing when there are none.
+fn quote_stderr(name: &str, lines: &[String]) -> String {
+    if lines.is_empty() {
+        return format!(" (`{name}` wrote nothing to stderr)");
+    }
+    let mut s = format!("\nlast lines from `{name}` (stderr and events):");
+    for l in lines {
+        s.push_str("\n  ");
+        s.push_str(l);
+    }
+    s
+}
 
 impl RewardError {
     /// Shorthand for [`RewardError::Config`].

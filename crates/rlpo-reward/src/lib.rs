@@ -8,7 +8,8 @@
 //! - [`external`]: reward functions in any language, as long-lived child processes speaking JSON
 //!   lines, with timeouts, a concurrency limit, restarts with back-off and stderr capture.
 //! - [`RewardSet`]: weighted combination with separate parts, the `on_error` policy
-//!   ([`OnError`]: abort / zero / drop_group) and failure counters ([`metrics`]).
+//!   ([`OnError`]: abort / zero / drop_group), failure counters ([`metrics`]) and the failure
+//!   ceiling that stops a run drowning in failures ([`ceiling`]).
 //! - [`Correctness`]: which part says whether an answer is right (`reward.correctness`).
 //! - [`config`] + [`build`]: the recipe's `[reward]` section ([`validate`]: the same checks without
 //!   starting plugins); [`reward_test_table`]: the library
@@ -32,6 +33,7 @@
 //! ```
 
 mod builder;
+pub mod ceiling;
 pub mod config;
 mod correctness;
 pub mod countdown;
@@ -48,6 +50,7 @@ pub mod rational;
 mod samples;
 mod set;
 mod table;
+mod tagged;
 mod types;
 
 pub use builder::{build, validate};
@@ -60,4 +63,4 @@ pub use policy::failed_groups;
 pub use samples::{load_samples, parse_samples};
 pub use set::{Failure, RewardSet, ScoredBatch};
 pub use table::{load_reward_config, parse_reward_config, render_table, reward_test_table};
-pub use types::{RewardFn, RewardInput, RewardOutput, RewardStatus};
+pub use types::{AnswerInfo, RewardFn, RewardInput, RewardOutput, RewardStatus};

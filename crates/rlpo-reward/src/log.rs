@@ -1,7 +1,10 @@
 //! [`RewardLog`]: where reward functions report what the run log should show: every line an
 //! external plugin writes to stderr (prefixed `[name] `), and every restart, timeout and protocol
 //! violation. The trainer either drains it once per step or installs a sink that forwards each line
-//! as it arrives.
+//! as it arrives (`rlpo train` writes them to `<run>/reward.log`).
+//!
+//! Independently of draining, the last [`TAIL_LINES`] lines are kept for [`RewardLog::tail`], so
+//! an error that stops the run can quote what a plugin last wrote to stderr.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +14,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// chatty plugin cannot grow memory without bound.
 pub const MAX_BUFFERED_LINES: usize = 10_000;
 
+/// Lines kept for [`RewardLog::tail`], whether or not the log is drained or forwarded.
+pub const TAIL_LINES: usize = 256;
+
 type Sink = Arc<dyn Fn(&str) + Send + Sync>;
 
 #[derive(Default)]
@@ -18,6 +24,7 @@ struct Inner {
     lines: Mutex<VecDeque<String>>,
     dropped: AtomicU64,
     sink: Mutex<Option<Sink>>,
+    recent: Mutex<VecDeque<String>>,
 }
 
 /// A cheap-to-clone, thread-safe log shared by a reward set and its plugins.
@@ -38,11 +45,21 @@ impl RewardLog {
         Self::default()
     }
 
-    /// Records one line: forwarded to the sink if one is set, buffered otherwise.
+    /// Records one line: forwarded to the sink if one is set, buffered otherwise. A sink must not
+    /// push to this log itself.
     pub fn push(&self, line: impl Into<String>) {
         let line = line.into();
-        let sink = self.inner.sink.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        if let Some(sink) = sink {
+        {
+            let mut recent = self.inner.recent.lock().unwrap_or_else(PoisonError::into_inner);
+            if recent.len() >= TAIL_LINES {
+                recent.pop_front();
+            }
+            recent.push_back(line.clone());
+        }
+        // The sink lock is held until the line is forwarded or buffered, so `set_sink` cannot
+        // slip in between and strand a line in the buffer; it also keeps forwarded lines in order.
+        let sink = self.inner.sink.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sink) = sink.as_ref() {
             sink(&line);
             return;
         }
@@ -68,9 +85,26 @@ impl RewardLog {
     }
 
     /// Forwards every future line to `sink` instead of buffering it (e.g. into the run log).
-    /// Lines already buffered stay until drained.
+    /// Lines buffered so far (a plugin's start-up output) are forwarded first, in order, so the
+    /// sink sees everything exactly once.
     pub fn set_sink(&self, sink: impl Fn(&str) + Send + Sync + 'static) {
-        *self.inner.sink.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(sink));
+        let sink: Sink = Arc::new(sink);
+        // Holding the sink lock while flushing the buffer makes a concurrent `push` wait, so no
+        // line can overtake the buffered ones.
+        let mut slot = self.inner.sink.lock().unwrap_or_else(PoisonError::into_inner);
+        for line in self.drain() {
+            sink(&line);
+        }
+        *slot = Some(sink);
+    }
+
+    /// The last `n` lines (at most [`TAIL_LINES`]) that start with `prefix`, oldest first; drained
+    /// or forwarded lines included.
+    pub fn tail(&self, prefix: &str, n: usize) -> Vec<String> {
+        let recent = self.inner.recent.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out: Vec<String> = recent.iter().rev().filter(|l| l.starts_with(prefix)).take(n).cloned().collect();
+        out.reverse();
+        out
     }
 }
 
@@ -100,5 +134,31 @@ mod tests {
         log.push("hello");
         assert_eq!(*seen.lock().expect("test lock"), ["hello"]);
         assert!(log.drain().is_empty());
+    }
+
+    #[test]
+    fn sink_receives_buffered_lines_first() {
+        let log = RewardLog::new();
+        log.push("early 1");
+        log.push("early 2");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        log.set_sink(move |l| s.lock().expect("test lock").push(l.to_owned()));
+        log.push("late");
+        assert_eq!(*seen.lock().expect("test lock"), ["early 1", "early 2", "late"]);
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines_of_a_prefix_even_when_drained() {
+        let log = RewardLog::new();
+        for i in 0..TAIL_LINES + 10 {
+            log.push(format!("[{}] line {i}", if i % 2 == 0 { "a" } else { "b" }));
+        }
+        let _ = log.drain();
+        let last = TAIL_LINES + 9; // odd: written by b
+        assert_eq!(log.tail("[b] ", 2), [format!("[b] line {}", last - 2), format!("[b] line {last}")]);
+        assert_eq!(log.tail("[a] ", 1), [format!("[a] line {}", last - 1)]);
+        assert!(log.tail("[c] ", 5).is_empty());
+        assert_eq!(log.tail("", TAIL_LINES * 2).len(), TAIL_LINES);
     }
 }

@@ -2,12 +2,18 @@
 //! separately, with the recipe's failure policy applied and every failure counted.
 //!
 //! Total reward of a sample: `Σ_f weight_f · value_f`. Parts: `parts[name_f] = value_f`
-//! (unweighted), plus each function's own parts as `name_f/part`.
+//! (unweighted), plus each function's own parts as `name_f/part`. Verifiers' answer accounts
+//! ([`crate::AnswerInfo`]) are renamed the same way (`answers[name_f]`).
+//!
+//! A value is a reward only when its status is ok *and* it is finite: an ok output with a `NaN`
+//! or infinite value or part is a failure of that sample like any other. Under `zero` and
+//! `drop_group` the failure ceiling ([`crate::ceiling`]) bounds how many failures a run absorbs.
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::ceiling::{fn_bit, FailureWindow, DEFAULT_FAILURE_WINDOW, DEFAULT_MAX_FAILURE_FRACTION};
 use crate::config::OnError;
 use crate::error::{RewardError, Result};
 use crate::log::RewardLog;
@@ -95,7 +101,11 @@ pub struct RewardSet {
     on_error: OnError,
     counters: Arc<RewardCounters>,
     log: RewardLog,
+    ceiling: Mutex<FailureWindow>,
 }
+
+/// Lines of a function's log quoted when the ceiling stops a run.
+const QUOTED_LOG_LINES: usize = 20;
 
 impl std::fmt::Debug for RewardSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -107,7 +117,19 @@ impl std::fmt::Debug for RewardSet {
 impl RewardSet {
     /// An empty set with the given policy; add functions with [`Self::add`].
     pub fn new(on_error: OnError) -> Self {
-        Self { entries: Vec::new(), on_error, counters: Arc::default(), log: RewardLog::new() }
+        Self {
+            entries: Vec::new(),
+            on_error,
+            counters: Arc::default(),
+            log: RewardLog::new(),
+            ceiling: Mutex::new(FailureWindow::new(DEFAULT_FAILURE_WINDOW, DEFAULT_MAX_FAILURE_FRACTION)),
+        }
+    }
+
+    /// Sets the failure ceiling (`reward.max_failure_fraction`, `reward.failure_window`); the
+    /// window starts empty.
+    pub fn set_failure_ceiling(&mut self, max_fraction: f64, window: usize) {
+        self.ceiling = Mutex::new(FailureWindow::new(window, max_fraction));
     }
 
     /// Adds a reward function. Names must be unique and non-empty; weights finite.
@@ -154,6 +176,8 @@ impl RewardSet {
     /// Scores a batch and applies the policy: `abort` returns [`RewardError::Aborted`] for the first
     /// failed sample; `zero` sets failed totals to 0 (status kept); `drop_group` keeps them NaN and
     /// reports groups through [`ScoredBatch::groups_to_drop`]. Failures are counted in every case.
+    /// Under `zero` and `drop_group`, [`RewardError::FailureCeiling`] when a function gave up for
+    /// good or the failures of the recent window exceed the ceiling.
     pub fn score_all(&self, batch: &[RewardInput]) -> Result<ScoredBatch> {
         let mut scored = self.score_unchecked(batch)?;
         match self.on_error {
@@ -173,7 +197,43 @@ impl RewardSet {
             }
             OnError::DropGroup => {}
         }
+        self.check_ceiling(&scored)?;
         Ok(scored)
+    }
+
+    /// The failure ceiling of `zero` / `drop_group` (see [`crate::ceiling`]).
+    fn check_ceiling(&self, scored: &ScoredBatch) -> Result<()> {
+        let tail = |name: &str| self.log.tail(&format!("[{name}] "), QUOTED_LOG_LINES);
+        let policy = self.on_error.as_str();
+        for e in &self.entries {
+            if let Some(reason) = e.f.gave_up() {
+                return Err(RewardError::FailureCeiling {
+                    fn_name: e.name.clone(),
+                    what: format!("{reason}; every later sample would fail too (on_error = \"{policy}\" does not continue past a plugin that gave up)"),
+                    stderr: tail(&e.name),
+                });
+            }
+        }
+        let index_of = |name: &str| self.entries.iter().position(|e| e.name == name).unwrap_or(63);
+        let mut masks = vec![0u64; scored.outputs.len()];
+        for f in &scored.failures {
+            masks[f.index] |= fn_bit(index_of(&f.fn_name));
+        }
+        let mut window = self.ceiling.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(t) = window.record(masks) else { return Ok(()) };
+        let name = self.entries.get(t.worst_fn).map_or("?", |e| e.name.as_str()).to_owned();
+        let latest = scored.failures.iter().rev().find(|f| f.fn_name == name).map(|f| format!("; latest: {}", f.status)).unwrap_or_default();
+        Err(RewardError::FailureCeiling {
+            what: format!(
+                "{} of the last {} samples failed, more than reward.max_failure_fraction = {} of reward.failure_window = {} (on_error = \"{policy}\"){latest}",
+                t.failed,
+                t.seen,
+                window.max_fraction(),
+                window.window()
+            ),
+            stderr: tail(&name),
+            fn_name: name,
+        })
     }
 
     /// Scores a batch without applying the policy (failed totals are NaN), counting failures.
@@ -190,22 +250,44 @@ impl RewardSet {
         for i in 0..batch.len() {
             let mut total = 0.0;
             let mut parts = BTreeMap::new();
+            let mut answers = BTreeMap::new();
             let first_failure = failures.len();
+            let mut largest: Option<(f64, &str)> = None;
             for (e, outs) in self.entries.iter().zip(&per_fn) {
                 let o = &outs[i];
                 if !o.is_ok() {
                     failures.push(Failure { index: i, fn_name: e.name.clone(), status: o.status.clone() });
                     continue;
                 }
+                if !o.value.is_finite() || o.parts.values().any(|v| !v.is_finite()) {
+                    // Never a reward: a NaN would poison the advantages, an inf dominate them.
+                    let msg = format!("{}: returned a non-finite value ({}, parts {:?})", e.name, o.value, o.parts);
+                    self.log.push(format!("[{}] sample {i}: {msg}", e.name));
+                    failures.push(Failure { index: i, fn_name: e.name.clone(), status: RewardStatus::Error(msg) });
+                    continue;
+                }
                 total += e.weight * o.value;
+                if largest.is_none_or(|(v, _)| (e.weight * o.value).abs() > v) {
+                    largest = Some(((e.weight * o.value).abs(), &e.name));
+                }
                 parts.insert(e.name.clone(), o.value);
                 for (k, v) in &o.parts {
                     parts.insert(format!("{}/{k}", e.name), *v);
                 }
+                for (k, info) in &o.answers {
+                    let key = if k.is_empty() { e.name.clone() } else { format!("{}/{k}", e.name) };
+                    answers.insert(key, info.clone());
+                }
+            }
+            if failures.len() == first_failure && !total.is_finite() {
+                let name = largest.map_or(String::new(), |(_, n)| n.to_owned());
+                let msg = format!("{name}: the weighted total overflowed ({total})");
+                self.log.push(format!("[{name}] sample {i}: {msg}"));
+                failures.push(Failure { index: i, fn_name: name, status: RewardStatus::Error(msg) });
             }
             let status = combined_status(&failures[first_failure..]);
             let value = if status.is_ok() { total } else { f64::NAN };
-            outputs.push(RewardOutput { value, parts, status });
+            outputs.push(RewardOutput { value, parts, status, answers });
         }
         let scored = ScoredBatch { outputs, failures, on_error: self.on_error };
         self.counters.add_samples(batch.len() as u64);

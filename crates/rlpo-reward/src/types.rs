@@ -69,6 +69,54 @@ impl fmt::Display for RewardStatus {
     }
 }
 
+/// How a verifier read the answer it judged. Never changes a score: it is there for majority
+/// votes (`rlpo eval`'s maj@k compares [`AnswerInfo::answer`]) and for verifier audits
+/// (`rlpo eval --audit` lists correct judgements that rest on a weak signal, see
+/// [`AnswerInfo::weak`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnswerInfo {
+    /// The answer judged, in the normal form the verifier compares (`7/2` for `3.5`, a countdown
+    /// expression without spaces), so equal answers have equal text.
+    pub answer: String,
+    /// The rule that found it: `boxed`, `hashes`, `last_number`, `answer_tag`.
+    pub rule: String,
+    /// Found in the answer form the verifier asks for: an explicit marker (`\boxed{}`, `####`,
+    /// `<answer>`), or for the `last_number` mode a response that is only the number. `false` when
+    /// a fallback rule picked it out of free text.
+    pub canonical: bool,
+    /// The distinct candidate answers the response offers under the rule that found the answer
+    /// (every `\boxed{}`, every `####` line, every number for the last-number rule, every
+    /// `<answer>`/`\boxed{}` for countdown), normalised, in order of appearance, at most
+    /// [`AnswerInfo::MAX_CANDIDATES`]. More than one: the response is ambiguous.
+    pub candidates: Vec<String>,
+    /// Whether the verifier judged the answer correct.
+    pub correct: bool,
+}
+
+impl AnswerInfo {
+    /// Cap on [`AnswerInfo::candidates`] (a long response can hold hundreds of numbers).
+    pub const MAX_CANDIDATES: usize = 8;
+
+    /// A correct judgement on a weak signal: no canonical answer form, or candidates that disagree.
+    pub fn weak(&self) -> bool {
+        self.correct && (!self.canonical || self.candidates.len() > 1)
+    }
+}
+
+/// Distinct values of `items` in order of first appearance, at most [`AnswerInfo::MAX_CANDIDATES`].
+pub(crate) fn distinct_candidates(items: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for it in items {
+        if out.len() == AnswerInfo::MAX_CANDIDATES {
+            break;
+        }
+        if !out.contains(&it) {
+            out.push(it);
+        }
+    }
+    out
+}
+
 /// The score of one response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RewardOutput {
@@ -80,27 +128,39 @@ pub struct RewardOutput {
     pub parts: BTreeMap<String, f64>,
     /// Whether `value` is a real reward.
     pub status: RewardStatus,
+    /// How verifiers read the answer, named like `parts`: a function reports its own under `""`,
+    /// a [`crate::RewardSet`] renames it to the function's name. Empty for rewards that do not
+    /// extract an answer (format, length) and for plugins.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub answers: BTreeMap<String, AnswerInfo>,
 }
 
 impl RewardOutput {
     /// A successful reward with no parts.
     pub fn ok(value: f64) -> Self {
-        Self { value, parts: BTreeMap::new(), status: RewardStatus::Ok }
+        Self { value, parts: BTreeMap::new(), status: RewardStatus::Ok, answers: BTreeMap::new() }
     }
 
     /// A successful reward with named parts.
     pub fn with_parts(value: f64, parts: BTreeMap<String, f64>) -> Self {
-        Self { value, parts, status: RewardStatus::Ok }
+        Self { value, parts, status: RewardStatus::Ok, answers: BTreeMap::new() }
     }
 
     /// A failed reward; the value is `NaN`.
     pub fn error(msg: impl Into<String>) -> Self {
-        Self { value: f64::NAN, parts: BTreeMap::new(), status: RewardStatus::Error(msg.into()) }
+        Self { value: f64::NAN, parts: BTreeMap::new(), status: RewardStatus::Error(msg.into()), answers: BTreeMap::new() }
     }
 
     /// A reward that timed out; the value is `NaN`.
     pub fn timeout() -> Self {
-        Self { value: f64::NAN, parts: BTreeMap::new(), status: RewardStatus::Timeout }
+        Self { value: f64::NAN, parts: BTreeMap::new(), status: RewardStatus::Timeout, answers: BTreeMap::new() }
+    }
+
+    /// This output with the verifier's own [`AnswerInfo`] (key `""`).
+    #[must_use]
+    pub fn with_answer(mut self, info: AnswerInfo) -> Self {
+        self.answers.insert(String::new(), info);
+        self
     }
 
     /// True when the status is `Ok`.
@@ -116,10 +176,19 @@ impl RewardOutput {
 ///
 /// - return exactly one output per input, in input order (a wrong count is a hard error);
 /// - never panic on odd input: report per-sample problems with [`RewardOutput::error`];
-/// - a value of a failed sample is never read as a reward, so put `NaN` there (the constructors do).
+/// - a value of a failed sample is never read as a reward, so put `NaN` there (the constructors do);
+/// - an ok output must carry a finite value and finite parts: anything else is turned into a
+///   failure of that sample (`returned a non-finite value`), never into a number.
 ///
 /// `Send + Sync` because a [`crate::RewardSet`] scores its functions on parallel threads.
 pub trait RewardFn: Send + Sync {
     /// Scores `batch`, one output per input.
     fn score(&self, batch: &[RewardInput]) -> Vec<RewardOutput>;
+
+    /// `Some(reason)` once the function can never score again (an external plugin that used up
+    /// its restarts). Under `on_error = "zero"` / `"drop_group"` the reward set then stops the run
+    /// instead of failing every later sample. Default: never.
+    fn gave_up(&self) -> Option<String> {
+        None
+    }
 }

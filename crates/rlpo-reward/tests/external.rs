@@ -159,7 +159,7 @@ fn exit_between_batches_is_noticed_and_restarted() {
 
 #[test]
 fn plugin_that_always_dies_gives_up_after_max_restarts() {
-    let mut o = opts("crash", &["--at-start"], 2);
+    let mut o = opts("crash", &["--die-on-request"], 2);
     o.max_restarts = 2;
     let (p, log, counters) = start(o);
     let t = Instant::now();
@@ -172,7 +172,10 @@ fn plugin_that_always_dies_gives_up_after_max_restarts() {
     assert!(out.iter().all(|o| error_text(o).contains("gave up")));
     assert_eq!(counters.snapshot().restarts, 2);
     assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
-    assert!(log.drain().iter().any(|l| l.contains("gave up")));
+    let lines = log.drain();
+    assert!(lines.iter().any(|l| l.contains("gave up")));
+    assert!(lines.iter().any(|l| l == "[crash] RuntimeError: scoring backend is gone"), "traceback in the log: {lines:?}");
+    assert!(p.gave_up().is_some_and(|m| m.contains("gave up")));
 }
 
 #[test]
@@ -220,6 +223,132 @@ fn invalid_output_fails_the_right_samples_and_keeps_the_plugin() {
     }
     assert_eq!(counters.snapshot().restarts, 0);
     assert!(log.drain().iter().any(|l| l.starts_with("[invalid] protocol error")));
+}
+
+#[test]
+fn plugin_dead_at_start_is_a_start_error_quoting_its_stderr() {
+    let o = opts("crash", &["--at-start"], 2);
+    let err = ExternalReward::start(o, RewardLog::new(), Arc::default()).expect_err("dies before the handshake");
+    let msg = err.to_string();
+    assert!(msg.contains("`crash`") && msg.contains("exited during the start-up handshake"), "{msg}");
+    assert!(msg.contains("exit status: 3") && msg.contains("[crash] fatal: cannot load the checker"), "{msg}");
+}
+
+#[test]
+fn slow_start_past_startup_timeout_is_a_start_error() {
+    let mut o = opts("probe", &["--slow-start", "30"], 2);
+    o.startup_timeout = Duration::from_millis(500);
+    let t = Instant::now();
+    let err = ExternalReward::start(o, RewardLog::new(), Arc::default()).expect_err("never ready");
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(err.to_string().contains("did not answer the start-up handshake within 500ms"), "{err}");
+    // Within its start-up time the same plugin is fine.
+    let mut o = opts("probe", &["--slow-start", "0.3"], 2);
+    o.startup_timeout = Duration::from_secs(20);
+    let (p, _, _) = start(o);
+    assert!(p.score(&samples(3, &[])).iter().all(RewardOutput::is_ok));
+}
+
+#[test]
+fn protocol_1_plugin_passes_the_handshake_unchanged() {
+    let (p, _log, counters) = start(opts("v1", &[], 4));
+    let out = p.score(&[RewardInput::new("the answer is 42", Some("42")), RewardInput::new("7", Some("8"))]);
+    assert_eq!(out.iter().map(|o| o.value).collect::<Vec<_>>(), [1.0, 0.0], "{out:?}");
+    assert_eq!(counters.snapshot().restarts, 0);
+}
+
+#[test]
+fn requests_queued_behind_a_slow_sequential_plugin_do_not_time_out() {
+    // 8 requests in flight at once, 0.4 s each, one at a time: the last answer comes after 3.2 s,
+    // far past the 1.5 s timeout counted from writing it; counted from when the plugin could take
+    // it (the previous answer), none times out.
+    let mut o = opts("probe", &["--sleep", "0.4"], 8);
+    o.timeout = Duration::from_millis(1500);
+    let (p, _log, counters) = start(o);
+    let t = Instant::now();
+    let out = p.score(&samples(8, &[]));
+    assert!(t.elapsed() >= Duration::from_millis(3200), "sequential: took {:?}", t.elapsed());
+    assert!(out.iter().all(RewardOutput::is_ok), "{out:?}");
+    assert_no_misassignment(&out);
+    assert_eq!(counters.snapshot().restarts, 0);
+}
+
+/// Processes (not zombies) whose command line contains `marker`.
+fn live_with_marker(marker: &str) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
+        if !zombie && String::from_utf8_lossy(&cmdline).contains(marker) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|stat| !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')))
+}
+
+/// Polls `cond` for up to 5 s (SIGKILL is delivered asynchronously).
+fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+#[test]
+fn timeout_and_drop_kill_the_plugins_whole_process_group() {
+    // Started through `sh -c`, the plugin forks two children and starts an `sh -c` grandchild;
+    // every one of them carries the marker in its command line.
+    let marker = format!("rlpo-fork-marker-{}", std::process::id());
+    let cmd = format!("python3 {} --fork {marker}", script("probe"));
+    let mut o = ExternalOptions::new("fork", vec!["sh".into(), "-c".into(), cmd]);
+    o.timeout = Duration::from_secs(1);
+    o.backoff = Duration::from_millis(10);
+    let (p, log, counters) = start(o);
+    let first: Vec<u32> = log
+        .tail("[fork] children: ", 1)
+        .first()
+        .expect("children reported")
+        .trim_start_matches("[fork] children: ")
+        .split(' ')
+        .map(|s| s.parse().expect("pid"))
+        .collect();
+    assert_eq!(first.len(), 3);
+    assert!(first.iter().all(|&pid| alive(pid)));
+    let out = p.score(&samples(4, &[(1, "hang")]));
+    assert_eq!(out[1].status, RewardStatus::Timeout);
+    assert!(out.iter().enumerate().all(|(k, o)| k == 1 || o.is_ok()), "{out:?}");
+    assert_eq!(counters.snapshot().restarts, 1);
+    // The timed-out instance's children are gone, though only the restarted one was asked to stop.
+    assert!(eventually(|| first.iter().all(|&pid| !alive(pid))), "left behind: {:?}", live_with_marker(&marker));
+    assert!(!live_with_marker(&marker).is_empty(), "the restarted instance runs");
+    drop(p);
+    assert!(eventually(|| live_with_marker(&marker).is_empty()), "left after drop: {:?}", live_with_marker(&marker));
+}
+
+#[test]
+fn environment_is_an_allow_list() {
+    // cargo sets CARGO_PKG_NAME for test processes: withheld unless the recipe names it.
+    let probe = ["--env", "PATH", "--env", "CARGO_PKG_NAME"];
+    assert!(std::env::var_os("CARGO_PKG_NAME").is_some());
+    let (p, _, _) = start(opts("probe", &probe, 1));
+    let out = p.score(&samples(1, &[]));
+    assert_eq!((out[0].parts["env_PATH"], out[0].parts["env_CARGO_PKG_NAME"]), (1.0, 0.0), "{out:?}");
+    let mut o = opts("probe", &probe, 1);
+    o.pass_env = vec!["CARGO_PKG_NAME".into()];
+    let (p, _, _) = start(o);
+    let out = p.score(&samples(1, &[]));
+    assert_eq!((out[0].parts["env_PATH"], out[0].parts["env_CARGO_PKG_NAME"]), (1.0, 1.0), "{out:?}");
 }
 
 #[test]

@@ -252,7 +252,7 @@ fn custom_fns_that_break_the_contract_are_caught() {
 struct Fails(RewardStatus);
 impl RewardFn for Fails {
     fn score(&self, batch: &[RewardInput]) -> Vec<RewardOutput> {
-        batch.iter().map(|_| RewardOutput { value: f64::NAN, parts: Default::default(), status: self.0.clone() }).collect()
+        batch.iter().map(|_| RewardOutput { value: f64::NAN, parts: Default::default(), status: self.0.clone(), answers: Default::default() }).collect()
     }
 }
 

@@ -31,12 +31,7 @@ fn main() {
         Ok(report) => {
             println!("{report}");
             if args.iter().any(|a| a == "--json") {
-                let dtype = if o.dtype == tch::Kind::BFloat16 { "bf16" } else { "f32" };
-                println!(
-                    "{{\"impl\": \"rlpo\", \"dtype\": \"{dtype}\", \"batch\": {}, \"group_size\": {}, \"new_tokens\": {}, \"threads\": {}, \"workers\": {}, \"seconds\": {:.4}, \"tokens_per_s\": {:.2}, \"ms_per_step\": {:.3}, \"sample_ms_per_step\": {:.3}, \"prefill_s\": {:.4}, \"fraction_of_ceiling\": {:.4}}}",
-                    o.batch, o.group_size, o.new_tokens, o.threads, o.workers, report.total_s, report.tokens_per_s,
-                    report.ms_per_step, report.sample_ms_per_step, report.prefill_s, report.fraction_of_ceiling()
-                );
+                println!("{}", report.to_json());
             }
         }
         Err(e) => {

@@ -4,7 +4,10 @@
 //!
 //! - Prompts: [`BENCH_PROMPTS`] (the same list `scripts/bench_hf_generate.py` uses), chat-templated,
 //!   cycled to fill the batch; with `group_size = G`, `batch / G` prompts × G samples each.
-//! - Sampling: T = 1, no truncation, EOS ignored, so every row produces exactly `new_tokens`.
+//! - Sampling: T = 1, no truncation, EOS ignored, so every row produces exactly `new_tokens`;
+//!   on the host or on the device (`BenchOptions::sampler`, `auto` = device on CUDA).
+//! - Warm-up: one untimed run of `warmup_tokens` new tokens on the same batch first (one-time
+//!   costs: allocator growth, kernel selection, packing); its time is reported on its own line.
 //! - Ceilings: a 2048³ matmul in the model's dtype (FLOP/s) and a 256 MiB tensor copy (bytes/s)
 //!   on the CPU; on a GPU an 8192³ matmul and a 1 GiB copy, timed between device synchronisations.
 //!   The floor of one decode step is `max(FLOPs / FLOP/s, bytes / bandwidth)` with FLOPs =
@@ -21,7 +24,7 @@ use crate::fast::FastDecoder;
 use crate::model::RolloutModel;
 use crate::output::RolloutStats;
 use crate::worker::RolloutPool;
-use crate::params::SamplingParams;
+use crate::params::{SamplerPlacement, SamplingParams};
 use crate::rng::RolloutSeed;
 use rlpo_model::{CausalLm, ChatMessage, LoadOptions, ModelConfig, TextTokenizer};
 use std::path::PathBuf;
@@ -83,6 +86,10 @@ pub struct BenchOptions {
     pub workers: usize,
     /// Device the model runs on (`Device::Cpu` by default).
     pub device: Device,
+    /// Where tokens are sampled (`auto` = on the device for CUDA).
+    pub sampler: SamplerPlacement,
+    /// New tokens of the untimed warm-up run (capped at `new_tokens`; `new_tokens` = a full run).
+    pub warmup_tokens: usize,
 }
 
 impl BenchOptions {
@@ -99,6 +106,8 @@ impl BenchOptions {
             repeats: 1,
             workers: 1,
             device: Device::Cpu,
+            sampler: SamplerPlacement::Auto,
+            warmup_tokens: 8,
         }
     }
 }
@@ -131,12 +140,30 @@ pub struct BenchReport {
     pub ceilings: Ceilings,
     /// Lower bound on a decode step from the ceilings, ms (at the mean context length).
     pub floor_ms_per_step: f64,
+    /// Seconds of the untimed warm-up run.
+    pub warmup_s: f64,
+    /// Tokens were sampled on the device.
+    pub device_sampling: bool,
+    /// Device→host reads of sampled tokens in the timed run (device sampling).
+    pub syncs: usize,
 }
 
 impl BenchReport {
     /// `floor / measured` of a full step (forward + sampling): 1.0 = at the machine's ceiling.
     pub fn fraction_of_ceiling(&self) -> f64 {
         self.floor_ms_per_step / (self.ms_per_step + self.sample_ms_per_step)
+    }
+
+    /// One JSON line (the format `scripts/bench_hf_generate.py --compare-rlpo` and
+    /// `scripts/gpu_check.py` read).
+    pub fn to_json(&self) -> String {
+        let o = &self.options;
+        let dtype = if o.dtype == Kind::BFloat16 { "bf16" } else { "f32" };
+        format!(
+            "{{\"impl\": \"rlpo\", \"decoder\": \"{:?}\", \"device\": \"{:?}\", \"dtype\": \"{dtype}\", \"batch\": {}, \"group_size\": {}, \"new_tokens\": {}, \"threads\": {}, \"workers\": {}, \"device_sampling\": {}, \"warmup_s\": {:.4}, \"seconds\": {:.4}, \"tokens_per_s\": {:.2}, \"ms_per_step\": {:.3}, \"sample_ms_per_step\": {:.3}, \"prefill_s\": {:.4}, \"syncs\": {}, \"matmul_flops\": {:.4e}, \"fraction_of_ceiling\": {:.4}}}",
+            o.decoder, o.device, o.batch, o.group_size, o.new_tokens, o.threads, o.workers, self.device_sampling, self.warmup_s, self.total_s,
+            self.tokens_per_s, self.ms_per_step, self.sample_ms_per_step, self.prefill_s, self.syncs, self.ceilings.matmul_flops, self.fraction_of_ceiling()
+        )
     }
 }
 
@@ -148,6 +175,8 @@ impl std::fmt::Display for BenchReport {
             "rollout bench: {} | batch {} (G = {}) | {} new tokens | {:?} | {:?} decoder on {:?} | {} worker(s) | {} threads",
             o.model_dir.display(), o.batch, o.group_size, o.new_tokens, o.dtype, o.decoder, o.device, o.workers, o.threads
         )?;
+        writeln!(f, "  sampling          {}", if self.device_sampling { format!("on the device ({} reads of sampled tokens)", self.syncs) } else { "on the host".into() })?;
+        writeln!(f, "  warm-up           {:9.3} s ({} new tokens, untimed)", self.warmup_s, o.warmup_tokens.min(o.new_tokens))?;
         writeln!(f, "  tokens/s          {:9.1}", self.tokens_per_s)?;
         writeln!(f, "  total             {:9.3} s (prefill {:.3} s)", self.total_s, self.prefill_s)?;
         writeln!(f, "  decode step       {:9.2} ms forward + {:.2} ms sampling", self.ms_per_step, self.sample_ms_per_step)?;
@@ -245,6 +274,7 @@ pub fn bench_rollout(opts: &BenchOptions) -> Result<BenchReport> {
         temperature: 1.0,
         ignore_eos: true,
         compact_fraction: 1.0,
+        sampler: opts.sampler,
         ..SamplingParams::default()
     };
     let workers = opts.workers.max(1);
@@ -300,8 +330,10 @@ pub fn bench_rollout(opts: &BenchOptions) -> Result<BenchReport> {
             Ok((stats, outs.iter().flat_map(|o| o.completions().map(|c| c.len())).collect()))
         })
     };
-    // Warm-up (allocator, oneDNN kernels) on a short run.
-    run(opts.new_tokens.min(8), 1000)?;
+    // Warm-up (allocator, kernel selection, packing), timed on its own.
+    let t_warm = Instant::now();
+    run(opts.warmup_tokens.clamp(1, opts.new_tokens), 1000)?;
+    let warmup_s = t_warm.elapsed().as_secs_f64();
     let mut best: Option<(f64, RolloutStats)> = None;
     for rep in 0..opts.repeats.max(1) {
         let t = Instant::now();
@@ -336,5 +368,8 @@ pub fn bench_rollout(opts: &BenchOptions) -> Result<BenchReport> {
         sample_ms_per_step: 1e3 * stats.sample_s / (steps + 1.0),
         ceilings,
         floor_ms_per_step: 1e3 * floor_s,
+        warmup_s,
+        device_sampling: stats.device_sampling,
+        syncs: stats.syncs,
     })
 }

@@ -66,17 +66,17 @@ impl GenerateRequest {
 }
 
 /// Bookkeeping of one row while it decodes.
-struct Row {
-    prompt: usize,
-    rng: RowRng,
-    limit: usize,
-    limit_reason: FinishReason,
-    out: Completion,
-    done: bool,
+pub(crate) struct Row {
+    pub(crate) prompt: usize,
+    pub(crate) rng: RowRng,
+    pub(crate) limit: usize,
+    pub(crate) limit_reason: FinishReason,
+    pub(crate) out: Completion,
+    pub(crate) done: bool,
 }
 
 impl Row {
-    fn push(&mut self, s: TokenSample) {
+    pub(crate) fn push(&mut self, s: TokenSample) {
         let c = &mut self.out;
         c.tokens.push(s.token);
         c.logprobs.push(s.logprob);
@@ -89,7 +89,7 @@ impl Row {
 /// The rollout engine: stop rules plus reusable host buffers. Cheap to create; keep one per thread.
 pub struct Engine {
     eos_ids: Vec<i64>,
-    detokenizer: Option<Arc<dyn Detokenizer>>,
+    pub(crate) detokenizer: Option<Arc<dyn Detokenizer>>,
     host: HostLogits,
 }
 
@@ -140,6 +140,10 @@ impl Engine {
         }
         let sampler = Sampler::new(p, req.entropy_stats);
         let g = p.group_size;
+        if p.sampler.on_device(model.device()) {
+            let (rows, stats) = self.generate_on_device(model, req, rows, &stop, &stop_ids, sampler)?;
+            return Ok(into_batch(rows, g, req.prompts.len(), stats));
+        }
         let mut stats = RolloutStats::default();
 
         // 1. Prefill the unique prompts, left-padded.
@@ -209,19 +213,11 @@ impl Engine {
             }
         }
 
-        stats.tokens = rows.iter().map(|r| r.out.tokens.len()).sum();
-        let mut groups: Vec<Group> = Vec::with_capacity(req.prompts.len());
-        for (i, row) in rows.into_iter().enumerate() {
-            if i % g == 0 {
-                groups.push(Group { prompt_index: row.out.prompt_index, completions: Vec::with_capacity(g) });
-            }
-            groups.last_mut().expect("group pushed above").completions.push(row.out);
-        }
-        Ok(RolloutBatch { groups, stats })
+        Ok(into_batch(rows, g, req.prompts.len(), stats))
     }
 
     /// Validate the request and build one `Row` per (prompt, sample).
-    fn make_rows<M: RolloutModel + ?Sized>(&self, model: &M, req: &GenerateRequest) -> Result<Vec<Row>> {
+    pub(crate) fn make_rows<M: RolloutModel + ?Sized>(&self, model: &M, req: &GenerateRequest) -> Result<Vec<Row>> {
         let p = &req.params;
         let g = p.group_size;
         let n_rows = req.prompts.len() * g;
@@ -320,8 +316,21 @@ impl Engine {
     }
 }
 
+/// Group finished rows (row `n = p·G + g`) into the batch, counting their tokens.
+fn into_batch(rows: Vec<Row>, g: usize, prompts: usize, mut stats: RolloutStats) -> RolloutBatch {
+    stats.tokens = rows.iter().map(|r| r.out.tokens.len()).sum();
+    let mut groups: Vec<Group> = Vec::with_capacity(prompts);
+    for (i, row) in rows.into_iter().enumerate() {
+        if i % g == 0 {
+            groups.push(Group { prompt_index: row.out.prompt_index, completions: Vec::with_capacity(g) });
+        }
+        groups.last_mut().expect("group pushed above").completions.push(row.out);
+    }
+    RolloutBatch { groups, stats }
+}
+
 /// Left-pad prompts into `ids [P, L]` (pad id 0, masked out) and `mask [P, L]` i64.
-fn left_pad(prompts: &[Vec<i64>]) -> (Tensor, Tensor, usize) {
+pub(crate) fn left_pad(prompts: &[Vec<i64>]) -> (Tensor, Tensor, usize) {
     let width = prompts.iter().map(Vec::len).max().unwrap_or(1);
     let mut ids = vec![0i64; prompts.len() * width];
     let mut mask = vec![0i64; prompts.len() * width];

@@ -1,9 +1,11 @@
 //! rlpo-rollout: the rollout engine of an RL post-training step.
 //!
 //! - [`Engine::generate`] turns prompts into groups of G completions: one prefill per prompt,
-//!   cache fan-out into G rows, batched KV-cache decode, host-side sampling with exact per-token
-//!   logprobs (sampled and base temperature) and full-vocabulary entropy, EOS / stop-string /
-//!   budget / max-length stops, compaction of finished rows;
+//!   cache fan-out into G rows, batched KV-cache decode, sampling with exact per-token logprobs
+//!   (sampled and base temperature) and full-vocabulary entropy — on the host ([`sampler`]) or,
+//!   for CUDA models, on the device in tensor ops ([`device_sampler`], [`device_loop`]: only
+//!   the sampled ids and their numbers reach the host) — EOS / stop-string / budget /
+//!   max-length stops, compaction of finished rows;
 //! - [`SamplingParams`] is the recipe's `[rollout]` section (temperature, top-k, top-p, min-p,
 //!   greedy, stop strings, HAPO [`AdaptiveTemperature`], workers);
 //! - [`RolloutSeed`] makes every row's randomness a function of (run seed, step, prompt, sample);
@@ -18,6 +20,8 @@ pub mod adaptive_temperature;
 pub mod bench;
 pub mod cpu_decoder;
 pub mod cpu_kernels;
+pub mod device_loop;
+pub mod device_sampler;
 pub mod engine;
 pub mod error;
 pub mod fast;
@@ -38,11 +42,12 @@ pub use adaptive_temperature::{token_temperature, AdaptiveTemperature, EntropySt
 pub use engine::{Engine, GenerateRequest};
 pub use error::{Error, Result};
 pub use cpu_decoder::{BoundCpuDecoder, CpuDecoder, HostWeights, Parallelism};
-pub use fast::FastDecoder;
+pub use fast::{BoundFastDecoder, FastDecoder, FastWeights};
 pub use host_cache::HostCache;
 pub use model::{DecodeCache, Logits, RolloutModel};
 pub use output::{pad_responses, Completion, FinishReason, Group, RolloutBatch, RolloutStats};
-pub use params::SamplingParams;
+pub use device_sampler::{DeviceSampler, DeviceSamples};
+pub use params::{SamplerPlacement, SamplingParams};
 pub use rng::{RolloutSeed, RowRng};
 pub use sampler::{Sampler, TokenSample};
 pub use stop::Detokenizer;

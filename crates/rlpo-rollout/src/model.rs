@@ -95,6 +95,13 @@ pub trait RolloutModel {
     fn prefill(&self, ids: &Tensor, mask: &Tensor, capacity: i64) -> Result<(Logits, DecodeCache)>;
     /// One decode step for tokens `ids [B]`; next-token logits `[B, V]`.
     fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Result<Logits>;
+    /// [`RolloutModel::step`] for ids already on the model's device (`[B]` i64): the
+    /// device-resident decode loop feeds each step's sampled ids back without a host round trip.
+    /// Default: copy the ids to the host and call `step` (host decoders).
+    fn step_tensor(&self, ids: &Tensor, cache: &mut DecodeCache) -> Result<Logits> {
+        let host = ids.f_to_device(Device::Cpu).and_then(|t| t.f_to_kind(tch::Kind::Int64)).and_then(|t| Vec::<i64>::try_from(&t))?;
+        self.step(&host, cache)
+    }
     /// Copy new weights (HF names) into the model. Every name must exist with the same shape.
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()>;
     /// The weights were changed in place by someone else (the colocated learner): rebuild anything
@@ -161,11 +168,11 @@ impl RolloutModel for CausalLm {
         Ok((logits, DecodeCache::Torch(cache)))
     }
     fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Result<Logits> {
+        self.step_tensor(&ids_tensor(ids, CausalLm::device(self)), cache)
+    }
+    fn step_tensor(&self, ids: &Tensor, cache: &mut DecodeCache) -> Result<Logits> {
         let cache = cache.torch()?;
-        guarded("decode step", || {
-            let ids = ids_tensor(ids, CausalLm::device(self));
-            Logits::Tensor(tch::no_grad(|| CausalLm::step(self, &ids, cache)))
-        })
+        guarded("decode step", || Logits::Tensor(tch::no_grad(|| CausalLm::step(self, ids, cache))))
     }
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()> {
         copy_weights(self, weights)
@@ -191,6 +198,9 @@ impl<M: RolloutModel> RolloutModel for Arc<Mutex<M>> {
     }
     fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Result<Logits> {
         lock(self).step(ids, cache)
+    }
+    fn step_tensor(&self, ids: &Tensor, cache: &mut DecodeCache) -> Result<Logits> {
+        lock(self).step_tensor(ids, cache)
     }
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()> {
         lock(self).load_weights(weights)
@@ -219,6 +229,9 @@ impl<M: RolloutModel + ?Sized> RolloutModel for Box<M> {
     }
     fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> Result<Logits> {
         (**self).step(ids, cache)
+    }
+    fn step_tensor(&self, ids: &Tensor, cache: &mut DecodeCache) -> Result<Logits> {
+        (**self).step_tensor(ids, cache)
     }
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> Result<()> {
         (**self).load_weights(weights)

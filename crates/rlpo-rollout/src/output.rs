@@ -86,6 +86,14 @@ pub struct RolloutStats {
     pub row_steps: usize,
     /// Times the batch was compacted.
     pub compactions: usize,
+    /// Sampling ran on the model's device (`rollout.sampler`); then `decode_s` covers whole
+    /// blocks of steps (forward, sampling and the wait for the device) and `sample_s` the host's
+    /// reads of the sampled tokens.
+    #[serde(default)]
+    pub device_sampling: bool,
+    /// Device→host reads of sampled tokens (device sampling; one per block of steps).
+    #[serde(default)]
+    pub syncs: usize,
 }
 
 /// All groups of one request.

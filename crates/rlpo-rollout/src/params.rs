@@ -49,6 +49,38 @@ pub struct SamplingParams {
     /// finished since the last compaction (0 = compact at every finish, 1 = never compact).
     /// Compaction copies the KV cache, so tiny fractions waste copies. Default 0.25.
     pub compact_fraction: f64,
+    /// Where tokens are sampled: `auto` (on the device for CUDA models, on the host otherwise),
+    /// `host` (logits `[B, V]` copied to the host each step) or `device` (tensor ops next to the
+    /// logits; only ids and their log-probs/entropies are read back). Default auto.
+    pub sampler: SamplerPlacement,
+    /// Device sampling: decode steps between two reads of the sampled tokens (stop strings and
+    /// compaction are applied at these reads; a finished row costs at most this many extra
+    /// steps). Default 8.
+    pub device_sync_steps: usize,
+}
+
+/// `rollout.sampler`: where sampling runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SamplerPlacement {
+    /// On the device for CUDA models, on the host otherwise.
+    #[default]
+    Auto,
+    /// On the host ([`crate::sampler`]).
+    Host,
+    /// On the model's device ([`crate::device_sampler`]).
+    Device,
+}
+
+impl SamplerPlacement {
+    /// Whether a model on `device` samples on the device.
+    pub fn on_device(self, device: tch::Device) -> bool {
+        match self {
+            SamplerPlacement::Auto => device.is_cuda(),
+            SamplerPlacement::Host => false,
+            SamplerPlacement::Device => true,
+        }
+    }
 }
 
 impl Default for SamplingParams {
@@ -68,6 +100,8 @@ impl Default for SamplingParams {
             workers: 1,
             threads_per_worker: 0,
             compact_fraction: 0.25,
+            sampler: SamplerPlacement::Auto,
+            device_sync_steps: 8,
         }
     }
 }
@@ -102,6 +136,9 @@ impl SamplingParams {
         }
         if !(0.0..=1.0).contains(&self.compact_fraction) {
             return Err(bad("compact_fraction", format!("must be in [0, 1], got {}", self.compact_fraction)));
+        }
+        if self.device_sync_steps == 0 {
+            return Err(bad("device_sync_steps", "must be at least 1, got 0".into()));
         }
         if let Some(a) = &self.adaptive_temperature {
             a.validate()?;

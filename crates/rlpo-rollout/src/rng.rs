@@ -8,7 +8,7 @@
 //! so dependency upgrades cannot change a recorded run; the mixer is the output function of
 //! SplitMix64 (Steele, Lea & Flood 2014; Vigna's `splitmix64.c`), a strong 64-bit bijection.
 
-const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+pub(crate) const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
 /// Domain tag so rollout streams never coincide with other users of the same run seed
 /// (the data crate derives its shuffles from the same seed).

@@ -27,7 +27,7 @@ pub fn portable_kernels_forced() -> bool {
     *F.get_or_init(|| std::env::var("RLPO_PORTABLE_KERNELS").is_ok_and(|v| v.trim() == "1"))
 }
 
-/// Whether this CPU has AVX-512F (f32 kernels), checked once.
+/// Whether this CPU has AVX-512F (the f32 GEMM kernel's features), checked once.
 pub fn has_avx512f() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -38,7 +38,28 @@ pub fn has_avx512f() -> bool {
     false
 }
 
-/// Whether this CPU has AVX-512 BF16 (`vdpbf16ps`), checked once.
+/// Whether this CPU has every feature the attention and sampling kernels are compiled with
+/// (`avx512f,avx512bw,avx512vl,fma`), checked once. AVX-512F alone is not enough: a CPU (or a
+/// hypervisor's CPUID mask) may expose F without BW/VL, and running code compiled for them there
+/// is undefined behaviour.
+pub fn has_avx512_core() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static F: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *F.get_or_init(|| {
+            !portable_kernels_forced()
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("fma")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Whether this CPU has AVX-512 BF16 (`vdpbf16ps`) and the other features the bf16 GEMM kernel
+/// is compiled with (`avx512f,avx512bf16,avx512bw,avx512vl`), checked once.
 pub fn has_avx512_bf16() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -73,7 +94,8 @@ pub(crate) fn dispatch_bf16_gemm(xq: &[u32], m: usize, kp: usize, w: &[u32], pan
 pub(crate) fn dispatch_f32_gemm(x: &[f32], m: usize, k: usize, w: &[f32], panels: Range<usize>, out: &mut [f32], ldo: usize) {
     #[cfg(target_arch = "x86_64")]
     if has_avx512f() {
-        // SAFETY: the CPU supports AVX-512F (checked).
+        // SAFETY: the CPU supports AVX-512F, the only feature `f32_gemm_avx512` is compiled with
+        // (checked).
         #[allow(unsafe_code)]
         unsafe {
             x86::f32_gemm_avx512(x, m, k, w, panels, out, ldo)
@@ -87,8 +109,9 @@ pub(crate) fn dispatch_f32_gemm(x: &[f32], m: usize, k: usize, w: &[f32], panels
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn dispatch_attention_row<T: KvElem>(q: &[f32], keys: &[T], values: &[T], valid: &[bool], kv: usize, cap: usize, hd: usize, total: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if has_avx512f() {
-        // SAFETY: the CPU supports AVX-512F (checked).
+    if has_avx512_core() {
+        // SAFETY: the CPU supports every feature `attention_row_avx512` is compiled with
+        // (avx512f, avx512bw, avx512vl, fma; checked).
         #[allow(unsafe_code)]
         unsafe {
             x86::attention_row_avx512(q, keys, values, valid, kv, cap, hd, total, out)
@@ -101,8 +124,9 @@ pub(crate) fn dispatch_attention_row<T: KvElem>(q: &[f32], keys: &[T], values: &
 /// One sampling decision (see `Sampler::sample`), compiled for AVX-512 when present.
 pub(crate) fn dispatch_sample(s: &crate::sampler::Sampler, z: &[f32], u: f64, scratch: &mut crate::sampler::Scratch) -> crate::sampler::TokenSample {
     #[cfg(target_arch = "x86_64")]
-    if has_avx512f() {
-        // SAFETY: the CPU supports AVX-512F (checked).
+    if has_avx512_core() {
+        // SAFETY: the CPU supports every feature `sample_avx512` is compiled with (avx512f,
+        // avx512bw, avx512vl, fma; checked).
         #[allow(unsafe_code)]
         return unsafe { x86::sample_avx512(s, z, u, scratch) };
     }
@@ -325,6 +349,70 @@ mod x86 {
             let a: [f32; LANES] = bytemuck::cast(*a);
             let o = (r0 + i) * ldo + c0;
             out[o..o + LANES].copy_from_slice(&a);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The dispatch is checked against this file's own source: every kernel called from a
+    //! `dispatch_*` function must be guarded by a `has_*` predicate that detects every feature in
+    //! the kernel's `#[target_feature(enable = ...)]`. Adding a feature to a kernel without
+    //! adding it to its guard fails here instead of crashing (or worse) on some CPU.
+    use std::collections::{BTreeMap, BTreeSet};
+
+    const SRC: &str = include_str!("simd.rs");
+
+    /// The string literals between `open` and the next `close`, for each occurrence of `open`.
+    fn quoted_after<'a>(text: &'a str, open: &str) -> Vec<&'a str> {
+        text.match_indices(open).filter_map(|(i, _)| text[i + open.len()..].split('"').next()).collect()
+    }
+
+    /// The identifier at the start of `s`.
+    fn ident(s: &str) -> String {
+        s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect()
+    }
+
+    /// `name -> body` of each `prefix name` in `text` (up to the next top-level item).
+    fn bodies<'a>(text: &'a str, prefix: &str) -> BTreeMap<String, &'a str> {
+        let mut out = BTreeMap::new();
+        for (i, _) in text.match_indices(prefix) {
+            let rest = &text[i + prefix.len()..];
+            let end = rest.find("\n}\n").unwrap_or(rest.len());
+            out.insert(ident(rest), &rest[..end]);
+        }
+        out
+    }
+
+    #[test]
+    fn every_kernel_is_guarded_by_all_of_its_target_features() {
+        let (src, _) = SRC.split_once("#[cfg(test)]\nmod tests").expect("test module");
+        // Predicates: the features each `has_*` detects.
+        let preds: BTreeMap<String, BTreeSet<&str>> = bodies(src, "pub fn has_")
+            .into_iter()
+            .map(|(name, body)| (format!("has_{name}"), quoted_after(body, "is_x86_feature_detected!(\"").into_iter().collect()))
+            .collect();
+        // Kernels: the features each `pub(super) fn` is compiled with.
+        let x86 = src.split_once("mod x86 {").expect("x86 module").1;
+        let mut kernels: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
+        for (i, _) in x86.match_indices("#[target_feature(enable = \"") {
+            let after = &x86[i..];
+            let feats: BTreeSet<&str> = quoted_after(after, "enable = \"")[0].split(',').collect();
+            let sig = after.lines().skip(1).find(|l| l.contains("fn ")).expect("fn after the attribute");
+            if let Some(rest) = sig.trim_start().strip_prefix("pub(super) fn ") {
+                kernels.insert(ident(rest), feats);
+            }
+        }
+        assert_eq!(kernels.len(), 4, "kernels found: {kernels:?}");
+        // Each dispatch: its guard must cover the kernel it calls.
+        let dispatches = bodies(src, "pub(crate) fn dispatch_");
+        assert_eq!(dispatches.len(), 4, "{:?}", dispatches.keys());
+        for (name, body) in &dispatches {
+            let at = body.find("if has_").unwrap_or_else(|| panic!("dispatch_{name} has no `if has_*()` guard"));
+            let guard = ident(&body[at + 3..]);
+            let kernel = ident(body.split("x86::").nth(1).expect("calls a kernel"));
+            let (have, need) = (&preds[&guard], &kernels[&kernel]);
+            assert!(need.is_subset(have), "dispatch_{name}: {guard}() detects {have:?} but {kernel} needs {need:?}");
         }
     }
 }

@@ -1,6 +1,7 @@
 //! CUDA checks of the rollout engine, compiled only with `--features cuda-tests`. On `cuda:0` (or
-//! `RLPO_TEST_DEVICE`), for the two LibTorch decode paths (`CausalLm` — what the colocated trainer
-//! uses — and `FastDecoder`):
+//! `RLPO_TEST_DEVICE`), for the three LibTorch decode paths (`CausalLm`, `FastDecoder`, and
+//! `BoundFastDecoder` — what the colocated trainer uses), each with sampling on the device (the
+//! default on CUDA) and on the host:
 //!
 //! - the base-temperature log-probs recorded while decoding with the KV cache (prefill, G-row
 //!   fan-out, per-row budgets, compaction) equal the learner's full forward on the same device:
@@ -16,7 +17,7 @@
 mod cuda_support;
 use cuda_support::*;
 use rlpo_model::CausalLm;
-use rlpo_rollout::{Completion, Engine, FastDecoder, GenerateRequest, RolloutModel, RolloutSeed, SamplingParams};
+use rlpo_rollout::{BoundFastDecoder, Completion, Engine, FastDecoder, GenerateRequest, RolloutModel, RolloutSeed, SamplerPlacement, SamplingParams};
 use tch::{Device, Kind, Tensor};
 
 /// Prompts of `lens` tokens with ids in 3..vocab.
@@ -65,11 +66,14 @@ fn rollout_logprobs_on_device_equal_the_learner_forward() {
         let ps = prompts(cpu.config.vocab_size, &[5, 13, 8]);
         let g = 3;
         let budgets: Vec<usize> = (0..ps.len() * g).map(|n| 4 + (n * 7) % 21).collect();
-        let params = SamplingParams { group_size: g, max_new_tokens: 24, temperature: 0.8, compact_fraction: 0.25, ..Default::default() };
         for kind in [Kind::Float, Kind::BFloat16] {
             let learner = copy_to(&cpu, dev, kind);
-            for path in ["CausalLm", "FastDecoder"] {
-                let rows = match path {
+            for (path, sampler) in ["CausalLm", "FastDecoder", "BoundFastDecoder"].into_iter().flat_map(|p| [SamplerPlacement::Device, SamplerPlacement::Host].map(|s| (p, s))) {
+                let params = SamplingParams { group_size: g, max_new_tokens: 24, temperature: 0.8, compact_fraction: 0.25, sampler, ..Default::default() };
+                let path_name = format!("{path} ({sampler:?} sampling)");
+                let path = path_name.as_str();
+                let rows = match path.split(' ').next().unwrap() {
+                    "BoundFastDecoder" => run(&BoundFastDecoder::new(&learner).unwrap(), &ps, &params, &budgets),
                     "FastDecoder" => {
                         let fd = FastDecoder::new(copy_to(&cpu, dev, kind)).unwrap();
                         assert_eq!(RolloutModel::device(&fd), dev);
@@ -81,7 +85,7 @@ fn rollout_logprobs_on_device_equal_the_learner_forward() {
                     _ => run(&learner, &ps, &params, &budgets),
                 };
                 let refs: Vec<&Completion> = rows.iter().collect();
-                let want = learner_logprobs(&learner, &ps, &refs, g, params.temperature);
+                let want = learner_logprobs(&learner, &ps, &refs, g, 0.8);
                 let (mut worst, mut sum, mut count) = (0f32, 0f64, 0usize);
                 for (n, (c, w)) in rows.iter().zip(&want).enumerate() {
                     assert_eq!(c.len(), budgets[n].min(24), "{name} {path}: row {n} length");

@@ -168,9 +168,9 @@ fn host_decode_logits() -> Tensor {
 /// the tiny bound. On a CPU without AVX-512 both processes run the same kernels.
 #[test]
 fn portable_kernel_switch_gives_the_same_logits() {
-    use rlpo_rollout::simd::{has_avx512_bf16, has_avx512f, portable_kernels_forced};
+    use rlpo_rollout::simd::{has_avx512_bf16, has_avx512_core, has_avx512f, portable_kernels_forced};
     if let Some(out) = std::env::var_os("RLPO_TEST_PORTABLE_OUT") {
-        assert!(portable_kernels_forced() && !has_avx512f() && !has_avx512_bf16(), "the switch is not honoured");
+        assert!(portable_kernels_forced() && !has_avx512f() && !has_avx512_bf16() && !has_avx512_core(), "the switch is not honoured");
         Tensor::write_safetensors(&[("logits", host_decode_logits())], out).unwrap();
         return;
     }

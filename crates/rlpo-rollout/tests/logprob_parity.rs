@@ -2,12 +2,15 @@
 //! values (`log_softmax(model.forward(prompt + response, mask) / T_base)` gathered) within 1e-4,
 //! fp32 on CPU, for batches with left padding (prompts of different lengths), G rows per prompt,
 //! rows that finish early (per-row budgets, a stop token) and batch compaction; tiny fixture
-//! models and SmolLM2, all three decode paths.
+//! models and SmolLM2, every decode path, with sampling on the host and on the device (tensor
+//! ops on CPU tensors: stop ids and budgets are then applied by the device loop).
 
 mod common;
 use common::*;
 use rlpo_model::CausalLm;
-use rlpo_rollout::{Completion, CpuDecoder, Engine, FastDecoder, FinishReason, GenerateRequest, RolloutModel, RolloutSeed, SamplingParams};
+use rlpo_rollout::{BoundFastDecoder, Completion, CpuDecoder, Engine, FastDecoder, FinishReason, GenerateRequest, RolloutModel, RolloutSeed, SamplerPlacement, SamplingParams};
+
+const PLACEMENTS: [SamplerPlacement; 2] = [SamplerPlacement::Host, SamplerPlacement::Device];
 
 const TOL: f32 = 1e-4;
 
@@ -27,6 +30,7 @@ fn check_parity<M: RolloutModel>(decoder: &M, learner: &CausalLm, prompts: &[Vec
         assert!(de < TOL, "row ({}, {}): entropy diff {de}", c.prompt_index, c.sample_index);
         worst = (worst.0.max(dl), worst.1.max(de));
     }
+    assert_eq!(out.stats.device_sampling, req.params.sampler == SamplerPlacement::Device);
     println!("max |logprob diff| {:.2e}, max |entropy diff| {:.2e}, compactions {}", worst.0, worst.1, out.stats.compactions);
     out.completions().cloned().collect()
 }
@@ -39,11 +43,12 @@ fn tiny_models_rollout_logprobs_equal_learner_logprobs() {
         let g = 4;
         // Row budgets between 3 and 20 tokens: most rows finish before the longest.
         let budgets: Vec<usize> = (0..prompts.len() * g).map(|n| 3 + (n * 7) % 18).collect();
-        let params = SamplingParams { group_size: g, max_new_tokens: 20, temperature: 0.7, compact_fraction: 0.0, ..Default::default() };
-        for path in ["CausalLm", "FastDecoder", "CpuDecoder"] {
-            println!("{name}, {path}");
+        for (path, sampler) in ["CausalLm", "FastDecoder", "BoundFastDecoder", "CpuDecoder"].into_iter().flat_map(|p| PLACEMENTS.map(|s| (p, s))) {
+            println!("{name}, {path}, sampler {sampler:?}");
+            let params = SamplingParams { group_size: g, max_new_tokens: 20, temperature: 0.7, compact_fraction: 0.0, sampler, device_sync_steps: 3, ..Default::default() };
             let rows = match path {
                 "FastDecoder" => check_parity(&FastDecoder::new(tiny(name)).unwrap(), &model, &prompts, params.clone(), budgets.clone()),
+                "BoundFastDecoder" => check_parity(&BoundFastDecoder::new(&model).unwrap(), &model, &prompts, params.clone(), budgets.clone()),
                 "CpuDecoder" => check_parity(&CpuDecoder::new(tiny(name)).unwrap(), &model, &prompts, params.clone(), budgets.clone()),
                 _ => check_parity(&model, &model, &prompts, params.clone(), budgets.clone()),
             };
@@ -62,19 +67,21 @@ fn early_stop_token_rows_keep_exact_logprobs() {
     // end with `Eos` mid-batch.
     let model = tiny("tiny-qwen2");
     let prompts = prompts(model.config.vocab_size, &[4, 9]);
-    let params = SamplingParams { group_size: 3, max_new_tokens: 16, compact_fraction: 0.0, ..Default::default() };
-    let budgets = vec![16; 6];
-    let first = check_parity(&model, &model, &prompts, params.clone(), budgets.clone());
-    let stop = first[1].tokens[5];
-    let params = SamplingParams { stop_token_ids: vec![stop], ..params };
-    let rows = check_parity(&model, &model, &prompts, params, budgets);
-    assert_eq!(rows[1].finish_reason, FinishReason::Eos);
-    assert!(rows[1].len() <= 6 && *rows[1].tokens.last().unwrap() == stop);
-    for c in &rows {
-        let at = c.tokens.iter().position(|&t| t == stop);
-        match at {
-            Some(i) => assert!(i + 1 == c.len() && c.finish_reason == FinishReason::Eos),
-            None => assert_eq!(c.finish_reason, FinishReason::MaxLength),
+    for sampler in PLACEMENTS {
+        let params = SamplingParams { group_size: 3, max_new_tokens: 16, compact_fraction: 0.0, sampler, ..Default::default() };
+        let budgets = vec![16; 6];
+        let first = check_parity(&model, &model, &prompts, params.clone(), budgets.clone());
+        let stop = first[1].tokens[5];
+        let params = SamplingParams { stop_token_ids: vec![stop], ..params };
+        let rows = check_parity(&model, &model, &prompts, params, budgets);
+        assert_eq!(rows[1].finish_reason, FinishReason::Eos, "{sampler:?}");
+        assert!(rows[1].len() <= 6 && *rows[1].tokens.last().unwrap() == stop);
+        for c in &rows {
+            let at = c.tokens.iter().position(|&t| t == stop);
+            match at {
+                Some(i) => assert!(i + 1 == c.len() && c.finish_reason == FinishReason::Eos),
+                None => assert_eq!(c.finish_reason, FinishReason::MaxLength),
+            }
         }
     }
 }
@@ -90,8 +97,9 @@ fn smollm2_rollout_logprobs_equal_learner_logprobs() {
     let eos = rlpo_model::TextTokenizer::from_dir(&smollm2_dir()).unwrap().eos_ids;
     let fast = FastDecoder::new(load(&smollm2_dir())).unwrap();
     let cpu = CpuDecoder::new(load(&smollm2_dir())).unwrap();
-    for decoder in [&cpu as &dyn RolloutModel, &fast as &dyn RolloutModel, &model as &dyn RolloutModel] {
-        let mut req = GenerateRequest::new(prompts.clone(), params.clone());
+    let runs = [(&cpu as &dyn RolloutModel, SamplerPlacement::Host), (&fast as &dyn RolloutModel, SamplerPlacement::Host), (&model as &dyn RolloutModel, SamplerPlacement::Device)];
+    for (decoder, sampler) in runs {
+        let mut req = GenerateRequest::new(prompts.clone(), SamplingParams { sampler, ..params.clone() });
         req.seed = RolloutSeed::new(3, 1);
         req.budgets = Some(budgets.clone());
         let out = Engine::new(eos.clone()).generate(decoder, &req).unwrap();

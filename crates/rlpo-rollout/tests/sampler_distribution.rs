@@ -1,11 +1,54 @@
-//! Sampler correctness: 20,000 draws from fixed logits follow softmax(z / T) after top-k, top-p and
+//! Sampler correctness, for both the host sampler and the device sampler (tensor ops, here on
+//! CPU tensors): 20,000 draws from fixed logits follow softmax(z / T) after top-k, top-p and
 //! min-p truncation (chi-square, p > 0.001) for T in {0.5, 1.0, 1.3}; the recorded logprobs and
 //! entropy equal an independent f64 reference; HAPO adaptive temperature samples at the
-//! temperature the spec's formula gives. The reference distributions are computed here, in f64,
-//! from the definitions (transformers' warper order), not by the code under test.
+//! temperature the spec's formula gives; and the two samplers agree draw for draw on the same
+//! uniforms. The reference distributions are computed here, in f64, from the definitions
+//! (transformers' warper order), not by the code under test.
 
+use rlpo_rollout::device_sampler::uniforms;
 use rlpo_rollout::sampler::{Sampler, Scratch};
-use rlpo_rollout::{EntropyStats, RolloutSeed};
+use rlpo_rollout::{DeviceSampler, EntropyStats, RolloutSeed, TokenSample};
+use tch::Tensor;
+
+/// Which implementation draws.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Backend {
+    Host,
+    Device,
+}
+const BACKENDS: [Backend; 2] = [Backend::Host, Backend::Device];
+
+/// `n` draws from logits `z`: the host sampler on row (0, 0)'s stream at positions `0..n`, or the
+/// device sampler on an `[n, V]` batch of `z`, row `i` on the stream of row (0, i) at position 0.
+fn samples(backend: Backend, s: &Sampler, z: &[f32], n: usize, seed: u64) -> Vec<TokenSample> {
+    match backend {
+        Backend::Host => {
+            let rng = RolloutSeed::new(seed, 0).row(0, 0);
+            let mut scratch = Scratch::default();
+            (0..n).map(|t| s.sample(z, rng.uniform(t as u64), &mut scratch)).collect()
+        }
+        Backend::Device => {
+            let seed = RolloutSeed::new(seed, 0);
+            let keys = Tensor::from_slice(&(0..n).map(|i| seed.row(0, i as u64).key as i64).collect::<Vec<_>>());
+            let logits = Tensor::from_slice(z).view([1, -1]).expand([n as i64, z.len() as i64], false);
+            let out = DeviceSampler::new(*s).sample(&logits, &uniforms(&keys, 0));
+            let tokens: Vec<i64> = Vec::try_from(&out.tokens).unwrap();
+            let vals: Vec<f32> = Vec::try_from(out.values.flatten(0, -1)).unwrap();
+            tokens
+                .iter()
+                .enumerate()
+                .map(|(i, &token)| TokenSample {
+                    token,
+                    logprob: vals[4 * i],
+                    base_logprob: vals[4 * i + 1],
+                    entropy: vals[4 * i + 2],
+                    temperature: vals[4 * i + 3],
+                })
+                .collect()
+        }
+    }
+}
 
 const DRAWS: usize = 20_000;
 
@@ -146,16 +189,13 @@ fn sampler(t: f64, top_k: usize, top_p: f64, min_p: f64) -> Sampler {
 }
 
 /// Draw DRAWS tokens; check each recorded logprob against `p` and return the counts.
-fn draw(s: &Sampler, z: &[f32], p: &[f64], seed: u64) -> Vec<usize> {
-    let rng = RolloutSeed::new(seed, 0).row(0, 0);
-    let mut scratch = Scratch::default();
+fn draw(backend: Backend, s: &Sampler, z: &[f32], p: &[f64], seed: u64) -> Vec<usize> {
     let mut counts = vec![0usize; z.len()];
-    for t in 0..DRAWS {
-        let out = s.sample(z, rng.uniform(t as u64), &mut scratch);
+    for (t, out) in samples(backend, s, z, DRAWS, seed).into_iter().enumerate() {
         let i = out.token as usize;
         counts[i] += 1;
         if t < 50 {
-            assert!((out.logprob as f64 - p[i].ln()).abs() < 1e-5, "logprob {} vs {}", out.logprob, p[i].ln());
+            assert!((out.logprob as f64 - p[i].ln()).abs() < 1e-5, "{backend:?}: logprob {} vs {}", out.logprob, p[i].ln());
         }
     }
     counts
@@ -165,16 +205,18 @@ fn draw(s: &Sampler, z: &[f32], p: &[f64], seed: u64) -> Vec<usize> {
 fn draws_match_truncated_softmax_for_three_temperatures() {
     let z = logits(64);
     let configs: [(usize, f64, f64); 6] = [(0, 1.0, 0.0), (10, 1.0, 0.0), (0, 0.8, 0.0), (0, 1.0, 0.1), (20, 0.9, 0.02), (0, 0.95, 0.0)];
-    let mut seed = 1;
-    for t in [0.5, 1.0, 1.3] {
-        for &(k, top_p, min_p) in &configs {
-            let p = reference(&z, t, k, top_p, min_p);
-            let counts = draw(&sampler(t, k, top_p, min_p), &z, &p, seed);
-            seed += 1;
-            let pv = chi_square_p(&counts, &p);
-            let kept = p.iter().filter(|&&x| x > 0.0).count();
-            println!("T={t} top_k={k} top_p={top_p} min_p={min_p}: {kept} tokens kept, chi-square p = {pv:.4}");
-            assert!(pv > 0.001, "T={t} top_k={k} top_p={top_p} min_p={min_p}: p = {pv}");
+    for backend in BACKENDS {
+        let mut seed = 1;
+        for t in [0.5, 1.0, 1.3] {
+            for &(k, top_p, min_p) in &configs {
+                let p = reference(&z, t, k, top_p, min_p);
+                let counts = draw(backend, &sampler(t, k, top_p, min_p), &z, &p, seed);
+                seed += 1;
+                let pv = chi_square_p(&counts, &p);
+                let kept = p.iter().filter(|&&x| x > 0.0).count();
+                println!("{backend:?} T={t} top_k={k} top_p={top_p} min_p={min_p}: {kept} tokens kept, chi-square p = {pv:.4}");
+                assert!(pv > 0.001, "{backend:?} T={t} top_k={k} top_p={top_p} min_p={min_p}: p = {pv}");
+            }
         }
     }
 }
@@ -183,8 +225,10 @@ fn draws_match_truncated_softmax_for_three_temperatures() {
 fn the_test_detects_a_wrong_temperature() {
     // Guard against a chi-square helper that always passes: T = 1.3 draws against T = 1.0.
     let z = logits(64);
-    let counts = draw(&sampler(1.3, 0, 1.0, 0.0), &z, &reference(&z, 1.3, 0, 1.0, 0.0), 99);
-    assert!(chi_square_p(&counts, &reference(&z, 1.0, 0, 1.0, 0.0)) < 1e-6);
+    for backend in BACKENDS {
+        let counts = draw(backend, &sampler(1.3, 0, 1.0, 0.0), &z, &reference(&z, 1.3, 0, 1.0, 0.0), 99);
+        assert!(chi_square_p(&counts, &reference(&z, 1.0, 0, 1.0, 0.0)) < 1e-6, "{backend:?}");
+    }
 }
 
 #[test]
@@ -192,17 +236,15 @@ fn base_logprob_and_entropy_match_f64_on_a_qwen_sized_vocabulary() {
     // 151,936 logits (Qwen's vocabulary), spread like a trained LM's.
     let v = 151_936;
     let z: Vec<f32> = (0..v).map(|i| (8.0 * ((i as f64 * 0.618_033_988_7).fract() - 0.5).powi(3) * 8.0) as f32).collect();
-    for t in [0.5, 1.0, 1.3] {
-        let p = softmax(&z, t);
-        let s = sampler(t, 0, 1.0, 0.0);
-        let mut scratch = Scratch::default();
-        let rng = RolloutSeed::new(5, 0).row(0, 0);
-        for d in 0..20 {
-            let out = s.sample(&z, rng.uniform(d), &mut scratch);
-            let i = out.token as usize;
-            assert!((out.base_logprob as f64 - p[i].ln()).abs() < 1e-4, "{} vs {}", out.base_logprob, p[i].ln());
-            assert!((out.logprob - out.base_logprob).abs() < 1e-6);
-            assert!((out.entropy as f64 - entropy(&p)).abs() < 1e-4, "{} vs {}", out.entropy, entropy(&p));
+    for backend in BACKENDS {
+        for t in [0.5, 1.0, 1.3] {
+            let p = softmax(&z, t);
+            for out in samples(backend, &sampler(t, 0, 1.0, 0.0), &z, 20, 5) {
+                let i = out.token as usize;
+                assert!((out.base_logprob as f64 - p[i].ln()).abs() < 1e-4, "{backend:?}: {} vs {}", out.base_logprob, p[i].ln());
+                assert!((out.logprob - out.base_logprob).abs() < 1e-5, "{backend:?}: {} vs {}", out.logprob, out.base_logprob);
+                assert!((out.entropy as f64 - entropy(&p)).abs() < 1e-4, "{backend:?}: {} vs {}", out.entropy, entropy(&p));
+            }
         }
     }
 }
@@ -214,11 +256,13 @@ fn greedy_takes_the_first_argmax() {
     z[50] = 10.0;
     let mut s = sampler(1.0, 0, 1.0, 0.0);
     s.greedy = true;
-    let out = s.sample(&z, 0.7, &mut Scratch::default());
-    assert_eq!(out.token, 40);
-    assert_eq!(out.logprob, 0.0);
-    let p = softmax(&z, 1.0);
-    assert!((out.base_logprob as f64 - p[40].ln()).abs() < 1e-5);
+    for backend in BACKENDS {
+        let out = samples(backend, &s, &z, 3, 7)[2];
+        assert_eq!(out.token, 40, "{backend:?}");
+        assert_eq!(out.logprob, 0.0);
+        let p = softmax(&z, 1.0);
+        assert!((out.base_logprob as f64 - p[40].ln()).abs() < 1e-5);
+    }
 }
 
 #[test]
@@ -228,25 +272,58 @@ fn adaptive_temperature_samples_at_the_spec_temperature() {
     let s_ = 1.575545;
     let st = EntropyStats { q: 0.8f64.ln(), s: s_, inv_h_pos: s_ / 2f64.ln(), scale_neg: s_ / (4.0 * 2f64.ln()) };
     let tau = 0.1;
-    let mut seen = Vec::new();
-    for (scale, t_base) in [(0.3f32, 1.0), (3.0, 0.7), (5.0, 1.0), (8.0, 1.0), (16.0, 1.3)] {
-        let z: Vec<f32> = logits(64).iter().map(|x| x * scale).collect();
-        // The spec's formula, evaluated here: H of softmax(z / T_base), then h, h~, T.
-        let h = entropy(&softmax(&z, t_base));
-        let hn = (h.max(1e-6).ln() - st.q) / (st.s + 1e-6);
-        let ht = (if hn > 0.0 { hn * st.inv_h_pos } else { hn * st.scale_neg }).clamp(-1.0, 1.0);
-        let t_tok = t_base * (1.0 + tau * ht);
-        let p = softmax(&z, t_tok);
-        let s = Sampler { adaptive: Some((tau, st)), ..sampler(t_base, 0, 1.0, 0.0) };
-        let mut scratch = Scratch::default();
-        let first = s.sample(&z, 0.5, &mut scratch);
-        assert!((first.temperature as f64 - t_tok).abs() < 1e-5, "T {} vs {t_tok}", first.temperature);
-        let counts = draw(&s, &z, &p, 1000 + (scale * 10.0) as u64);
-        let pv = chi_square_p(&counts, &p);
-        println!("scale {scale}: H = {h:.4}, h~ = {ht:.4}, T = {t_tok:.4}, chi-square p = {pv:.4}");
-        assert!(pv > 0.001);
-        seen.push(ht);
+    for backend in BACKENDS {
+        let mut seen = Vec::new();
+        for (scale, t_base) in [(0.3f32, 1.0), (3.0, 0.7), (5.0, 1.0), (8.0, 1.0), (16.0, 1.3)] {
+            let z: Vec<f32> = logits(64).iter().map(|x| x * scale).collect();
+            // The spec's formula, evaluated here: H of softmax(z / T_base), then h, h~, T.
+            let h = entropy(&softmax(&z, t_base));
+            let hn = (h.max(1e-6).ln() - st.q) / (st.s + 1e-6);
+            let ht = (if hn > 0.0 { hn * st.inv_h_pos } else { hn * st.scale_neg }).clamp(-1.0, 1.0);
+            let t_tok = t_base * (1.0 + tau * ht);
+            let p = softmax(&z, t_tok);
+            let s = Sampler { adaptive: Some((tau, st)), ..sampler(t_base, 0, 1.0, 0.0) };
+            let first = samples(backend, &s, &z, 1, 3)[0];
+            assert!((first.temperature as f64 - t_tok).abs() < 1e-5, "{backend:?}: T {} vs {t_tok}", first.temperature);
+            let counts = draw(backend, &s, &z, &p, 1000 + (scale * 10.0) as u64);
+            let pv = chi_square_p(&counts, &p);
+            println!("{backend:?} scale {scale}: H = {h:.4}, h~ = {ht:.4}, T = {t_tok:.4}, chi-square p = {pv:.4}");
+            assert!(pv > 0.001);
+            seen.push(ht);
+        }
+        // The cases cover the clamp, the high-entropy side and the low-entropy side.
+        assert!(seen.contains(&1.0) && seen.iter().any(|&h| h > 0.0 && h < 1.0) && seen.iter().any(|&h| h < 0.0), "{seen:?}");
     }
-    // The cases cover the clamp, the high-entropy side and the low-entropy side.
-    assert!(seen.contains(&1.0) && seen.iter().any(|&h| h > 0.0 && h < 1.0) && seen.iter().any(|&h| h < 0.0), "{seen:?}");
+}
+
+#[test]
+fn host_and_device_samplers_draw_the_same_tokens_from_the_same_uniforms() {
+    // 256 rows of different logits over a 5,000-token vocabulary; each row draws with the uniform
+    // of its own stream, once through the host sampler and once through the device sampler.
+    let (n, v) = (256usize, 5000usize);
+    let z: Vec<f32> = (0..n * v).map(|i| (4.0 * ((i as f64 * 0.754_877_666).fract() - 0.5) + ((i % v) as f64 * 1e-3).sin()) as f32).collect();
+    let seed = RolloutSeed::new(3, 9);
+    let keys = Tensor::from_slice(&(0..n).map(|i| seed.row(i as u64, 1).key as i64).collect::<Vec<_>>());
+    let logits = Tensor::from_slice(&z).view([n as i64, v as i64]);
+    let st = EntropyStats { q: 1.0, s: 1.0, inv_h_pos: 0.5, scale_neg: 0.5 };
+    for (k, top_p, min_p, adaptive) in [(0, 1.0, 0.0, false), (40, 1.0, 0.0, false), (0, 0.9, 0.0, false), (50, 0.8, 0.05, true), (0, 1.0, 0.02, true)] {
+        let s = Sampler { adaptive: adaptive.then_some((0.1, st)), ..sampler(0.8, k, top_p, min_p) };
+        let out = DeviceSampler::new(s).sample(&logits, &uniforms(&keys, 4));
+        let tokens: Vec<i64> = Vec::try_from(&out.tokens).unwrap();
+        let vals: Vec<f32> = Vec::try_from(out.values.flatten(0, -1)).unwrap();
+        let mut scratch = Scratch::default();
+        let mut same = 0;
+        for r in 0..n {
+            let host = s.sample(&z[r * v..(r + 1) * v], seed.row(r as u64, 1).uniform(4), &mut scratch);
+            assert!((host.entropy - vals[4 * r + 2]).abs() < 1e-4 && (host.temperature - vals[4 * r + 3]).abs() < 1e-5);
+            if host.token == tokens[r] {
+                same += 1;
+                assert!((host.logprob - vals[4 * r]).abs() < 1e-4 && (host.base_logprob - vals[4 * r + 1]).abs() < 1e-4, "row {r}");
+            }
+        }
+        println!("top_k={k} top_p={top_p} min_p={min_p} adaptive={adaptive}: {same}/{n} identical draws");
+        // The two sum probabilities in different orders, so a uniform within ~1e-6 of a CDF step
+        // may land on either side; anything more than a rare flip is a real difference.
+        assert!(same >= n - 1, "only {same}/{n} draws agree");
+    }
 }

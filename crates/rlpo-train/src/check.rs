@@ -1,6 +1,6 @@
 //! `rlpo check RECIPE`: everything that can be checked without running — the recipe, the
-//! `[reward]` section (built without starting plugins), the model config, the data's prompt
-//! lengths — and the plan of a step: batches and the memory plan per device ([`memory`]).
+//! `[reward]` section (built without starting plugins), the model config, the prompt length of
+//! every data row (streamed, each row that does not fit the context named) — and the plan of a step: batches and the memory plan per device ([`memory`]).
 //!
 //! With a memory budget (`--gpu-mem`, or 80 GiB by default on a `cuda` device) a plan whose peak
 //! does not fit is refused with its biggest item named. A CUDA device that is not visible on this
@@ -19,8 +19,6 @@ use rlpo_model::{ModelConfig, TextTokenizer};
 pub const DEFAULT_GPU_BYTES: f64 = 80.0 * GIB;
 /// Prompt length assumed when the data or the tokenizer is not available here.
 pub const PROMPT_LEN_ESTIMATE: usize = 256;
-/// Rows of the data whose prompts are tokenized to measure the prompt length.
-pub const PROMPT_SAMPLE_ROWS: usize = 512;
 
 /// Options of [`check_with`].
 #[derive(Debug, Clone, Default)]
@@ -101,6 +99,14 @@ pub fn check_with(recipe: &Recipe, opts: &CheckOptions) -> Result<String> {
             reference: r.loss.kl_coef > 0.0,
             compact_fraction: r.rollout.compact_fraction,
             cuda,
+            activation_checkpointing: r.trainer.activation_checkpointing,
+            fused_optimizer: r.optim.fused,
+            // From the device string: the CUDA device need not be on this machine.
+            device_sampling: match r.rollout.sampler {
+                rlpo_rollout::SamplerPlacement::Auto => r.model.rollout_device.as_deref().unwrap_or(&r.model.device).starts_with("cuda"),
+                p => p == rlpo_rollout::SamplerPlacement::Device,
+            },
+            top_p: r.rollout.top_p < 1.0 && !r.rollout.greedy,
         };
         let plan = MemoryPlan::new(c, &shape);
         out += &format!("memory plan    per device ({}; learner and rollout share it):\n", r.model.device);
@@ -141,9 +147,16 @@ pub fn check_with(recipe: &Recipe, opts: &CheckOptions) -> Result<String> {
     Ok(out)
 }
 
-/// The longest prompt, in tokens, of the first [`PROMPT_SAMPLE_ROWS`] rows of the data, rendered
-/// and tokenized exactly as the trainer does; [`PROMPT_LEN_ESTIMATE`] when the model directory or
-/// the data file is not here. Data that exists but fails to load is an error.
+/// Prompts tokenized per batch while scanning the data (bounds memory for any file size).
+const SCAN_CHUNK: usize = 256;
+/// Too-long rows named in the message; the rest are counted.
+const NAMED_ROWS: usize = 5;
+
+/// The longest prompt, in tokens, over **every** row of the data (read one row at a time),
+/// rendered and tokenized exactly as the trainer does; [`PROMPT_LEN_ESTIMATE`] when the model
+/// directory or the data file is not here. Data that exists but fails to load is an error. Rows
+/// whose prompt does not fit the model's context are named: an error under
+/// `data.too_long = "error"`, a warning under `"skip"`.
 fn prompt_length(r: &Recipe, warn: &mut Vec<String>) -> Result<(usize, String)> {
     let estimate = |why: &str| (PROMPT_LEN_ESTIMATE, format!("estimate: {why}"));
     let data_missing = match (&r.data.path, matches!(r.data.source, rlpo_data::SourceKind::Synthetic)) {
@@ -161,13 +174,74 @@ fn prompt_length(r: &Recipe, warn: &mut Vec<String>) -> Result<(usize, String)> 
         return Ok(estimate("data.path not here"));
     }
     let cwd = std::env::current_dir().map_err(|e| crate::error::io(".", e))?;
-    let data = rlpo_data::Dataset::from_config(&r.data, &cwd)?;
     let tok = TextTokenizer::from_dir(&r.model.path)?;
-    let n = data.len().min(PROMPT_SAMPLE_ROWS);
-    let samples = data.samples()[..n].to_vec();
-    let batch = crate::prompts::build(&tok, samples, r.model.system_prompt.as_deref())?;
-    let max = batch.ids.iter().map(Vec::len).max().unwrap_or(0);
-    Ok((max.max(1), format!("longest of the first {n} prompts, chat template included")))
+    let context = ModelConfig::from_dir(&r.model.path)?.max_position_embeddings.max(0) as usize;
+    let mut scan = Scan { context, ..Scan::default() };
+    let mut chunk = Vec::with_capacity(SCAN_CHUNK);
+    let system = r.model.system_prompt.as_deref();
+    let flush = |chunk: &mut Vec<(rlpo_data::RowRef, rlpo_data::Sample)>, scan: &mut Scan| -> Result<()> {
+        let (rows, samples): (Vec<_>, Vec<_>) = std::mem::take(chunk).into_iter().unzip();
+        let batch = crate::prompts::build(&tok, samples, system)?;
+        for (row, (ids, s)) in rows.into_iter().zip(batch.ids.iter().zip(&batch.samples)) {
+            scan.add(row, &s.id, ids.len());
+        }
+        Ok(())
+    };
+    rlpo_data::for_each_sample(&r.data, &cwd, |row, sample| {
+        chunk.push((row, sample));
+        if chunk.len() == SCAN_CHUNK {
+            flush(&mut chunk, &mut scan).map_err(|e| rlpo_data::Error::Stopped { reason: e.to_string() })?;
+        }
+        Ok(())
+    })?;
+    flush(&mut chunk, &mut scan)?;
+    if !scan.too_long.is_empty() {
+        let what = scan.describe(r);
+        match r.data.too_long {
+            rlpo_data::TooLong::Error => return Err(invalid("data.too_long", format!("{what}; set data.too_long = \"skip\" to skip them, or shorten them"))),
+            rlpo_data::TooLong::Skip => warn.push(format!("{what}; data.too_long = \"skip\": they will be skipped")),
+        }
+    }
+    Ok((scan.longest.max(1), format!("longest of all {} prompts, chat template included", scan.rows)))
+}
+
+/// Running totals of the data scan.
+#[derive(Default)]
+struct Scan {
+    context: usize,
+    rows: usize,
+    longest: usize,
+    /// `(where, sample id, tokens)` of the first [`NAMED_ROWS`] prompts that do not fit.
+    too_long: Vec<(String, String, usize)>,
+    too_long_count: usize,
+}
+
+impl Scan {
+    fn add(&mut self, row: rlpo_data::RowRef, id: &str, tokens: usize) {
+        self.rows += 1;
+        self.longest = self.longest.max(tokens);
+        if tokens >= self.context {
+            self.too_long_count += 1;
+            if self.too_long.len() < NAMED_ROWS {
+                self.too_long.push((row.to_string(), id.to_string(), tokens));
+            }
+        }
+    }
+
+    fn describe(&self, r: &Recipe) -> String {
+        let file = r.data.path.as_ref().map_or_else(|| "data".to_string(), |p| p.display().to_string());
+        let named: Vec<String> = self.too_long.iter().map(|(row, id, n)| format!("{row} (`{id}`, {n} tokens)")).collect();
+        let more = self.too_long_count - self.too_long.len();
+        format!(
+            "{}: {} of {} prompts do not fit the model's context of {} tokens: {}{}",
+            file,
+            self.too_long_count,
+            self.rows,
+            self.context,
+            named.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        )
+    }
 }
 
 /// `MemTotal` of `/proc/meminfo`, if readable.

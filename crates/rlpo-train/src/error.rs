@@ -42,9 +42,21 @@ pub enum TrainError {
     /// Reward scoring failed (with `on_error = "abort"`, this names the sample).
     #[error("reward: {0}")]
     Reward(#[from] rlpo_reward::RewardError),
+    /// Under `on_error = "zero"` / `"drop_group"`: reward failures exceeded the recipe's ceiling
+    /// (or a plugin gave up). The message names the function and quotes its last log lines.
+    #[error("reward: {source}\n(the whole reward log: {})", log.display())]
+    RewardCeiling {
+        /// The [`rlpo_reward::RewardError::FailureCeiling`].
+        source: rlpo_reward::RewardError,
+        /// `<run>/reward.log`.
+        log: PathBuf,
+    },
     /// The dataset failed to load.
     #[error("data: {0}")]
     Data(#[from] rlpo_data::Error),
+    /// Rendezvous or a collective across ranks failed (names the rank at fault).
+    #[error("distributed: {0}")]
+    Dist(#[from] rlpo_dist::DistError),
     /// A LibTorch error.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

@@ -147,8 +147,9 @@ pub struct Learner {
 }
 
 impl Learner {
-    /// Wrap `model` with a fresh optimizer.
-    pub fn new(model: CausalLm, recipe: &Recipe, reference: Option<CausalLm>) -> Self {
+    /// Wrap `model` with a fresh optimizer (and `trainer.activation_checkpointing` applied).
+    pub fn new(mut model: CausalLm, recipe: &Recipe, reference: Option<CausalLm>) -> Self {
+        model.set_activation_checkpointing(recipe.trainer.activation_checkpointing);
         let params = model.var_store().variables().into_iter().filter(|(_, t)| t.requires_grad());
         let opt = AdamW::new(params, recipe.optim.clone());
         Learner { model, opt, reference, nonfinite_in_a_row: 0, trace: None }
@@ -235,7 +236,7 @@ impl Learner {
                 if epoch == 0 {
                     rep.ntp_tokens += sums.ntp_tokens;
                 }
-                let applied_now = self.apply_optimizer_step(recipe, &sums, opt_step_total, &mut rep);
+                let applied_now = self.apply_optimizer_step(recipe, &sums, opt_step_total, &mut rep)?;
                 if applied_now {
                     applied += 1.0;
                 }
@@ -335,6 +336,7 @@ impl Learner {
             MicroBatchRecord { rows: u0..u0 + micro, logp: logp.detach().copy(), old_logp: old.detach().copy(), grad }
         });
         loss.loss.backward();
+        self.model.backward_checkpointed(); // the layers' share when activations are recomputed
         let sums = LossSums {
             pg: loss.pg_loss.double_value(&[]),
             kl: loss.kl.as_ref().map_or(0.0, |k| k.double_value(&[])),
@@ -376,6 +378,7 @@ impl Learner {
             let out = teacher_forced(&self.model, &ids, &attn, 0, &ids.narrow(1, 1, s - 1), &opts)?;
             let loss = rlpo_algo::rmt::ntp_loss(&out.logp, &mask, cfg.ntp_weight, cfg.ntp_norm, step_tokens);
             loss.backward();
+            self.model.backward_checkpointed();
             total += loss.double_value(&[]);
         }
         Ok(LossSums { ntp: total, ntp_tokens: step_tokens, ..Default::default() })
@@ -397,18 +400,18 @@ impl Learner {
 
     /// Clip and apply the accumulated gradients, or skip a non-finite step. Returns whether the
     /// step was applied.
-    fn apply_optimizer_step(&mut self, recipe: &Recipe, sums: &LossSums, total: u64, rep: &mut UpdateReport) -> bool {
+    fn apply_optimizer_step(&mut self, recipe: &Recipe, sums: &LossSums, total: u64, rep: &mut UpdateReport) -> Result<bool> {
         let gn = self.opt.grad_norm();
         if !gn.is_finite() || !sums.pg.is_finite() || !sums.ntp.is_finite() {
             rep.skipped_nonfinite += 1;
             self.nonfinite_in_a_row += 1;
             self.opt.zero_grad();
-            return false;
+            return Ok(false);
         }
         self.nonfinite_in_a_row = 0;
-        self.opt.clip_grad(gn, recipe.optim.grad_clip);
+        self.opt.clip_grad(gn, recipe.optim.grad_clip)?;
         let lr = learning_rate(&recipe.optim, self.opt.step, total);
-        self.opt.step(lr);
+        self.opt.step(lr)?;
         rep.lr = lr;
         rep.applied += 1;
         rep.grad_norm += gn;
@@ -420,7 +423,7 @@ impl Learner {
         if recipe.loss.kl_coef > 0.0 {
             *rep.kl.get_or_insert(0.0) += sums.kl;
         }
-        true
+        Ok(true)
     }
 }
 

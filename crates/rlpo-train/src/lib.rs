@@ -10,12 +10,18 @@
 //! - [`checkpoint`], [`export`], [`inspect`]: atomic verified checkpoints and resume, HF export,
 //!   checkpoint reports; [`run_lock`]: one trainer per run directory;
 //! - [`step_record`]: the tensors of the last step, kept on request (`Trainer::record_steps`)
-//!   so tests can recompute what the step did.
+//!   so tests can recompute what the step did;
+//! - [`dist`]: the seam every global reduction goes through (rank, world, sums, gathers,
+//!   broadcasts, gradient buckets; the identity for one process) and per-rank placement;
+//! - [`eval`]: pass@k / maj@k evaluation (`rlpo eval`, `[eval]` during training) and
+//!   [`report`]: the self-contained HTML page of a run (`rlpo report`).
 
 pub mod batch;
 pub mod check;
 pub mod checkpoint;
+pub mod dist;
 pub mod error;
+pub mod eval;
 pub mod export;
 pub mod inspect;
 pub mod learner;
@@ -24,6 +30,9 @@ pub mod optim;
 pub mod overrides;
 pub mod prompts;
 pub mod recipe;
+pub mod recipe_ranges;
+pub mod report;
+pub mod reward_run;
 pub mod rmt;
 pub mod rollout_backend;
 pub mod run_lock;

@@ -15,7 +15,8 @@ pub const QUICKSTART: &str = include_str!("../../../recipes/quickstart.toml");
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RunConfig {
-    /// Run name; the run directory is `<checkpoint.root>/<name>`. Default "run".
+    /// Run name; the run directory is `<checkpoint.root>/<name>`: one plain directory name (no
+    /// `/`, `\\`, `..`, not empty). Default "run".
     pub name: String,
     /// Master seed of the rollout rows (with the step, prompt and sample index) and of torch.
     /// The data order has its own `[data] seed`. Default 0.
@@ -34,8 +35,8 @@ impl Default for RunConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelSection {
-    /// HF model directory (config.json, safetensors, tokenizer.json); relative paths are relative
-    /// to the working directory.
+    /// HF model directory (config.json, safetensors, tokenizer.json). Like every path in a recipe,
+    /// a relative path is relative to the working directory rlpo runs in (not the recipe file).
     pub path: PathBuf,
     /// Device of the learner and the colocated rollout: `cpu`, `cuda`, `cuda:N`. Default `cpu`.
     pub device: String,
@@ -86,6 +87,9 @@ pub struct OptimConfig {
     pub schedule: LrSchedule,
     /// Floor of the cosine schedule as a fraction of `lr`. Default 0.0.
     pub min_lr_ratio: f64,
+    /// Update with LibTorch's fused multi-tensor AdamW kernel (`_fused_adamw_`); false = the same
+    /// arithmetic one parameter at a time (see `optim.rs`). Default true.
+    pub fused: bool,
 }
 
 /// Learning-rate shape after warm-up.
@@ -110,6 +114,7 @@ impl Default for OptimConfig {
             warmup_steps: 0,
             schedule: LrSchedule::Constant,
             min_lr_ratio: 0.0,
+            fused: true,
         }
     }
 }
@@ -143,6 +148,11 @@ pub struct TrainerConfig {
     pub max_nonfinite_in_a_row: u32,
     /// Positions per chunk when projecting hidden states to the vocabulary (bounds memory). Default 1024.
     pub logit_chunk_positions: i64,
+    /// Keep only each decoder layer's input in the update's forward and recompute the layer in
+    /// the backward (activation checkpointing): activations shrink from every layer's
+    /// intermediates to one `[rows, T, D]` tensor per layer, for about one extra forward of
+    /// compute. Gradients are unchanged. Default false.
+    pub activation_checkpointing: bool,
 }
 
 /// Where `old_logp` comes from.
@@ -185,6 +195,7 @@ impl Default for TrainerConfig {
             rollout_decoder: RolloutDecoder::Auto,
             max_nonfinite_in_a_row: 3,
             logit_chunk_positions: 1024,
+            activation_checkpointing: false,
         }
     }
 }
@@ -204,11 +215,16 @@ pub struct CheckpointConfig {
     pub keep_last: usize,
     /// Also keep every checkpoint whose step is a multiple of this; 0 = off. Default 0.
     pub keep_every: u64,
+    /// Save a full checkpoint when the run reaches `trainer.total_steps` (a stopped run always
+    /// saves one). false = only `save_every` checkpoints, e.g. for throwaway benchmark runs whose
+    /// checkpoint (weights, fp32 masters, AdamW moments) would take longer to write than the
+    /// run. Default true.
+    pub save_at_end: bool,
 }
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        CheckpointConfig { root: "checkpoints".into(), save_final: true, save_every: 10, keep_last: 2, keep_every: 0 }
+        CheckpointConfig { root: "checkpoints".into(), save_final: true, save_every: 10, keep_last: 2, keep_every: 0, save_at_end: true }
     }
 }
 
@@ -227,11 +243,14 @@ pub struct MetricsConfig {
     /// Log `actor/entropy`, the current policy's entropy on loss tokens (an extra pass over the
     /// vocabulary in the update; `rollout/entropy_mean` is free). Default false.
     pub actor_entropy: bool,
+    /// Rewrite `<run>/report.html` (`rlpo report`) every this many steps and at the end of the
+    /// run; 0 = never during training. Default 10.
+    pub report_every: u64,
 }
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        MetricsConfig { tensorboard: true, jsonl: true, console: true, text_samples: 2, actor_entropy: false }
+        MetricsConfig { tensorboard: true, jsonl: true, console: true, text_samples: 2, actor_entropy: false, report_every: 10 }
     }
 }
 
@@ -270,6 +289,9 @@ pub struct Recipe {
     /// `[metrics]`.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// `[eval]`: evaluation on held-out problems during training; absent = off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<crate::eval::EvalConfig>,
 }
 
 impl Recipe {
@@ -303,6 +325,8 @@ impl Recipe {
     pub fn validate(&self) -> Result<()> {
         let g = self.rollout.group_size;
         self.rollout.validate()?;
+        // Sizes first: the batch arithmetic below multiplies them.
+        crate::recipe_ranges::validate(self)?;
         rlpo_algo::validate_sections(&self.algorithm, &self.loss, g)?;
         self.validate_algorithm_vs_reward()?;
         self.data.validate()?;
@@ -363,17 +387,10 @@ impl Recipe {
         if micro > mini || !mini.is_multiple_of(micro) {
             return Err(invalid("trainer.micro_batch_rows", format!("must divide mini_batch_rows ({mini}), got {micro}")));
         }
-        if self.optim.lr <= 0.0 || !self.optim.lr.is_finite() {
-            return Err(invalid("optim.lr", format!("must be positive, got {}", self.optim.lr)));
-        }
-        if !(0.0..1.0).contains(&self.optim.beta1) || !(0.0..1.0).contains(&self.optim.beta2) {
-            return Err(invalid("optim.beta1/beta2", "must be in [0, 1)"));
-        }
-        if self.optim.grad_clip < 0.0 {
-            return Err(invalid("optim.grad_clip", "must be >= 0 (0 = off)"));
-        }
-        if self.trainer.logit_chunk_positions <= 0 {
-            return Err(invalid("trainer.logit_chunk_positions", "must be positive"));
+        // The [reward] section's values (names, regexes, plugin options), without starting plugins.
+        rlpo_reward::validate(&self.reward)?;
+        if let Some(e) = &self.eval {
+            e.validate(&self.data)?;
         }
         Ok(())
     }

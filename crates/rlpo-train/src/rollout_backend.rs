@@ -3,7 +3,10 @@
 //! - [`RolloutBackend::Shared`]: colocated and synchronous (`max_staleness = 0`, rollout on the
 //!   learner's device and dtype). The rollout reads the learner's own tensors: nothing is copied.
 //!   On CPU the decode steps run on packed host weights ([`HostWeights`], ~2.7x faster than
-//!   LibTorch at decode batch sizes), re-packed once per policy version.
+//!   LibTorch at decode batch sizes), re-packed once per policy version; elsewhere (and with
+//!   `trainer.rollout_decoder = "torch"`) on [`BoundFastDecoder`], the fast LibTorch decode step
+//!   (grouped `baddbmm` attention over the cache) over the learner's own tensors. On CUDA the
+//!   tokens are sampled on the device (`rollout.sampler = "auto"`).
 //! - [`RolloutBackend::Workers`]: rollout worker threads ([`RolloutPool`]) with their own model
 //!   copy on the rollout device, fed over bounded crossbeam channels and synced by version with a
 //!   snapshot of the learner's weights. Used when `max_staleness >= 1` (the next step's rollout
@@ -16,7 +19,7 @@
 use crate::error::{invalid, Result, TrainError};
 use crate::recipe::{Recipe, RolloutDecoder};
 use rlpo_model::{parse_device, parse_dtype, CausalLm, LoadOptions, TextTokenizer};
-use rlpo_rollout::{CpuDecoder, Engine, GenerateRequest, HostWeights, RolloutBatch, RolloutModel, RolloutPool, WeightUpdate};
+use rlpo_rollout::{BoundFastDecoder, CpuDecoder, Engine, GenerateRequest, HostWeights, RolloutBatch, RolloutModel, RolloutPool, WeightUpdate};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tch::Device;
@@ -82,6 +85,25 @@ impl RolloutBackend {
     /// equal a recomputing forward up to summation order and can serve as old log-probs).
     pub fn uses_learner_kernels(&self) -> bool {
         matches!(self, RolloutBackend::Shared { host_decode: false, .. })
+    }
+
+    /// The decode path, attention kernels and sampler placement of the rollout (one line).
+    pub fn describe(&self, recipe: &Recipe, model: &CausalLm) -> String {
+        let (device, _) = recipe.rollout_device_and_dtype().unwrap_or((model.device(), model.kind()));
+        let sampler = if recipe.rollout.sampler.on_device(device) { "sampling on the device" } else { "sampling on the host" };
+        let prefill = rlpo_model::AttentionPath::SdpaCausal.describe();
+        let decode = rlpo_model::AttentionPath::GroupedDecode.describe();
+        match self {
+            RolloutBackend::Shared { host_decode: true, .. } => {
+                format!("colocated; prefill {prefill}; decode on packed host weights (Rust kernels); {sampler}")
+            }
+            RolloutBackend::Shared { .. } => format!("colocated; prefill {prefill}; decode BoundFastDecoder on the learner's tensors, {decode}; {sampler}"),
+            RolloutBackend::Workers { .. } => format!(
+                "{} worker(s) on {device:?} with their own weights; prefill {prefill}; decode {}; {sampler}",
+                recipe.rollout.workers,
+                if device == tch::Device::Cpu && !matches!(recipe.trainer.rollout_decoder, RolloutDecoder::Torch) { "packed host weights".to_string() } else { format!("CausalLm, {decode}") }
+            ),
+        }
     }
 
     /// Make the rollout see `model`'s weights at `version` (no-op when it already does).
@@ -152,7 +174,7 @@ impl RolloutBackend {
                 }
                 Ok(crate::test_pause::generate(engine, &h.bind(model), req)?)
             }
-            RolloutBackend::Shared { host_decode: false, .. } => Ok(crate::test_pause::generate(engine, model, req)?),
+            RolloutBackend::Shared { host_decode: false, .. } => Ok(crate::test_pause::generate(engine, &BoundFastDecoder::new(model)?, req)?),
             RolloutBackend::Shared { .. } => Err(TrainError::Aborted("internal: rollout before the weights were packed".into())),
             RolloutBackend::Workers { .. } => {
                 let id = self.submit(req.clone())?;

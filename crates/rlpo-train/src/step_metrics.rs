@@ -72,6 +72,15 @@ pub fn fill(
     m.set("select/valid_tokens", s.valid_tokens);
     m.set("select/kept_tokens", s.kept_tokens);
     m.set("select/kept_token_frac", if s.valid_tokens > 0.0 { s.kept_tokens / s.valid_tokens } else { 0.0 });
+    m.set("select/kept_row_frac", if s.rows > 0 { s.kept_rows as f64 / s.rows as f64 } else { 0.0 });
+    // The report's HAPO panels: the temperature tokens were drawn at, and the per-token clip widths.
+    let temps: Vec<f64> = r.groups.iter().flat_map(|g| &g.completions).flat_map(|c| c.temperatures.iter().map(|&t| f64::from(t))).collect();
+    m.set("rollout/temperature_mean", mean_std(&temps).0);
+    for (name, w) in [("hapo/clip_low_mean", &plan.clip.low), ("hapo/clip_high_mean", &plan.clip.high)] {
+        if let rlpo_algo::ClipWidth::PerToken(t) = w {
+            m.set(name, mean_std(&masked_values(&t.expand_as(&batch.response_mask), &batch.response_mask)).0);
+        }
+    }
     m.set("select/hapo_fallback_groups", s.fallback_groups as f64);
     if let Some(d) = &plan.d3s {
         m.set("select/d3s_samples_per_group", d.samples_per_group as f64);

@@ -90,6 +90,9 @@ impl RolloutModel for Pausing<'_> {
     fn step(&self, ids: &[i64], cache: &mut DecodeCache) -> rlpo_rollout::Result<Logits> {
         self.inner().step(ids, cache)
     }
+    fn step_tensor(&self, ids: &Tensor, cache: &mut DecodeCache) -> rlpo_rollout::Result<Logits> {
+        self.inner().step_tensor(ids, cache)
+    }
     fn load_weights(&mut self, weights: &[(String, Tensor)]) -> rlpo_rollout::Result<()> {
         match self {
             Pausing::Owned(m) => m.load_weights(weights),

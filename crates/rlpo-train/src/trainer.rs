@@ -10,8 +10,10 @@
 
 use crate::batch::LearnerBatch;
 use crate::checkpoint;
+use crate::dist::{self, Dist};
 use crate::error::{invalid, io, Result, TrainError};
 use crate::learner::{Learner, OldLogp, UpdateInputs, UpdateReport};
+use crate::reward_run::{self, RunRewards};
 use crate::rmt::{self, RmtPrompts};
 use crate::rollout_backend::RolloutBackend;
 use crate::metrics::{ConsoleSink, JsonlSink, MetricSink, StepMetrics, TensorBoardSink};
@@ -22,7 +24,7 @@ use crate::step_record::{OldLogpSource, StepRecord};
 use rlpo_algo::{compose, AlgoState};
 use rlpo_data::Dataset;
 use rlpo_model::{parse_device, parse_dtype, CausalLm, LoadOptions, TextTokenizer};
-use rlpo_reward::{RewardInput, RewardOutput, RewardSet, ScoredBatch};
+use rlpo_reward::{RewardInput, RewardOutput, ScoredBatch};
 use rlpo_rollout::{Engine, GenerateRequest, Group, RolloutBatch, RolloutSeed};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -82,20 +84,20 @@ pub struct Trainer {
     pub recipe: Recipe,
     /// Run directory.
     pub run_dir: PathBuf,
-    tokenizer: Arc<TextTokenizer>,
+    pub(crate) tokenizer: Arc<TextTokenizer>,
     /// Policy + optimizer.
     pub learner: Learner,
-    engine: Engine,
-    backend: RolloutBackend,
+    pub(crate) engine: Engine,
+    pub(crate) backend: RolloutBackend,
     /// The next step's rollout when it was started early (`max_staleness >= 1`).
     pub prefetched: Option<Prefetched>,
     dataset: Dataset,
     /// RMT's prompts, budgets and curriculum (when `[algorithm.rmt]` is on).
     pub rmt: Option<RmtPrompts>,
-    rewards: RewardSet,
+    rewards: RunRewards,
     /// Algorithm schedule state (step, progress, HAPO statistics).
     pub state: AlgoState,
-    sinks: Vec<Box<dyn MetricSink>>,
+    pub(crate) sinks: Vec<Box<dyn MetricSink>>,
     /// Weight version (incremented by every applied optimizer step).
     pub version: u64,
     /// Set by SIGINT/SIGTERM: stop after the current step.
@@ -120,6 +122,15 @@ pub struct Trainer {
     pub record_steps: bool,
     /// With `record_steps`: what the last step trained on (`None` after a skipped step).
     pub last_step: Option<StepRecord>,
+    /// This process's rank and communicator (the identity for a single process). Rank 0
+    /// alone writes the run directory.
+    pub dist: Dist,
+    /// `[eval]`: held-out evaluation during training (`crate::eval::during_training`).
+    pub(crate) eval: Option<crate::eval::TrainingEval>,
+    /// `<run>/rollouts.jsonl`, the report's sample browser.
+    rollout_log: Option<crate::report::RolloutLog>,
+    /// Prompts skipped as too long (`data.too_long = "skip"`) since the last finished step.
+    skipped_too_long: u64,
 }
 
 impl Trainer {
@@ -129,11 +140,15 @@ impl Trainer {
         if !mp.is_dir() {
             return Err(invalid("model.path", format!("{} is not a directory (an HF model directory is expected)", mp.display())));
         }
-        if recipe.run.threads > 0 {
-            tch::set_num_threads(recipe.run.threads as i32);
-        }
+        // Several processes (torchrun, srun, --nproc-per-node): rendezvous before the model
+        // loads, so a bad launch fails fast; this rank's devices and threads come from its
+        // local rank (dist/place.rs). `recipe` stays as written: it is what the run records.
+        let launch = rlpo_dist::LaunchEnv::from_env()?;
+        let placed = dist::place::place(&recipe, &launch)?;
+        dist::place::bind_threads(recipe.run.threads, &launch);
+        let dist = Dist::connect(launch, dist::place::cuda_index(&placed))?;
         tch::manual_seed(recipe.run.seed as i64);
-        let device = parse_device(&recipe.model.device).map_err(|e| invalid("model.device", e.to_string()))?;
+        let device = parse_device(&placed.model.device).map_err(|e| invalid("model.device", e.to_string()))?;
         let kind = parse_dtype(&recipe.model.dtype).map_err(|e| invalid("model.dtype", e.to_string()))?;
         let opts = LoadOptions { device, kind };
         let tokenizer = Arc::new(TextTokenizer::from_dir(mp)?);
@@ -146,24 +161,30 @@ impl Trainer {
             None
         };
         let dataset = Dataset::from_config(&recipe.data, &std::env::current_dir().map_err(|e| io(".", e))?)?;
-        let rewards = rlpo_reward::build(&recipe.reward)?;
+        let mut rewards = RunRewards::build(&recipe.reward)?;
         let rmt = RmtPrompts::new(recipe.algorithm.rmt.as_ref(), &dataset, recipe.data.source, recipe.trainer.total_steps, recipe.run.seed)?;
         let engine = Engine::with_tokenizer(tokenizer.clone());
         let run_dir = recipe.run_dir();
-        std::fs::create_dir_all(&run_dir).map_err(|e| io(&run_dir, e))?;
-        let resolved = run_dir.join("recipe.resolved.toml");
-        std::fs::write(&resolved, recipe.to_toml()).map_err(|e| io(&resolved, e))?;
         let mut sinks: Vec<Box<dyn MetricSink>> = Vec::new();
-        if recipe.metrics.jsonl {
-            sinks.push(Box::new(JsonlSink::open(&run_dir.join("metrics.jsonl"))?));
+        if dist.is_main() {
+            std::fs::create_dir_all(&run_dir).map_err(|e| io(&run_dir, e))?;
+            rewards.open_log(&run_dir)?;
+            let resolved = run_dir.join("recipe.resolved.toml");
+            std::fs::write(&resolved, recipe.to_toml()).map_err(|e| io(&resolved, e))?;
+            if recipe.metrics.jsonl {
+                sinks.push(Box::new(JsonlSink::open(&run_dir.join("metrics.jsonl"))?));
+            }
+            if recipe.metrics.tensorboard {
+                sinks.push(Box::new(TensorBoardSink::create(&run_dir.join("tensorboard"))?));
+            }
+            if recipe.metrics.console {
+                sinks.push(Box::new(ConsoleSink::new(recipe.trainer.total_steps, 0)));
+            }
         }
-        if recipe.metrics.tensorboard {
-            sinks.push(Box::new(TensorBoardSink::create(&run_dir.join("tensorboard"))?));
-        }
-        if recipe.metrics.console {
-            sinks.push(Box::new(ConsoleSink::new(recipe.trainer.total_steps, 0)));
-        }
-        let backend = RolloutBackend::new(&recipe, &model, &tokenizer)?;
+        let backend = RolloutBackend::new(&placed, &model, &tokenizer)?;
+        let eval = crate::eval::TrainingEval::new(&recipe, &tokenizer)?;
+        // The run directory is rank 0's: other ranks keep no sample log.
+        let rollout_log = if dist.is_main() { crate::report::RolloutLog::open(&run_dir, recipe.metrics.text_samples)? } else { None };
         let learner = Learner::new(model, &recipe, reference);
         let state = AlgoState::new(recipe.trainer.total_steps);
         Ok(Trainer {
@@ -189,13 +210,27 @@ impl Trainer {
             resumed_at: None,
             record_steps: false,
             last_step: None,
+            dist,
+            eval,
+            rollout_log,
+            skipped_too_long: 0,
         })
     }
 
-    /// Stage 0: the next `n` prompts, tokenized.
+    /// Stage 0: the next `n` prompts that fit the model's context (`data.too_long`).
+    fn next_prompts(&mut self, n: usize, step: u64) -> Result<PromptBatch> {
+        let context = self.learner.model.config.max_position_embeddings.max(0) as usize;
+        let (policy, len) = (self.recipe.data.too_long, self.dataset.len());
+        let mut skipped = 0;
+        let batch = prompts::fill(n, context, policy, len, &mut skipped, |k| self.draw_prompts(k, step));
+        self.skipped_too_long += skipped;
+        batch
+    }
+
+    /// The next `n` prompts, tokenized.
     /// RMT draws them by its curriculum and turns them into budgeted RL prompts (with NTP
     /// sequences) for training step `step` (0-based).
-    fn next_prompts(&mut self, n: usize, step: u64) -> Result<PromptBatch> {
+    fn draw_prompts(&mut self, n: usize, step: u64) -> Result<PromptBatch> {
         let system = self.recipe.model.system_prompt.clone();
         let Some(rmt) = self.rmt.as_mut() else {
             let samples = self.dataset.next_batch(n);
@@ -332,7 +367,7 @@ impl Trainer {
                 });
             }
         }
-        Ok((self.rewards.score_all(&inputs)?, responses))
+        Ok((self.rewards.score(&inputs)?, responses))
     }
 
     /// Stages 0-3: prompts, rollout, rewards, and the DAPO filter with refill.
@@ -366,10 +401,12 @@ impl Trainer {
             let t0 = Instant::now();
             let (scored, responses) = self.score(&prompts, &groups)?;
             add(timings, "timing/reward_s", t0.elapsed().as_secs_f64());
+            add(timings, "reward/log_lines", self.rewards.take_log_lines() as f64);
             // `on_error = "drop_group"` removes groups with a failed reward; `abort` already
             // returned an error from score_all, `zero` keeps the rows with value 0 (counted).
-            let mut keep = scored.keep_mask(g)?;
-            let scores: Vec<f64> = scored.values().iter().map(|v| if v.is_finite() { *v } else { 0.0 }).collect();
+            // One flag per group (the DAPO filter's mask is per group too).
+            let mut keep = reward_run::kept_groups(&scored, g)?;
+            let scores = reward_run::scores_for_training(&scored, &keep, g)?;
             // `acc` is the verifier's own verdict (a format bonus or partial credit makes
             // `score > 0` wrong); `score` is the final shaped reward, overlong penalty included.
             let correct = match &correctness {
@@ -450,6 +487,8 @@ impl Trainer {
         if let Some(why) = &self.broken {
             return Err(TrainError::Aborted(format!("the trainer stopped mid-step ({why}); resume from its checkpoint in a new trainer")));
         }
+        // `[eval]`: the initial policy, logged as step 0 (a fresh run only).
+        self.eval_before_training()?;
         let t_step = Instant::now();
         let r = self.recipe.clone();
         let g = r.rollout.group_size as i64;
@@ -556,7 +595,10 @@ impl Trainer {
         let version_before = self.version;
         self.version += report.applied as u64;
 
-        step_metrics::fill(&mut m, &rollouts, &batch, &plan, &shaped, &old_entropy, &self.rewards, r.metrics.text_samples);
+        step_metrics::fill(&mut m, &rollouts, &batch, &plan, &shaped, &old_entropy, self.rewards.set(), r.metrics.text_samples);
+        if let Some(log) = self.rollout_log.as_mut() {
+            log.write(m.step, &rollouts, &plan)?;
+        }
         let hapo_stats = plan.hapo_stats;
         if let Some(updates) = updates {
             let old_logp = match old_source {
@@ -587,13 +629,34 @@ impl Trainer {
             }
         }
         m.set("train/policy_version", self.version as f64);
+        m.set("data/skipped_too_long", std::mem::take(&mut self.skipped_too_long) as f64);
+        self.eval_after_step(m)?;
         // The step is complete: history first, so a failing sink still leaves its metrics for
         // the checkpoint.
         self.history.push(m.clone());
         for s in &mut self.sinks {
             s.record(m)?;
         }
+        let every = self.recipe.metrics.report_every;
+        if every > 0 && m.step.is_multiple_of(every) && self.recipe.metrics.jsonl && self.dist.is_main() {
+            crate::report::write(&self.run_dir)?;
+        }
         Ok(())
+    }
+
+    /// Which kernels each phase of a step runs, one line per phase (printed by `rlpo train`).
+    pub fn describe_paths(&self) -> String {
+        let t = &self.recipe.trainer;
+        let m = &self.learner.model;
+        let opt = if self.learner.opt.fused() { "fused multi-tensor AdamW (LibTorch _fused_adamw_)" } else { "per-parameter AdamW" };
+        format!(
+            "paths on {:?} {:?}:\n  learner: attention {}; activation checkpointing {}; {opt}\n  rollout: {}",
+            m.device(),
+            m.kind(),
+            rlpo_model::AttentionPath::SdpaCausal.describe(),
+            if t.activation_checkpointing { "on" } else { "off" },
+            self.backend.describe(&self.recipe, m)
+        )
     }
 
     /// Resume from a checkpoint directory (verified; the recipe must match, see
@@ -620,7 +683,7 @@ impl Trainer {
 
     /// The reward counters so far.
     pub fn rewards_metrics(&self) -> rlpo_reward::metrics::RewardMetrics {
-        self.rewards.metrics()
+        self.rewards.set().metrics()
     }
 
     /// Where the dataset continues.
@@ -638,7 +701,7 @@ impl Trainer {
             rm.restore(st.rmt_sampler.as_ref())?;
         }
         self.learner.nonfinite_in_a_row = st.nonfinite_in_a_row;
-        let c = self.rewards.counters();
+        let c = self.rewards.set().counters();
         let [samples, errors, timeouts, restarts] = st.reward_counters;
         c.add_samples(samples);
         c.add_errors(errors);

@@ -296,3 +296,51 @@ fn a_resume_hashes_each_file_once() {
     assert_eq!(checkpoint::list(&checkpoint::checkpoints_dir(&back.run_dir)).len(), 2);
     checkpoint::verify(&second).unwrap();
 }
+
+/// `[eval]` every 2 steps (and at step 0) on held-out synthetic problems.
+const EVAL: &str = r#"
+[eval]
+every = 2
+problems = 2
+samples = 4
+k = [1, 2, 4]
+[eval.data]
+seed = 99
+"#;
+
+/// `[eval]` during training: resume is still bit-exact (evaluation metrics of the resumed steps
+/// included), and the run trains exactly as without evaluation (same weights, same training
+/// metrics): evaluation touches no checkpointed state and draws no training randomness. Also
+/// with `max_staleness = 1`, where evaluation waits for the running prefetch.
+#[test]
+fn eval_during_training_changes_nothing_and_resume_is_bit_exact() {
+    check_resume(EVAL);
+    check_resume_with(EVAL, &["trainer.max_staleness=1".to_string()]);
+    for sets in [vec![], vec!["trainer.max_staleness=1".to_string()]] {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut with = Trainer::new(recipe_with(tmp.path(), "with", EVAL, &sets)).unwrap();
+        let mut without = Trainer::new(recipe_with(tmp.path(), "without", "", &sets)).unwrap();
+        for _ in 0..4 {
+            with.step().unwrap();
+            without.step().unwrap();
+        }
+        let (a, b) = (weights(&with), weights(&without));
+        for (k, w) in &a {
+            assert!(w.equal(&b[k]), "{k}: evaluation changed training ({sets:?})");
+        }
+        for (s, r) in with.history.iter().zip(&without.history) {
+            let train_only: BTreeMap<String, f64> = comparable(s).into_iter().filter(|(k, _)| !k.starts_with("eval/")).collect();
+            assert_eq!(train_only, comparable(r), "step {} ({sets:?})", s.step);
+        }
+        // Evaluations ran at steps 0 (its own metrics line), 2 and 4, and only there.
+        let evaluated: Vec<u64> = with.history.iter().filter(|m| m.get("eval/pass@1").is_some()).map(|m| m.step).collect();
+        assert_eq!(evaluated, [2, 4]);
+        let jsonl = std::fs::read_to_string(with.run_dir.join("metrics.jsonl")).unwrap();
+        let first: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
+        assert_eq!(first["step"], 0);
+        assert!(first["metrics"]["eval/pass@4"].is_number(), "{first}");
+        for step in [0, 2, 4] {
+            assert!(with.run_dir.join(format!("eval/step-{step:06}.summary.json")).is_file());
+        }
+    }
+}

@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 use rlpo_rollout::bench::{bench_rollout, BenchOptions, DecoderKind};
+use rlpo_rollout::SamplerPlacement;
 use std::path::PathBuf;
 
 /// `rlpo bench ...`.
@@ -43,7 +44,18 @@ pub enum Command {
         /// cpu, cuda or cuda:N (GPUs take the fast or plain decoder).
         #[arg(long, default_value = "cpu")]
         device: String,
+        /// Where tokens are sampled: auto (on the device for CUDA), host or device.
+        #[arg(long, default_value = "auto")]
+        sampler: String,
+        /// New tokens of the untimed warm-up run (0 = as many as the timed run).
+        #[arg(long, default_value_t = 8)]
+        warmup_tokens: usize,
+        /// Also print the result as one JSON line.
+        #[arg(long)]
+        json: bool,
     },
+    /// Learner tokens/s and MFU: forward + backward + AdamW on random tokens.
+    Learner(super::bench_learner::Args),
 }
 
 /// Dispatch.
@@ -51,7 +63,8 @@ pub fn run(cmd: Command) -> Result<()> {
     match cmd {
         Command::Checkpoint(args) => super::bench_checkpoint::run(args),
         Command::Step(args) => super::bench_step::run(args),
-        Command::Rollout { model, batch, new_tokens, dtype, group_size, threads, decoder, repeats, device } => {
+        Command::Learner(args) => super::bench_learner::run(args),
+        Command::Rollout { model, batch, new_tokens, dtype, group_size, threads, decoder, repeats, device, sampler, warmup_tokens, json } => {
             let mut o = BenchOptions::new(model);
             o.batch = batch;
             o.new_tokens = new_tokens;
@@ -66,7 +79,18 @@ pub fn run(cmd: Command) -> Result<()> {
                 "plain" => DecoderKind::Plain,
                 other => anyhow::bail!("--decoder must be cpu, fast or plain, got {other}"),
             };
-            println!("{}", bench_rollout(&o)?);
+            o.sampler = match sampler.as_str() {
+                "auto" => SamplerPlacement::Auto,
+                "host" => SamplerPlacement::Host,
+                "device" => SamplerPlacement::Device,
+                other => anyhow::bail!("--sampler must be auto, host or device, got {other}"),
+            };
+            o.warmup_tokens = if warmup_tokens == 0 { new_tokens } else { warmup_tokens };
+            let report = bench_rollout(&o)?;
+            println!("{report}");
+            if json {
+                println!("{}", report.to_json());
+            }
             Ok(())
         }
     }

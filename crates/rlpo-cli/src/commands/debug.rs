@@ -6,7 +6,13 @@
 //!   `--decode-from P` also `decode_logits [B, T - P + 1, V]`: the prefix `[:, :P]` prefilled
 //!   into a KV cache, then one decode step per remaining token, i.e. the logits of positions
 //!   `P - 1 .. T - 1` as the rollout computes them. `scripts/gpu_check.sh` compares both with
-//!   transformers.
+//!   transformers;
+//! - `rlpo debug dist-selftest [--nproc-per-node N]`: every distributed operation of the
+//!   training step across real processes, checked against known values (`dist_selftest.rs`).
+//! - `rlpo debug adamw --device cuda:0`: LibTorch's fused AdamW against the per-parameter one on
+//!   the device (f32 parameters and bf16 parameters with fp32 masters, a few steps with clipping
+//!   from identical states); prints the largest relative difference and fails above 1e-5 (on the
+//!   CPU they are bit-identical, see `rlpo-train/src/optim.rs`).
 
 use anyhow::{bail, Context, Result};
 use rlpo_model::{parse_device, parse_dtype, CausalLm, LoadOptions};
@@ -21,6 +27,17 @@ pub enum Command {
     Device,
     /// Write a model's logits for given token ids (see the module docs).
     Logits(LogitsArgs),
+    /// Check every distributed operation across ranks (run with --nproc-per-node, torchrun, srun).
+    DistSelftest(super::dist_selftest::Args),
+    /// Compare the fused and the per-parameter AdamW on a device (see the module docs).
+    Adamw {
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Optimizer steps.
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+    },
 }
 
 /// Arguments of `rlpo debug logits`.
@@ -62,7 +79,49 @@ pub fn run(cmd: Command) -> Result<()> {
             Ok(())
         }
         Command::Logits(a) => logits(a),
+        Command::DistSelftest(a) => super::dist_selftest::run(a),
+        Command::Adamw { device, steps } => adamw(&device, steps),
     }
+}
+
+/// Parameters after `steps` clipped AdamW steps (fused or not) from a seeded start, plus moments.
+fn adamw_run(fused: bool, kind: Kind, device: Device, steps: usize) -> Result<Vec<Tensor>> {
+    use rlpo_train::optim::AdamW;
+    use rlpo_train::recipe::OptimConfig;
+    tch::manual_seed(5);
+    let shapes: [&[i64]; 4] = [&[1536, 256], &[256], &[37, 29], &[8960, 64]];
+    let params: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(*s, (Kind::Float, device)).to_kind(kind).set_requires_grad(true)).collect();
+    let cfg = OptimConfig { lr: 1e-3, weight_decay: 0.1, fused, ..OptimConfig::default() };
+    let mut opt = AdamW::new(params.iter().enumerate().map(|(i, p)| (format!("p{i}"), p.shallow_clone())), cfg.clone());
+    for _ in 0..steps {
+        opt.zero_grad();
+        for p in &params {
+            (p.to_kind(Kind::Float) * Tensor::randn(p.size().as_slice(), (Kind::Float, device))).sum(Kind::Float).backward();
+        }
+        let n = opt.grad_norm();
+        opt.clip_grad(n, 50.0)?;
+        opt.step(cfg.lr)?;
+    }
+    let mut out: Vec<Tensor> = params.iter().map(|p| p.detach().to_kind(Kind::Float)).collect();
+    out.extend(opt.exp_avg.values().chain(opt.exp_avg_sq.values()).chain(opt.master.values()).map(Tensor::copy));
+    Ok(out)
+}
+
+fn adamw(device: &str, steps: usize) -> Result<()> {
+    let device = parse_device(device)?;
+    let mut worst = 0f64;
+    for kind in [Kind::Float, Kind::BFloat16] {
+        let (a, b) = (adamw_run(true, kind, device, steps)?, adamw_run(false, kind, device, steps)?);
+        let mut identical = true;
+        for (x, y) in a.iter().zip(&b) {
+            identical &= x.equal(y);
+            let rel = ((x - y).abs() / y.abs().clamp_min(1e-3)).max().double_value(&[]);
+            worst = worst.max(rel);
+        }
+        println!("adamw {kind:?} on {device:?}: fused vs per-parameter after {steps} steps: {} (max relative difference {worst:.2e})", if identical { "bit-identical" } else { "differ" });
+    }
+    anyhow::ensure!(worst <= 1e-5, "fused and per-parameter AdamW differ by {worst:.2e} (> 1e-5)");
+    Ok(())
 }
 
 fn logits(a: LogitsArgs) -> Result<()> {

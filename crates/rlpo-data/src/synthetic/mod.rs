@@ -21,14 +21,31 @@ use crate::sample::{Message, Prompt, Sample};
 pub use arithmetic::{ArithmeticConfig, Operator};
 pub use countdown::CountdownConfig;
 
+
+/// Largest `[data.synthetic] size`: the set is generated in memory when the run starts.
+pub const MAX_SYNTHETIC_SIZE: usize = 10_000_000;
 /// The `[data.synthetic]` section; `task` selects the variant and its keys.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "task", rename_all = "lowercase")]
 pub enum SyntheticConfig {
     /// `task = "arithmetic"`.
     Arithmetic(ArithmeticConfig),
     /// `task = "countdown"`.
     Countdown(CountdownConfig),
+}
+
+/// Deserialized by [`crate::tagged`] (not serde's derived tag handling), so that a bad value in
+/// the section names its key.
+impl<'de> Deserialize<'de> for SyntheticConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use crate::tagged::{split, variant};
+        let (task, rest) = split(d, "task")?;
+        match task.as_str() {
+            "arithmetic" => Ok(Self::Arithmetic(variant(rest, "task", &task)?)),
+            "countdown" => Ok(Self::Countdown(variant(rest, "task", &task)?)),
+            other => Err(serde::de::Error::unknown_variant(other, &["arithmetic", "countdown"])),
+        }
+    }
 }
 
 impl Default for SyntheticConfig {
@@ -74,8 +91,10 @@ impl SyntheticConfig {
 
     /// Checks ranges and the prompt template; errors name `data.synthetic.<key>`.
     pub fn validate(&self) -> Result<()> {
-        if self.common().size == 0 {
-            return Err(key_err("size", "must be at least 1"));
+        let size = self.common().size;
+        if size == 0 || size > MAX_SYNTHETIC_SIZE {
+            // The whole set is generated in memory at start-up.
+            return Err(key_err("size", format!("must be in 1..={MAX_SYNTHETIC_SIZE}, got {size}")));
         }
         match self {
             SyntheticConfig::Arithmetic(c) => c.validate(),

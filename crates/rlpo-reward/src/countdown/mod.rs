@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 
 pub use parser::{evaluate, Evaluated, ExprError, Limits};
 
-use crate::math::last_boxed;
+use crate::math::{all_boxed, last_boxed};
 use crate::rational::Rational;
-use crate::types::{RewardFn, RewardInput, RewardOutput};
+use crate::types::{distinct_candidates, AnswerInfo, RewardFn, RewardInput, RewardOutput};
 
 /// The outcome of checking one countdown response.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,9 +40,43 @@ pub enum CountdownVerdict {
 
 /// The expression text in a response (see the module docs), or `None`.
 pub fn extract_expression(response: &str) -> Option<&str> {
-    let found = last_answer_tag(response).or_else(|| last_boxed(response))?;
+    extract_with_rule(response).map(|(e, _)| e)
+}
+
+/// The expression and the rule that found it (`answer_tag` or `boxed`), or `None`.
+fn extract_with_rule(response: &str) -> Option<(&str, &'static str)> {
+    let (found, rule) = match last_answer_tag(response) {
+        Some(a) => (a, "answer_tag"),
+        None => (last_boxed(response)?, "boxed"),
+    };
     let expr = found.split('=').next().unwrap_or(found).trim();
-    (!expr.is_empty()).then_some(expr)
+    (!expr.is_empty()).then_some((expr, rule))
+}
+
+/// An expression's normal form for votes and audits: the part before `=`, without whitespace.
+fn expression_key(found: &str) -> String {
+    found.split('=').next().unwrap_or(found).chars().filter(|c| !c.is_whitespace()).collect()
+}
+
+/// Every `<answer>...</answer>` body, left to right.
+fn all_answer_tags(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(open) = rest.find("<answer>") {
+        let body = &rest[open + "<answer>".len()..];
+        let Some(close) = body.find("</answer>") else { break };
+        out.push(&body[..close]);
+        rest = &body[close..];
+    }
+    out
+}
+
+/// How the expression was found ([`AnswerInfo`]): `<answer>` is the canonical form (the prompt
+/// asks for it), `\boxed{}` a fallback; candidates are every tag (or box) of that kind.
+fn answer_info(response: &str, expr: &str, rule: &'static str, correct: bool) -> AnswerInfo {
+    let all = if rule == "answer_tag" { all_answer_tags(response) } else { all_boxed(response) };
+    let candidates = distinct_candidates(all.into_iter().map(expression_key).filter(|k| !k.is_empty()));
+    AnswerInfo { answer: expression_key(expr), rule: rule.to_string(), canonical: rule == "answer_tag", candidates, correct }
 }
 
 fn last_answer_tag(text: &str) -> Option<&str> {
@@ -137,14 +171,17 @@ impl CountdownReward {
             Ok(t) => t,
             Err(msg) => return RewardOutput::error(msg),
         };
-        let Some(expr) = extract_expression(&input.response) else {
+        let Some((expr, rule)) = extract_with_rule(&input.response) else {
             return RewardOutput::ok(self.no_answer);
         };
-        RewardOutput::ok(match check_expression(expr, &numbers, target, self.use_all, self.limits) {
+        let verdict = check_expression(expr, &numbers, target, self.use_all, self.limits);
+        let info = answer_info(&input.response, expr, rule, verdict == CountdownVerdict::Correct);
+        RewardOutput::ok(match verdict {
             CountdownVerdict::Correct => self.correct,
             CountdownVerdict::NoAnswer => self.no_answer,
             _ => self.incorrect,
         })
+        .with_answer(info)
     }
 }
 

@@ -104,3 +104,32 @@ fn reward_reads_metadata_and_reports_missing_data() {
         assert!(o.value.is_nan());
     }
 }
+
+/// How the expression was found, written by hand from the documented rules; values unchanged.
+#[test]
+fn reward_reports_how_the_expression_was_found() {
+    let f = CountdownReward::default();
+    let input = |resp: &str| {
+        let mut i = RewardInput::new(resp, None);
+        i.metadata = serde_json::json!({"numbers": [3, 5, 7, 25], "target": 40});
+        i
+    };
+    let out = f.score_one(&input("<answer>25 + 3 * 5 = 40</answer>"));
+    assert_eq!(out.value, 1.0);
+    let a = &out.answers[""];
+    assert_eq!((a.answer.as_str(), a.rule.as_str(), a.canonical, a.correct), ("25+3*5", "answer_tag", true, true));
+    assert!(!a.weak());
+    // Two answer tags that disagree: the last one is judged (correct) but the signal is weak.
+    let out = f.score_one(&input("<answer>25+3</answer> no: <answer>25 + 3*5</answer>"));
+    assert_eq!(out.value, 1.0);
+    assert_eq!(out.answers[""].candidates, ["25+3", "25+3*5"]);
+    assert!(out.answers[""].weak());
+    // Only a box: a fallback form.
+    let out = f.score_one(&input(r"\boxed{25 + 3*5}"));
+    assert_eq!(out.value, 1.0);
+    assert_eq!((out.answers[""].rule.as_str(), out.answers[""].canonical), ("boxed", false));
+    // Wrong value: judged incorrect, not weak; no answer: no account.
+    let out = f.score_one(&input("<answer>25 + 3</answer>"));
+    assert_eq!((out.value, out.answers[""].correct, out.answers[""].weak()), (0.0, false, false));
+    assert!(f.score_one(&input("I give up")).answers.is_empty());
+}

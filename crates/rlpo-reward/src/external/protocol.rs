@@ -7,6 +7,12 @@
 //!
 //! Answer (one line on the plugin's stdout per request, any order):
 //! `{"id": 7, "reward": 1.0, "parts": {"correct": 1.0}}` or `{"id": 7, "error": "why"}`.
+//!
+//! Start-up handshake (protocol 2): the first line each new instance receives is a request with
+//! empty texts and a `handshake` object, `{"id": 0, "handshake": {"protocol": 2, "name": ...,
+//! "concurrency": 16}, "prompt": "", ...}`. Any answer to it proves the plugin is up (so a
+//! protocol-1 plugin that answers every request works unchanged); a protocol-2 plugin answers
+//! `{"id": 0, "ready": true, "workers": 4}` to say how many requests it works on at once.
 
 use std::collections::BTreeMap;
 
@@ -22,6 +28,34 @@ struct Request<'a> {
     id: u64,
     #[serde(flatten)]
     input: &'a RewardInput,
+}
+
+/// Version of the protocol rlpo speaks, sent in the handshake.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+#[derive(Serialize)]
+struct Handshake<'a> {
+    protocol: u32,
+    name: &'a str,
+    concurrency: usize,
+}
+
+#[derive(Serialize)]
+struct HandshakeRequest<'a> {
+    id: u64,
+    handshake: Handshake<'a>,
+    #[serde(flatten)]
+    input: &'a RewardInput,
+}
+
+/// The start-up handshake line for plugin `name` under `id`: a request with empty texts, so a
+/// plugin that answers every request answers it too, plus the `handshake` object.
+pub fn handshake_line(id: u64, name: &str, concurrency: usize) -> String {
+    let input = RewardInput::default();
+    let req = HandshakeRequest { id, handshake: Handshake { protocol: PROTOCOL_VERSION, name, concurrency }, input: &input };
+    let mut line = serde_json::to_string(&req).unwrap_or_else(|_| format!("{{\"id\":{id},\"handshake\":{{}}}}"));
+    line.push('\n');
+    line
 }
 
 /// The request line for `input` under `id`, newline-terminated.
@@ -44,6 +78,13 @@ pub enum ReplyLine {
         id: u64,
         /// `Ok((reward, parts))` or `Err(message)` (the plugin's `error`, or what was malformed).
         result: Result<(f64, BTreeMap<String, f64>), String>,
+    },
+    /// `{"id": N, "ready": true, "workers": W}`: a protocol-2 plugin's answer to the handshake.
+    Ready {
+        /// The handshake's id.
+        id: u64,
+        /// Requests the plugin works on at once, if it said (`workers`, a positive integer).
+        workers: Option<usize>,
     },
     /// A line that cannot be attributed to a request (not JSON, not an object, no integer `id`).
     Garbage(String),
@@ -76,6 +117,10 @@ pub fn parse_reply(line: &str) -> ReplyLine {
     let Some(id) = obj.get("id").and_then(serde_json::Value::as_u64) else {
         return ReplyLine::Garbage(format!("no integer `id`: {}", excerpt(line)));
     };
+    if obj.get("ready") == Some(&serde_json::Value::Bool(true)) {
+        let workers = obj.get("workers").and_then(serde_json::Value::as_u64).filter(|&w| w >= 1);
+        return ReplyLine::Ready { id, workers: workers.map(|w| usize::try_from(w).unwrap_or(usize::MAX)) };
+    }
     ReplyLine::Answer { id, result: answer_body(obj) }
 }
 
@@ -144,5 +189,19 @@ mod tests {
             assert!(matches!(parse_reply(garbage), ReplyLine::Garbage(_)), "{garbage}");
         }
         assert_eq!(parse_reply("  \r"), ReplyLine::Blank);
+        assert_eq!(parse_reply(r#"{"id": 0, "ready": true, "workers": 4}"#), ReplyLine::Ready { id: 0, workers: Some(4) });
+        assert_eq!(parse_reply(r#"{"id": 0, "ready": true, "workers": 0}"#), ReplyLine::Ready { id: 0, workers: None });
+        assert_eq!(parse_reply(r#"{"id": 0, "ready": true}"#), ReplyLine::Ready { id: 0, workers: None });
+    }
+
+    #[test]
+    fn handshake_is_a_request_with_empty_texts() {
+        let line = handshake_line(9, "judge", 16);
+        assert!(line.ends_with('\n') && line.matches('\n').count() == 1);
+        let v: serde_json::Value = serde_json::from_str(&line).expect("valid JSON");
+        assert_eq!(v["id"], 9);
+        assert_eq!(v["handshake"], serde_json::json!({"protocol": 2, "name": "judge", "concurrency": 16}));
+        assert_eq!((v["prompt"].as_str(), v["response"].as_str()), (Some(""), Some("")));
+        assert!(v["ground_truth"].is_null() && v["metadata"].is_null());
     }
 }

@@ -8,13 +8,17 @@
 //! so those requests become *suspects* and are re-sent one at a time, each alone in flight. A
 //! request that is alone in flight when the plugin dies is the culprit and gets status `error`;
 //! the innocent ones are scored normally.
+//!
+//! Deadlines: a request's clock starts when the plugin can take it, i.e. when fewer than the
+//! instance's `workers` requests written before it are unanswered ([`Session::start_clocks`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::RecvTimeoutError;
 
-use super::process::{Event, PluginProcess};
+use super::handshake;
+use super::process::Event;
 use super::protocol::{request_line, ReplyLine};
 use super::{ExternalOptions, State, MAX_BACKOFF};
 use crate::log::RewardLog;
@@ -51,8 +55,19 @@ pub(super) struct Session<'a> {
     queue: VecDeque<usize>,
     /// Samples that were in flight during a crash; re-sent one at a time.
     suspects: VecDeque<usize>,
-    /// id → (sample index, deadline, sent alone)
-    inflight: HashMap<u64, (usize, Instant, bool)>,
+    /// Requests written and not yet answered, by id (ids grow in the order of writing).
+    inflight: HashMap<u64, Inflight>,
+}
+
+/// A request in flight.
+#[derive(Debug, Clone, Copy)]
+struct Inflight {
+    /// Sample index in the batch.
+    idx: usize,
+    /// When it times out; `None` while the plugin is still busy with earlier requests.
+    deadline: Option<Instant>,
+    /// Sent with nothing else in flight (crash isolation).
+    alone: bool,
 }
 
 impl<'a> Session<'a> {
@@ -90,6 +105,7 @@ impl<'a> Session<'a> {
                 }
                 self.fill();
             }
+            self.start_clocks();
             let wake = self.next_wake().unwrap_or_else(|| Instant::now() + self.opts.timeout);
             match self.st.events_rx.recv_deadline(wake) {
                 Ok(ev) => {
@@ -149,7 +165,7 @@ impl<'a> Session<'a> {
             self.begin_dying(DeathCause::Broken);
             return false;
         }
-        self.inflight.insert(id, (idx, Instant::now() + self.timeout(idx), alone));
+        self.inflight.insert(id, Inflight { idx, deadline: None, alone });
         true
     }
 
@@ -158,8 +174,23 @@ impl<'a> Session<'a> {
         self.opts.timeout_of.and_then(|f| f(&self.batch[idx])).unwrap_or(self.opts.timeout)
     }
 
+    /// Starts the clock of each of the `workers` oldest unanswered requests that has none yet:
+    /// the plugin is working on those (or free to), the others still wait behind them.
+    fn start_clocks(&mut self) {
+        let mut ids: Vec<u64> = self.inflight.keys().copied().collect();
+        ids.sort_unstable();
+        let now = Instant::now();
+        for id in ids.into_iter().take(self.st.workers) {
+            let Some(idx) = self.inflight.get(&id).map(|r| r.idx) else { continue };
+            let limit = self.timeout(idx);
+            if let Some(r) = self.inflight.get_mut(&id) {
+                r.deadline.get_or_insert(now + limit);
+            }
+        }
+    }
+
     fn next_wake(&self) -> Option<Instant> {
-        let deadlines = self.inflight.values().map(|&(_, d, _)| d);
+        let deadlines = self.inflight.values().filter_map(|r| r.deadline);
         deadlines.chain(self.st.dying.map(|d| d.wait_until)).min()
     }
 
@@ -177,7 +208,7 @@ impl<'a> Session<'a> {
         match line {
             ReplyLine::Blank => {}
             ReplyLine::Answer { id, result } => {
-                let Some((idx, _, _)) = self.inflight.remove(&id) else {
+                let Some(Inflight { idx, .. }) = self.inflight.remove(&id) else {
                     self.say(format!("ignoring answer for id {id}: not in flight (late, duplicate or unknown)"));
                     return;
                 };
@@ -188,19 +219,28 @@ impl<'a> Session<'a> {
                     Err(msg) => RewardOutput::error(format!("{}: {msg}", self.opts.name)),
                 });
             }
+            ReplyLine::Ready { id, .. } => {
+                // A handshake answer where a score was expected: that request cannot be scored.
+                let Some(Inflight { idx, .. }) = self.inflight.remove(&id) else {
+                    self.say(format!("ignoring a `ready` line for id {id}: not in flight"));
+                    return;
+                };
+                self.say(format!("protocol error: `ready` answer to scoring request {id} (sample {idx})"));
+                self.out[idx] = Some(RewardOutput::error(format!("{}: plugin answered `ready` instead of a reward", self.opts.name)));
+            }
             ReplyLine::Garbage(msg) => {
                 let samples = self.inflight_samples();
                 self.say(format!("protocol error, line without a usable id ({msg}); failing samples {samples:?} in flight"));
                 let err = format!("{}: plugin wrote a line that is not an answer while this request was in flight: {msg}", self.opts.name);
-                for (_, (idx, _, _)) in self.inflight.drain() {
-                    self.out[idx] = Some(RewardOutput::error(err.clone()));
+                for (_, r) in self.inflight.drain() {
+                    self.out[r.idx] = Some(RewardOutput::error(err.clone()));
                 }
             }
         }
     }
 
     fn inflight_samples(&self) -> Vec<usize> {
-        let mut v: Vec<usize> = self.inflight.values().map(|&(i, _, _)| i).collect();
+        let mut v: Vec<usize> = self.inflight.values().map(|r| r.idx).collect();
         v.sort_unstable();
         v
     }
@@ -208,7 +248,7 @@ impl<'a> Session<'a> {
     /// The current instance's stdout closed: settle the requests still in flight and drop it.
     fn on_exit(&mut self) {
         let Some(mut proc) = self.st.proc.take() else { return };
-        let status = exit_status(&mut proc);
+        let status = proc.status_text();
         let samples = self.inflight_samples();
         match self.st.dying.take().map(|d| d.cause) {
             Some(DeathCause::Timeout) => {
@@ -224,7 +264,7 @@ impl<'a> Session<'a> {
             cause => {
                 let what = if cause.is_some() { "stopped reading stdin" } else { "exited" };
                 let err = format!("{}: plugin {what} ({status}) while scoring this sample", self.opts.name);
-                let mut entries: Vec<(usize, bool)> = self.inflight.drain().map(|(_, (i, _, a))| (i, a)).collect();
+                let mut entries: Vec<(usize, bool)> = self.inflight.drain().map(|(_, r)| (r.idx, r.alone)).collect();
                 entries.sort_unstable();
                 let mut culprits = Vec::new();
                 for (idx, alone) in entries {
@@ -267,8 +307,12 @@ impl<'a> Session<'a> {
 
     fn check_deadlines(&mut self) {
         let now = Instant::now();
-        let mut expired: Vec<(u64, usize)> =
-            self.inflight.iter().filter(|(_, &(_, d, _))| d <= now).map(|(&id, &(idx, _, _))| (id, idx)).collect();
+        let mut expired: Vec<(u64, usize)> = self
+            .inflight
+            .iter()
+            .filter(|(_, r)| r.deadline.is_some_and(|d| d <= now))
+            .map(|(&id, r)| (id, r.idx))
+            .collect();
         if expired.is_empty() {
             return;
         }
@@ -278,7 +322,10 @@ impl<'a> Session<'a> {
             self.out[idx] = Some(RewardOutput::timeout());
         }
         let samples: Vec<usize> = expired.iter().map(|&(_, i)| i).collect();
-        self.say(format!("samples {samples:?} timed out after {:?}; killing the plugin", self.timeout(samples[0])));
+        self.say(format!(
+            "samples {samples:?} timed out after {:?} (counted from when the plugin could take them); killing the plugin",
+            self.timeout(samples[0])
+        ));
         if self.st.dying.is_none() {
             self.begin_dying(DeathCause::Timeout);
         }
@@ -307,17 +354,21 @@ impl<'a> Session<'a> {
             let generation = self.st.next_generation;
             self.st.next_generation += 1;
             self.counters.add_restart();
-            let spawned = PluginProcess::spawn(
-                &self.opts.name,
-                &self.opts.command,
-                generation,
-                self.st.events_tx.clone(),
-                self.log,
-            );
-            match spawned {
-                Ok(p) => {
+            let started = self.opts.spawn(generation, self.st.events_tx.clone(), self.log).map_err(|e| e.to_string());
+            let id = self.st.next_id;
+            self.st.next_id += 1;
+            let ready = started.and_then(|mut p| match handshake::run(&mut p, self.opts, id, &self.st.events_rx, self.log) {
+                Ok(workers) => Ok((p, workers)),
+                Err(why) => {
+                    p.kill();
+                    Err(why)
+                }
+            });
+            match ready {
+                Ok((p, workers)) => {
                     self.say(format!("restarted plugin (restart {k} of at most {})", self.opts.max_restarts));
                     self.st.proc = Some(p);
+                    self.st.workers = workers;
                     return true;
                 }
                 Err(e) => {
@@ -329,23 +380,9 @@ impl<'a> Session<'a> {
     }
 
     fn fail_all(&mut self, msg: &str) {
-        let inflight = self.inflight.drain().map(|(_, (i, _, _))| i);
+        let inflight = self.inflight.drain().map(|(_, r)| r.idx);
         for idx in self.queue.drain(..).chain(self.suspects.drain(..)).chain(inflight) {
             self.out[idx] = Some(RewardOutput::error(msg));
         }
-    }
-}
-
-/// The exit status in words; waits briefly because stdout EOF can precede the exit by a moment.
-fn exit_status(proc: &mut PluginProcess) -> String {
-    let until = Instant::now() + Duration::from_millis(200);
-    loop {
-        if let Some(s) = proc.try_status() {
-            return s.to_string();
-        }
-        if Instant::now() >= until {
-            return "still running, stdout closed".into();
-        }
-        std::thread::sleep(Duration::from_millis(2));
     }
 }

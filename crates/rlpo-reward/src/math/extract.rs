@@ -1,6 +1,7 @@
 //! Finding the answer text inside a response: the last `\boxed{...}` (nested braces balanced), the
-//! text after the last `####`, or the last plain number. All functions return slices of the input
-//! and never allocate, because they run once per sample on the hot path.
+//! text after the last `####`, or the last plain number. The `last_*` functions return slices of
+//! the input and never allocate, because they run once per sample on the hot path; the `all_*`
+//! functions list every candidate for verifier audits.
 
 /// Content of the **last** `\boxed{...}` (or `\fbox{...}`), with nested braces balanced.
 ///
@@ -15,7 +16,11 @@ pub fn last_boxed(text: &str) -> Option<&str> {
         (None, Some(f)) => (f, "\\fbox".len()),
         (None, None) => return None,
     };
-    let rest = &text[at + cmd_len..];
+    body_after_command(&text[at + cmd_len..])
+}
+
+/// The answer after a `\boxed` / `\fbox` command whose name ends just before `rest`.
+fn body_after_command(rest: &str) -> Option<&str> {
     let trimmed = rest.trim_start();
     if let Some(body) = trimmed.strip_prefix('{') {
         return balanced_prefix(body);
@@ -26,6 +31,42 @@ pub fn last_boxed(text: &str) -> Option<&str> {
         return (!word.is_empty()).then_some(word);
     }
     None
+}
+
+/// Contents of every balanced `\boxed{...}` / `\fbox{...}` (and `\boxed 5` word form), left to
+/// right: the candidates a verifier audit compares with the last one.
+pub fn all_boxed(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut end = text.len();
+    // Walk backwards over the commands with the parsing `last_boxed` uses, so the two agree.
+    while end > 0 {
+        let head = &text[..end];
+        let at = match (head.rfind("\\boxed"), head.rfind("\\fbox")) {
+            (Some(b), Some(f)) => b.max(f),
+            (Some(b), None) => b,
+            (None, Some(f)) => f,
+            (None, None) => break,
+        };
+        let cmd_len = if text[at..].starts_with("\\boxed") { "\\boxed".len() } else { "\\fbox".len() };
+        if let Some(body) = body_after_command(&text[at + cmd_len..]) {
+            out.push(body);
+        }
+        end = at;
+    }
+    out.reverse();
+    out
+}
+
+/// The rest of the line after **every** `####`, trimmed and non-empty, left to right.
+pub fn all_hashes(text: &str) -> Vec<&str> {
+    text.split("####")
+        .skip(1)
+        .map(|seg| {
+            let rest = seg.trim_start_matches('#');
+            rest.split('\n').next().unwrap_or(rest).trim()
+        })
+        .filter(|l| !l.is_empty())
+        .collect()
 }
 
 /// The text of `body` up to the `}` that closes an already-opened `{`, or `None` if unbalanced.
@@ -170,6 +211,15 @@ mod tests {
         assert_eq!(last_boxed(r"\boxed 7 done"), Some("7"));
         assert_eq!(last_boxed(r"\fbox{3}"), Some("3"));
         assert_eq!(last_boxed("no box"), None);
+    }
+
+    #[test]
+    fn every_box_and_every_hash_line() {
+        assert_eq!(all_boxed(r"\boxed{1} then \fbox{2} and \boxed{\frac{1}{2}}"), ["1", "2", r"\frac{1}{2}"]);
+        assert_eq!(all_boxed(r"\boxed{1} then \boxed{2"), ["1"]);
+        assert_eq!(all_boxed(r"\boxed 7 done"), ["7"]);
+        assert!(all_boxed("no box").is_empty());
+        assert_eq!(all_hashes("#### 1\nwork\n#### 2\n####\n"), ["1", "2"]);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! (`\sqrt{2}` vs `2^{1/2}`), no scientific notation, no mixed numbers (`1 1/2`); decimals compare
 //! exactly, so `0.333` ≠ `1/3`.
 
+mod audit;
 mod extract;
 mod number;
 #[cfg(test)]
@@ -19,7 +20,8 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 
-pub use extract::{after_hashes, last_boxed, last_number, NumberTokens};
+pub use audit::{answer_key, judge};
+pub use extract::{after_hashes, all_boxed, all_hashes, last_boxed, last_number, NumberTokens};
 pub use number::{parse_whole, Answer, Number};
 
 use crate::types::{RewardFn, RewardInput, RewardOutput};
@@ -50,23 +52,50 @@ pub enum Verdict {
     NoAnswer,
 }
 
+/// The rule that found an answer (the modes without `auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// The last `\boxed{}`.
+    Boxed,
+    /// The text after the last `####`.
+    Hashes,
+    /// The last plain number.
+    LastNumber,
+}
+
+impl Rule {
+    /// Its name in [`crate::AnswerInfo::rule`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Rule::Boxed => "boxed",
+            Rule::Hashes => "hashes",
+            Rule::LastNumber => "last_number",
+        }
+    }
+}
+
 /// The answer text of a response under `mode`, or `None`.
 pub fn extract_answer(response: &str, mode: ExtractMode) -> Option<&str> {
+    extract_with_rule(response, mode).map(|(a, _)| a)
+}
+
+/// The answer text of a response under `mode` and the rule that found it, or `None`.
+pub fn extract_with_rule(response: &str, mode: ExtractMode) -> Option<(&str, Rule)> {
     let found = match mode {
-        ExtractMode::Boxed => last_boxed(response),
-        ExtractMode::Hashes => after_hashes(response),
-        ExtractMode::LastNumber => last_number(response),
+        ExtractMode::Boxed => last_boxed(response).map(|a| (a, Rule::Boxed)),
+        ExtractMode::Hashes => after_hashes(response).map(|a| (a, Rule::Hashes)),
+        ExtractMode::LastNumber => last_number(response).map(|a| (a, Rule::LastNumber)),
         ExtractMode::Auto => {
             if response.contains("\\boxed") || response.contains("\\fbox") {
-                last_boxed(response)
+                last_boxed(response).map(|a| (a, Rule::Boxed))
             } else if let Some(a) = after_hashes(response) {
-                Some(a)
+                Some((a, Rule::Hashes))
             } else {
-                last_number(response)
+                last_number(response).map(|a| (a, Rule::LastNumber))
             }
         }
     };
-    found.map(str::trim).filter(|a| !a.is_empty())
+    found.map(|(a, r)| (a.trim(), r)).filter(|(a, _)| !a.is_empty())
 }
 
 /// The answer inside a ground-truth field: a full GSM8K solution (`... #### 72`) or a boxed
@@ -123,11 +152,16 @@ impl MathReward {
         let Some(gt) = input.ground_truth.as_deref().filter(|g| !g.trim().is_empty()) else {
             return RewardOutput::error("math: sample has no ground_truth");
         };
-        RewardOutput::ok(match verify(&input.response, gt, self.mode) {
+        let (verdict, info) = judge(&input.response, gt, self.mode);
+        let out = RewardOutput::ok(match verdict {
             Verdict::Correct => self.correct,
             Verdict::Wrong => self.incorrect,
             Verdict::NoAnswer => self.no_answer,
-        })
+        });
+        match info {
+            Some(i) => out.with_answer(i),
+            None => out,
+        }
     }
 }
 

@@ -116,3 +116,53 @@ fn parse_spellings() {
     let deep = format!("{}1{}", "{".repeat(10_000), "}".repeat(10_000));
     assert_eq!(parse_whole(&deep), None);
 }
+
+#[test]
+fn judge_agrees_with_verify_on_every_case() {
+    for &(response, gt, mode, want, why) in CASES {
+        let (verdict, info) = judge(response, gt, mode);
+        assert_eq!(verdict, want, "{why}");
+        assert_eq!(info.is_none(), want == NoAnswer, "{why}: {info:?}");
+        if let Some(i) = info {
+            assert_eq!(i.correct, want == Correct, "{why}");
+        }
+    }
+}
+
+/// How the answer was found, written by hand from the documented rules.
+#[test]
+fn judge_reports_rule_canonical_form_and_candidates() {
+    let info = |r: &str, gt: &str, mode| judge(r, gt, mode).1.expect("an answer");
+    // Two boxes that disagree: correct on the last one, but ambiguous.
+    let i = info(r"\boxed{1} wait, no: \boxed{2}", "2", Auto);
+    assert_eq!((i.rule.as_str(), i.canonical, i.correct), ("boxed", true, true));
+    assert_eq!(i.candidates, ["1", "2"]);
+    assert!(i.weak());
+    // Two boxes that agree (3.5 = 7/2): one candidate in normal form, a strong signal.
+    let i = info(r"\boxed{3.5}, i.e. \boxed{\frac{7}{2}}", "7/2", Auto);
+    assert_eq!((i.answer.as_str(), i.candidates.len(), i.weak()), ("7/2", 1, false));
+    // Auto mode falling back to the last number of free text: not canonical.
+    let i = info("3 + 4 = 7", "7", Auto);
+    assert_eq!((i.rule.as_str(), i.canonical, i.correct), ("last_number", false, true));
+    assert_eq!(i.candidates, ["3", "4", "7"]);
+    assert!(i.weak());
+    // last_number mode: a bare number is the canonical form, prose is not.
+    let i = info(" 7.", "7", LastNumber);
+    assert_eq!((i.canonical, i.candidates.len(), i.weak()), (true, 1, false));
+    let i = info("The answer is 7", "7", LastNumber);
+    assert_eq!((i.canonical, i.weak()), (false, true));
+    let i = info("1. 4 + 3 = 7", "7", LastNumber);
+    assert_eq!((i.canonical, i.candidates.len()), (false, 4));
+    // A wrong answer is never weak (the audit lists correct judgements only).
+    let i = info("3 + 4 = 8", "7", Auto);
+    assert!(!i.correct && !i.weak());
+    // Percent keeps its sign in the key; hashes is canonical.
+    assert_eq!(info("#### 50%", "50", Auto).answer, "50%");
+    assert_eq!(info("#### 50%", "50", Auto).rule, "hashes");
+    // The reward carries the account, and its value is the verdict's as before.
+    let f = MathReward::default();
+    let out = f.score_one(&RewardInput::new("3 + 4 = 7", Some("7")));
+    assert_eq!(out.value, 1.0);
+    assert_eq!(out.answers[""].rule, "last_number");
+    assert!(f.score_one(&RewardInput::new("no idea", Some("7"))).answers.is_empty());
+}

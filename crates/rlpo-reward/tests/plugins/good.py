@@ -8,6 +8,10 @@ sys.stderr.write(f"ready pid={os.getpid()}\n")
 sys.stderr.flush()
 for line in sys.stdin:
     req = json.loads(line)
+    if req.get("handshake"):
+        sys.stdout.write(json.dumps({"id": req["id"], "ready": True}) + "\n")
+        sys.stdout.flush()
+        continue
     if req["response"] == "error":
         out = {"id": req["id"], "error": "cannot score this one"}
     else:

@@ -5,6 +5,10 @@ import time
 
 for line in sys.stdin:
     req = json.loads(line)
+    if req.get("handshake"):
+        sys.stdout.write(json.dumps({"id": req["id"], "ready": True}) + "\n")
+        sys.stdout.flush()
+        continue
     if req["response"] == "hang":
         time.sleep(3600)
     sys.stdout.write(json.dumps({"id": req["id"], "reward": float(req["metadata"]["k"])}) + "\n")

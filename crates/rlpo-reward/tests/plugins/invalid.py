@@ -6,6 +6,10 @@ import sys
 
 for line in sys.stdin:
     req = json.loads(line)
+    if req.get("handshake"):
+        sys.stdout.write(json.dumps({"id": req["id"], "ready": True}) + "\n")
+        sys.stdout.flush()
+        continue
     r, i, k = req["response"], req["id"], float(req["metadata"]["k"])
     if r == "bad":
         out = "this is not json {"

@@ -15,7 +15,13 @@ while True:
             break
         buf += chunk
         *lines, buf = buf.split(b"\n")
-        pending.extend(json.loads(l) for l in lines if l.strip())
+        for req in (json.loads(l) for l in lines if l.strip()):
+            if req.get("handshake"):
+                # Declares 8 workers: it answers in batches of up to 8 at once.
+                sys.stdout.write(json.dumps({"id": req["id"], "ready": True, "workers": 8}) + "\n")
+                sys.stdout.flush()
+            else:
+                pending.append(req)
         if len(pending) < 8:
             continue
     for req in reversed(pending):

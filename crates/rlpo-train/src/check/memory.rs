@@ -9,15 +9,21 @@
 //!   two fp32 moments, the frozen reference model when `loss.kl_coef > 0`, and on CUDA a fixed
 //!   allowance for the CUDA context and library workspaces;
 //! - **rollout** (freed when `generate` returns): the KV cache, the copy made when finished rows
-//!   are compacted away, and the next-token logits;
-//! - **update** (freed by each backward): saved activations of one micro-batch, the fp32 logits
-//!   autograd keeps for every chunk of the vocabulary projection, and the transient of one chunk;
-//! - **optimizer step**: AdamW's temporaries for the largest tensor.
+//!   are compacted away, the next-token logits, and with device sampling (`rollout.sampler`, CUDA
+//!   by default) the sampler's `[B, V]` temporaries;
+//! - **update** (freed by each backward): saved activations of one micro-batch (every layer's
+//!   intermediates, or only each layer's input plus one layer's intermediates with
+//!   `trainer.activation_checkpointing`), the fp32 logits autograd keeps for every chunk of the
+//!   vocabulary projection, and the transient of one chunk;
+//! - **optimizer step**: AdamW's temporaries: with the fused kernel (`optim.fused`) only fp32
+//!   copies of low-precision gradients, one chunk of parameters at a time; per parameter, the
+//!   temporaries of the largest tensor.
 //!
 //! Everything is an estimate of what LibTorch allocates, not a measurement; the formulas are
 //! written next to each item so they can be checked against a real run (`scripts/gpu_check.sh`
 //! prints the measured peak next to this plan).
 
+use crate::optim::FUSED_CHUNK_ELEMENTS;
 use rlpo_model::ModelConfig;
 
 /// Fixed allowance for the CUDA context, cuBLAS/cuDNN workspaces and allocator slack.
@@ -84,6 +90,14 @@ pub struct StepShape {
     pub compact_fraction: f64,
     /// The device is a GPU (adds [`CUDA_OVERHEAD_BYTES`]).
     pub cuda: bool,
+    /// `trainer.activation_checkpointing`.
+    pub activation_checkpointing: bool,
+    /// `optim.fused`.
+    pub fused_optimizer: bool,
+    /// Tokens are sampled on the device (`rollout.sampler` resolved for the rollout's device).
+    pub device_sampling: bool,
+    /// Top-p truncation is on (the device sampler then sorts every row).
+    pub top_p: bool,
 }
 
 /// The plan: every item, and the peak.
@@ -133,20 +147,31 @@ impl MemoryPlan {
         }
         // Next-token logits of every row, one step at a time.
         push("decode logits", rows * v * b, Phase::Rollout, "trainer.prompts_per_step");
+        // Device sampling (`device_sampler.rs`): about five fp32 `[B, V]` temporaries alive at
+        // once (the widened logits, base and sampling log-weights, weights, their running sum);
+        // top-p adds a sort (values + i64 indices) and its masked running sums.
+        if s.device_sampling {
+            let per = 20.0 + if s.top_p { 25.0 } else { 0.0 };
+            push("device sampling temporaries", rows * v * per, Phase::Rollout, "trainer.prompts_per_step");
+        }
 
         // Saved activations of one micro-batch, per token and layer (what autograd keeps for
-        // backward in `rlpo_model`'s layers, fused SDPA assumed — no T² attention matrix):
+        // backward in `rlpo_model`'s layers; learner rows are packed, so attention is SDPA
+        // `is_causal` without a mask and with no T² matrix):
         //   2 RMSNorms: fp32 copy of the input (4·D) + normalised output (b·D) each
         //   q: projection, rotate_half copy, rotated q, SDPA output, o_proj input  = 5·b·q
         //   k: projection, rotate_half copy, rotated k; v: projection             = 4·b·kv
         //   SDPA log-sum-exp (fp32 per head)                                       = 4·H
         //   MLP: gate, silu(gate), up, silu(gate)·up                               = 4·b·I
-        // per token = L·(b·(2D + 5q + 4kv + 4I) + 8D + 4H) + final norm (4 + 2b)·D, times
-        // micro_rows × (prompt + response); plus the boolean mask and its additive form
-        // micro_rows × T² × (1 + b).
-        let per_token = l * (b * (2.0 * d + 5.0 * q + 4.0 * kv + 4.0 * i) + 8.0 * d + 4.0 * h) + (4.0 + 2.0 * b) * d;
-        let acts = micro * seq * per_token + micro * seq * seq * (1.0 + b);
-        push("activations (one micro-batch)", acts, Phase::Update, "trainer.micro_batch_rows");
+        // per layer = b·(2D + 5q + 4kv + 4I) + 8D + 4H, final norm (4 + 2b)·D. Without
+        // checkpointing every layer's are kept: L·per layer + final norm per token. With it, the
+        // input of each layer (b·D) plus one layer's recompute: L·b·D + per layer + final norm.
+        // Times micro_rows × (prompt + response).
+        let per_layer = b * (2.0 * d + 5.0 * q + 4.0 * kv + 4.0 * i) + 8.0 * d + 4.0 * h;
+        let final_norm = (4.0 + 2.0 * b) * d;
+        let per_token = if s.activation_checkpointing { l * b * d + per_layer + final_norm } else { l * per_layer + final_norm };
+        let acts = micro * seq * per_token;
+        push("activations (one micro-batch)", acts, Phase::Update, "trainer.micro_batch_rows, trainer.activation_checkpointing");
         // The vocabulary projection runs in chunks, but log-sum-exp saves each chunk's fp32 logits
         // for backward, so all response positions of the micro-batch are held: micro × resp × V × 4.
         push("fp32 logits saved for backward", micro * resp * v * 4.0, Phase::Update, "trainer.micro_batch_rows");
@@ -154,10 +179,18 @@ impl MemoryPlan {
         let chunk = (s.logit_chunk as f64).min(micro * resp);
         push("logits chunk (transient)", chunk * v * (b + 8.0), Phase::Update, "trainer.logit_chunk_positions");
 
-        // AdamW keeps about five fp32 temporaries of the tensor being updated (gradient, update,
-        // denominator, two products); the largest tensor is the embedding (or LM head).
-        let largest = (v * d).max(i * d);
-        push("AdamW temporaries (largest tensor)", 20.0 * largest, Phase::OptimizerStep, "-");
+        // AdamW. Fused: the kernel updates in place; low-precision parameters need fp32 copies of
+        // their gradients, made one chunk of at most FUSED_CHUNK_ELEMENTS parameters at a time.
+        // Per parameter: the largest tensor's fp32 gradient (4), √v in f64 (8 + 8) and f32 (4),
+        // the scaled first moment (4): 28 bytes per element.
+        if s.fused_optimizer {
+            if s.param_bytes < 4 {
+                push("AdamW fp32 gradient copies (one chunk)", p.min(FUSED_CHUNK_ELEMENTS as f64) * 4.0, Phase::OptimizerStep, "model.dtype");
+            }
+        } else {
+            let largest = (v * d).max(i * d);
+            push("AdamW temporaries (largest tensor)", 28.0 * largest, Phase::OptimizerStep, "optim.fused");
+        }
         MemoryPlan { items }
     }
 

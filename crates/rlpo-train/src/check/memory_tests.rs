@@ -84,6 +84,10 @@ fn tiny_shape() -> StepShape {
         reference: true,
         compact_fraction: 0.25,
         cuda: false,
+        activation_checkpointing: false,
+        fused_optimizer: false,
+        device_sampling: false,
+        top_p: false,
     }
 }
 
@@ -106,17 +110,29 @@ fn tiny_qwen2_plan_matches_hand_computation() {
     assert_eq!(item(&plan, "KV cache compaction copy"), 24_576.0);
     assert_eq!(item(&plan, "decode logits"), 4.0 * 376.0 * 4.0);
     // Per token and layer 4·(2·64 + 5·64 + 4·32 + 4·128) + 8·64 + 4·4 = 4_880; 2 layers + final
-    // norm (4 + 8)·64 = 10_528; × 2 rows × 16 positions, + mask 2 × 16² × (1 + 4).
-    assert_eq!(item(&plan, "activations (one micro-batch)"), 2.0 * 16.0 * 10_528.0 + 2.0 * 256.0 * 5.0);
+    // norm (4 + 8)·64 = 10_528; × 2 rows × 16 positions (packed rows: no attention mask).
+    assert_eq!(item(&plan, "activations (one micro-batch)"), 2.0 * 16.0 * 10_528.0);
     assert_eq!(item(&plan, "fp32 logits saved for backward"), 2.0 * 6.0 * 376.0 * 4.0);
     // The chunk is capped by the 12 response positions of the micro-batch: 12 × 376 × (4 + 8).
     assert_eq!(item(&plan, "logits chunk (transient)"), 54_144.0);
-    assert_eq!(item(&plan, "AdamW temporaries (largest tensor)"), 20.0 * 376.0 * 64.0);
+    assert_eq!(item(&plan, "AdamW temporaries (largest tensor)"), 28.0 * 376.0 * 64.0);
     assert_eq!(plan.phase_bytes(Phase::Persistent), 2_448_640.0);
     assert_eq!(plan.phase_bytes(Phase::Rollout), 32_768.0 + 24_576.0 + 6_016.0);
-    assert_eq!(plan.phase_bytes(Phase::Update), 339_456.0 + 18_048.0 + 54_144.0);
+    assert_eq!(plan.phase_bytes(Phase::Update), 336_896.0 + 18_048.0 + 54_144.0);
     assert_eq!(plan.peak_phase(), Phase::OptimizerStep);
-    assert_eq!(plan.peak(), 2_448_640.0 + 481_280.0);
+    assert_eq!(plan.peak(), 2_448_640.0 + 673_792.0);
+    // Activation checkpointing keeps each layer's input (4·64 per token and layer) and one
+    // layer's recompute: 2·256 + 4_880 + 768 = 6_160 per token instead of 10_528.
+    let ck = MemoryPlan::new(&cfg, &StepShape { activation_checkpointing: true, ..tiny_shape() });
+    assert_eq!(item(&ck, "activations (one micro-batch)"), 2.0 * 16.0 * 6_160.0);
+    // The fused optimizer needs no temporaries for f32 parameters, and fp32 gradient copies for
+    // bf16 ones; device sampling adds 20 bytes per logit (45 with top-p).
+    let fu = MemoryPlan::new(&cfg, &StepShape { fused_optimizer: true, device_sampling: true, ..tiny_shape() });
+    assert_eq!(fu.phase_bytes(Phase::OptimizerStep), 0.0);
+    assert_eq!(item(&fu, "device sampling temporaries"), 4.0 * 376.0 * 20.0);
+    let fu_bf = MemoryPlan::new(&cfg, &StepShape { fused_optimizer: true, param_bytes: 2, device_sampling: true, top_p: true, ..tiny_shape() });
+    assert_eq!(item(&fu_bf, "AdamW fp32 gradient copies (one chunk)"), p * 4.0);
+    assert_eq!(item(&fu_bf, "device sampling temporaries"), 4.0 * 376.0 * 45.0);
     // bf16 adds fp32 masters and halves weights, gradients and the KV cache; CUDA adds 1 GiB.
     let bf = MemoryPlan::new(&cfg, &StepShape { param_bytes: 2, cuda: true, compact_fraction: 1.0, ..tiny_shape() });
     assert_eq!(item(&bf, "fp32 master weights"), p * 4.0);
@@ -161,6 +177,10 @@ fn qwen_1_5b_bf16_fits_80_gib() {
         reference: false,
         compact_fraction: 0.25,
         cuda: true,
+        activation_checkpointing: false,
+        fused_optimizer: true,
+        device_sampling: true,
+        top_p: false,
     };
     let plan = MemoryPlan::new(&cfg, &shape);
     assert_eq!(plan.phase_bytes(Phase::Persistent), 1_543_714_304.0 * 16.0 + GIB);
@@ -200,12 +220,12 @@ fn check_measures_prompts_and_validates_rewards() {
     };
     let r = Recipe::from_toml(&base(""), Path::new("t.toml"), &[]).unwrap();
     let report = check(&r).unwrap_or_else(|e| panic!("{e}"));
-    assert!(report.contains("longest of the first") && report.contains("memory plan"), "{report}");
+    // Every row of the data is measured (1000 synthetic prompts), not a sample of them.
+    assert!(report.contains("longest of all 1000 prompts") && report.contains("memory plan"), "{report}");
     assert!(!report.contains("budget"), "a CPU recipe without --gpu-mem has no budget: {report}");
-    // A bad regex is caught by `rlpo check`, naming the key, before any training.
+    // A bad regex is caught when the recipe is loaded (`rlpo check` and `rlpo train`), naming the key.
     let bad = base("[[reward.fns]]\nkind = \"format\"\npattern = \"([unclosed\"\n");
-    let r = Recipe::from_toml(&bad, Path::new("t.toml"), &[]).unwrap();
-    let msg = check(&r).expect_err("bad regex").to_string();
+    let msg = Recipe::from_toml(&bad, Path::new("t.toml"), &[]).expect_err("bad regex").to_string();
     assert!(msg.contains("reward.fns[1].pattern"), "{msg}");
     // A cuda device that is not here is a warning, not an error.
     let r = Recipe::from_toml(&base(""), Path::new("t.toml"), &["model.device=cuda:0".into()]).unwrap();

@@ -326,8 +326,14 @@ pub fn resolve(path: &Path, verified: bool) -> Result<PathBuf> {
 /// to the interrupted attempt and are about to be logged again). Rewrites the file in place, so
 /// an append-mode sink already open on it keeps working. Returns how many lines were dropped.
 pub fn trim_metrics_log(run_dir: &Path, step: u64) -> Result<usize> {
+    trim_step_log(&run_dir.join("metrics.jsonl"), step)
+}
+
+/// Drop the lines of a JSON-lines log (`{"step": n, ...}` per line) whose step is after `step`,
+/// in place (see [`trim_metrics_log`]); also used for `<run>/rollouts.jsonl`.
+pub fn trim_step_log(path: &Path, step: u64) -> Result<usize> {
     use std::io::Write;
-    let path = run_dir.join("metrics.jsonl");
+    let path = path.to_path_buf();
     let Ok(text) = std::fs::read_to_string(&path) else { return Ok(0) };
     let line_step = |l: &str| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v.get("step").and_then(serde_json::Value::as_u64));
     let kept: Vec<&str> = text.lines().filter(|l| line_step(l).is_none_or(|s| s <= step)).collect();

@@ -12,7 +12,7 @@ use crate::recipe::Recipe;
 use std::collections::BTreeMap;
 
 /// Keys whose change is safe when resuming: run length, logging and checkpoint cadence.
-pub const SAFE_TO_CHANGE: &[&str] = &["trainer.total_steps", "metrics.", "checkpoint.save_every", "checkpoint.keep_last", "checkpoint.keep_every", "run.threads"];
+pub const SAFE_TO_CHANGE: &[&str] = &["trainer.total_steps", "metrics.", "eval.", "checkpoint.save_every", "checkpoint.keep_last", "checkpoint.keep_every", "run.threads"];
 
 fn flatten(prefix: &str, v: &toml::Value, out: &mut BTreeMap<String, String>) {
     match v {

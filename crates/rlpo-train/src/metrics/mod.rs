@@ -142,6 +142,10 @@ impl MetricSink for ConsoleSink {
             f("select/kept_token_frac"),
             m.get("timing/step_s").map_or("-".into(), |v| format!("{v:.1}"))
         );
+        let msg = match m.get("eval/pass@1") {
+            Some(p) => format!("{msg} | eval pass@1 {p:.3}"),
+            None => msg,
+        };
         self.bar.set_position(m.step);
         self.bar.set_message(msg.clone());
         if !self.bar.is_hidden() {

@@ -142,12 +142,19 @@ impl Trainer {
             return self.after_failure(err, saved);
         }
         self.step_start = None;
-        if saved.as_ref().map(|s| s.0) != Some(self.state.step) && self.state.step > 0 {
+        // `checkpoint.save_at_end = false` skips the end-of-run checkpoint (a scratch or benchmark
+        // run); a stopped run always saves, or its work would be lost.
+        let reached_end = self.state.step >= self.recipe.trainer.total_steps;
+        let save_now = self.recipe.checkpoint.save_at_end || !reached_end;
+        if saved.as_ref().map(|s| s.0) != Some(self.state.step) && self.state.step > 0 && save_now {
             self.finish_prefetch()?;
             saved = Some((self.state.step, checkpoint::save(self)?));
         }
         for s in &mut self.sinks {
             s.finish()?;
+        }
+        if self.recipe.metrics.report_every > 0 && self.recipe.metrics.jsonl && self.state.step > 0 && self.dist.is_main() {
+            crate::report::write(&self.run_dir)?;
         }
         if self.state.step < self.recipe.trainer.total_steps {
             return Ok(RunEnd::Stopped { checkpoint: saved.map(|s| s.1), cut: None });
