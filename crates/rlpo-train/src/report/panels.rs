@@ -88,7 +88,7 @@ pub fn choose(metrics: &BTreeMap<String, Vec<Option<f64>>>, f: Features) -> (Vec
     };
     let candidates: Vec<(Panel, Option<(bool, &str)>)> = vec![
         (panel("reward", "Reward", "mean reward", &[("reward/mean", "reward")]), None),
-        (panel("pass", "Pass rate", "share with reward > 0", &[("reward/pass_rate", "pass rate")]), None),
+        (panel("pass", "Pass rate", "share verified correct", &[("reward/pass_rate", "pass rate")]), None),
         (by_k("eval-pass", "Held-out pass@k", "eval/pass@"), None),
         (by_k("eval-maj", "Held-out maj@k", "eval/maj@"), None),
         (panel("length", "Response length", "tokens", &[("response/length_mean", "mean"), ("response/length_max", "max")]), None),
