@@ -153,6 +153,7 @@ fn range(base: &str, key: &str) -> Option<Range> {
         "trainer.logit_chunk_positions" => I(|n| (1..=1 << 30).contains(&n)),
         "checkpoint.keep_last" => I(|n| (1..=1 << 20).contains(&n)),
         "data.max_samples" => I(at_least_one),
+        "rollout.device_sync_steps" => I(at_least_one),
         "data.synthetic.size" => I(|n| (1..=10_000_000).contains(&n)),
         "reward.max_failure_fraction" => F(unit_closed),
         "reward.failure_window" => I(|n| (1..=1 << 20).contains(&n)),
