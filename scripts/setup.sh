@@ -75,7 +75,9 @@ else
 fi
 
 TORCH_DIR=$("$VENV/bin/python" -c 'import torch, os; print(os.path.dirname(torch.__file__))')
-ln -sfn "$TORCH_DIR" "$VENV/torch"
+# Relative to the venv's real directory: the path Python reports goes through whatever symlink
+# led to the venv (a worktree's `.venv`), which may not outlive it.
+ln -sfn "$(realpath --relative-to="$(readlink -f "$VENV")" "$(readlink -f "$TORCH_DIR")")" "$VENV/torch"
 
 mkdir -p "$ROOT/.cache"
 sm_dir="$ROOT/.cache/models/SmolLM2-135M-Instruct"

@@ -37,20 +37,20 @@ struct Inputs {
 }
 
 fn inputs() -> Inputs {
-    tch::manual_seed(0);
+    let mut rng = rlpo_algo::seeded::SplitMix(0);
     let n = B * G;
     let f = (Kind::Float, Device::Cpu);
     let rewards =
-        Tensor::randint(2, [n], (Kind::Int64, Device::Cpu)).to_kind(Kind::Float) * 2.0 - 1.0;
-    let lens = Tensor::randint(T, [n, 1], (Kind::Int64, Device::Cpu)) + 1;
+        rng.randint(2, [n], (Kind::Int64, Device::Cpu)).to_kind(Kind::Float) * 2.0 - 1.0;
+    let lens = rng.randint(T, [n, 1], (Kind::Int64, Device::Cpu)) + 1;
     let mask = Tensor::arange(T, (Kind::Int64, Device::Cpu))
         .unsqueeze(0)
         .lt_tensor(&lens)
         .to_kind(Kind::Float);
-    let entropy = Tensor::rand([n, T], f) * 3.0;
-    let old = -(Tensor::rand([n, T], f) * 4.0);
-    let logp = &old + Tensor::randn([n, T], f) * 0.1;
-    let reference = &old + Tensor::randn([n, T], f) * 0.1;
+    let entropy = rng.rand([n, T], f) * 3.0;
+    let old = -(rng.rand([n, T], f) * 4.0);
+    let logp = &old + rng.randn([n, T], f) * 0.1;
+    let reference = &old + rng.randn([n, T], f) * 0.1;
     Inputs {
         rewards,
         mask,

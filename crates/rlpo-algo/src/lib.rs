@@ -17,6 +17,7 @@
 //! | [`rmt`] | §5 budget, curriculum, NTP loss |
 //! | [`compose`] | §6 the composition order the trainer calls |
 //! | [`schedule`] | resumable step/progress/HAPO state |
+//! | [`seeded`] | seeded random tensors for tests and benchmarks (never LibTorch's global generator) |
 //!
 //! Conventions: `N = B·G` rows with each group's rows contiguous, `T` response positions,
 //! masks are 1 for generated tokens including EOS. Nothing here touches a model: the learner
@@ -37,6 +38,7 @@ pub mod logprob;
 pub mod rmt;
 pub mod rollout_corr;
 pub mod schedule;
+pub mod seeded;
 pub mod surrogate;
 pub mod validate;
 
@@ -52,33 +54,3 @@ pub use rollout_corr::{MismatchStats, RolloutCorrectionConfig};
 pub use schedule::AlgoState;
 pub use surrogate::{ClipRange, ClipWidth};
 pub use validate::validate_sections;
-
-#[cfg(test)]
-pub(crate) mod testutil {
-    //! Deterministic scalar randomness for property tests (no extra dependency).
-
-    /// SplitMix64.
-    pub struct SplitMix(pub u64);
-
-    impl SplitMix {
-        pub fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        /// Uniform in [0, 1).
-        pub fn uniform(&mut self) -> f64 {
-            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-        }
-
-        /// Standard normal (Box–Muller).
-        pub fn normal(&mut self) -> f64 {
-            let u = self.uniform().max(1e-300);
-            let v = self.uniform();
-            (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-        }
-    }
-}

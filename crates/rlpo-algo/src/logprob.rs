@@ -161,10 +161,10 @@ mod tests {
     /// sizes (including ones that do not divide rows·T), and for bf16 logits.
     #[test]
     fn chunked_equals_unchunked() {
-        tch::manual_seed(3);
+        let mut rng = crate::seeded::SplitMix(3);
         let (rows, t, v) = (3, 5, 11);
-        let logits = Tensor::randn([rows, t, v], (Kind::Float, Device::Cpu)) * 3.0;
-        let targets = Tensor::randint(v, [rows, t], (Kind::Int64, Device::Cpu));
+        let logits = rng.randn([rows, t, v], (Kind::Float, Device::Cpu)) * 3.0;
+        let targets = rng.randint(v, [rows, t], (Kind::Int64, Device::Cpu));
         for temp in [1.0, 0.7] {
             let (want_lp, want_h) = reference(&logits, &targets, temp);
             for chunk in [0, 1, 4, 7, 15, 100] {
@@ -208,11 +208,11 @@ mod tests {
 
     #[test]
     fn gradient_matches_unchunked() {
-        tch::manual_seed(5);
+        let mut rng = crate::seeded::SplitMix(5);
         let (rows, t, v) = (2, 4, 6);
-        let base = Tensor::randn([rows, t, v], (Kind::Double, Device::Cpu));
-        let targets = Tensor::randint(v, [rows, t], (Kind::Int64, Device::Cpu));
-        let w = Tensor::randn([rows, t], (Kind::Double, Device::Cpu));
+        let base = rng.randn([rows, t, v], (Kind::Double, Device::Cpu));
+        let targets = rng.randint(v, [rows, t], (Kind::Int64, Device::Cpu));
+        let w = rng.randn([rows, t], (Kind::Double, Device::Cpu));
         let a = base.copy().set_requires_grad(true);
         let opts = LogProbOptions {
             chunk_positions: 3,
@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn input_logits_are_not_modified() {
-        let logits = Tensor::randn([2, 3, 5], (Kind::Float, Device::Cpu));
+        let logits = crate::seeded::SplitMix(8).randn([2, 3, 5], (Kind::Float, Device::Cpu));
         let before = logits.copy();
         let targets = Tensor::zeros([2, 3], (Kind::Int64, Device::Cpu));
         let opts = LogProbOptions {
@@ -245,7 +245,7 @@ mod tests {
 
     #[test]
     fn closure_variant_and_shape_errors() {
-        let logits = Tensor::randn([2, 3, 5], (Kind::Float, Device::Cpu));
+        let logits = crate::seeded::SplitMix(9).randn([2, 3, 5], (Kind::Float, Device::Cpu));
         let targets = Tensor::zeros([2, 3], (Kind::Int64, Device::Cpu));
         let flat = logits.view([-1, 5]);
         let opts = LogProbOptions {

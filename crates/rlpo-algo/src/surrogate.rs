@@ -282,10 +282,10 @@ mod tests {
     /// scalar and per-token widths, row and token advantages.
     #[test]
     fn matches_two_branch_formula() {
-        tch::manual_seed(4);
+        let mut rng = crate::seeded::SplitMix(4);
         let opts = (Kind::Double, tch::Device::Cpu);
         let (n, t) = (16, 33);
-        let base = Tensor::randn([n, t], opts) * 0.5;
+        let base = rng.randn([n, t], opts) * 0.5;
         let reference = |rho: &Tensor, adv: &Tensor, lo: &Tensor, hi: &Tensor, c: f64| {
             let clipped = rho
                 .clamp_min_tensor(&(lo.neg() + 1.0))
@@ -295,14 +295,14 @@ mod tests {
         };
         for per_token in [false, true] {
             let adv = if per_token {
-                Tensor::randn([n, t], opts)
+                rng.randn([n, t], opts)
             } else {
-                Tensor::randn([n, 1], opts)
+                rng.randn([n, 1], opts)
             };
             let (lo, hi) = if per_token {
                 (
-                    Tensor::rand([n, t], opts) * 0.4,
-                    Tensor::rand([n, t], opts) * 0.4,
+                    rng.rand([n, t], opts) * 0.4,
+                    rng.rand([n, t], opts) * 0.4,
                 )
             } else {
                 (Tensor::full([1], 0.2, opts), Tensor::full([1], 0.28, opts))

@@ -160,7 +160,12 @@ mod tests {
 
     #[test]
     fn foreach_ops_match_per_tensor_ops_and_errors_are_reported() {
-        let ts: Vec<Tensor> = [[5i64, 3], [7, 1], [2, 2]].iter().map(|s| Tensor::randn(*s, (Kind::Float, tch::Device::Cpu))).collect();
+        // Fixed, irregular values (no draw from LibTorch's process-global generator).
+        let ts: Vec<Tensor> = [[5i64, 3], [7, 1], [2, 2]]
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ((Tensor::arange(s[0] * s[1], (Kind::Float, tch::Device::Cpu)) * 0.737 + i as f64).sin() * 2.0).reshape(s))
+            .collect();
         let norms = foreach_norm(&ts).unwrap();
         for (t, n) in ts.iter().zip(&norms) {
             let want = t.square().sum(Kind::Double).sqrt().double_value(&[]);

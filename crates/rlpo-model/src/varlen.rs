@@ -125,15 +125,15 @@ mod tests {
     /// (`[prefix | segment]` for a continuation), computed independently.
     #[test]
     fn attention_is_block_diagonal() {
-        tch::manual_seed(3);
+        let mut rng = rlpo_algo::seeded::SplitMix(3);
         let mut p = PackedSeqs::new();
         let a = p.push(3, None);
         p.push(2, Some(a));
         p.push(4, None);
         let (h, hd, l) = (2, 4, p.total());
-        let q = Tensor::randn([1, h, l, hd], (Kind::Double, Device::Cpu));
-        let k = Tensor::randn([1, h, l, hd], (Kind::Double, Device::Cpu));
-        let v = Tensor::randn([1, h, l, hd], (Kind::Double, Device::Cpu));
+        let q = rng.randn([1, h, l, hd], (Kind::Double, Device::Cpu));
+        let k = rng.randn([1, h, l, hd], (Kind::Double, Device::Cpu));
+        let v = rng.randn([1, h, l, hd], (Kind::Double, Device::Cpu));
         let y = p.attend(&q, &k, &v, false);
         let alone = |cols: &[i64]| {
             let idx = Tensor::from_slice(cols);

@@ -75,7 +75,7 @@ fn decode_steps_with_kv_cache_match_the_full_forward() {
         let (ids, mask) = (ids.to_device(dev), mask.to_device(dev));
         let rows = ids.size()[0] * g;
         let s = 12;
-        let cont = Tensor::randint_low(3, vocab, [rows, s], (Kind::Int64, Device::Cpu)).to_device(dev);
+        let cont = rlpo_algo::seeded::SplitMix(5).randint_low(3, vocab, [rows, s], (Kind::Int64, Device::Cpu)).to_device(dev);
         // The full forward over [prompt | continuation] for every row.
         let rep = |t: &Tensor| t.repeat_interleave_self_int(g, 0, None::<i64>);
         let full_ids = Tensor::cat(&[rep(&ids), cont.shallow_clone()], 1);

@@ -44,7 +44,7 @@ fn tiny_models_32_cached_steps_match_full_forward_and_transformers() {
 #[test]
 fn smollm2_32_cached_steps_match_full_forward() {
     let model = CausalLm::load(&smollm2_dir(), &LoadOptions::default()).unwrap();
-    let seq = Tensor::randint_low(3, 49152, [1, 40], (Kind::Int64, tch::Device::Cpu));
+    let seq = rlpo_algo::seeded::SplitMix(40).randint_low(3, 49152, [1, 40], (Kind::Int64, tch::Device::Cpu));
     let inc = incremental_logits(&model, &seq, 8);
     let full = tch::no_grad(|| model.forward(&seq, &seq.ones_like())).squeeze_dim(0).narrow(0, 7, 33);
     let d = max_diff(&inc, &full);
@@ -60,7 +60,7 @@ fn left_padded_batch_decodes_like_the_full_forward() {
     let (ids, mask) = (&r["left_input_ids"], &r["left_attention_mask"]);
     let (b, t) = (ids.size()[0], ids.size()[1]);
     let steps = 12;
-    let cont = Tensor::randint_low(3, model.config.vocab_size, [b, steps], (Kind::Int64, tch::Device::Cpu));
+    let cont = rlpo_algo::seeded::SplitMix(12).randint_low(3, model.config.vocab_size, [b, steps], (Kind::Int64, tch::Device::Cpu));
     let full_ids = Tensor::cat(&[ids, &cont], 1);
     let full_mask = Tensor::cat(&[mask, &cont.ones_like()], 1);
     let want = tch::no_grad(|| model.forward(&full_ids, &full_mask)).narrow(1, t - 1, steps + 1);

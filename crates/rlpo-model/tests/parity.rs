@@ -1,11 +1,21 @@
 //! Logits parity with transformers (fp32) on every tiny fixture and on SmolLM2-135M-Instruct, for
-//! right- and left-padded batches of 3 prompts of different lengths. Tolerance 2e-4.
+//! right- and left-padded batches of 3 prompts of different lengths. The tiny fixtures' logits
+//! (|logit| up to ~4) must agree within 2e-5 absolute, SmolLM2's (|logit| up to ~38) within 4e-6
+//! of its largest logit. The reference runs LibTorch's own fp32 kernels through transformers;
+//! measured on the 2-core dev machine with the packed-SDPA forward: right-padded 0, left-padded
+//! tiny fixtures up to 1.5e-6, SmolLM2 6.9e-5 (1.8e-6 of its largest logit, 38.4). A summation
+//! order changed by another thread count or CPU moves fp32 logits by a few 1e-6 relative (rlpo's decode paths, another summation
+//! order, differ from the full forward by up to 2.4e-6 of SmolLM2's largest logit,
+//! `rlpo-rollout/tests/fast_decoder.rs`).
 
 mod common;
 use common::*;
 use rlpo_model::{CausalLm, LoadOptions};
 
-const TOL: f64 = 2e-4;
+/// Absolute bound on the tiny fixtures.
+const TOL: f64 = 2e-5;
+/// Bound on SmolLM2 relative to its largest |logit|.
+const REL_TOL: f64 = 4e-6;
 
 #[test]
 fn tiny_models_match_transformers_on_padded_batches() {
@@ -40,6 +50,8 @@ fn smollm2_matches_transformers_on_left_padded_chat_prompts() {
     assert!(lens.len() >= 3 && lens[0] != lens[1] && lens[1] != lens[2], "prompts of different lengths: {lens:?}");
     let got = tch::no_grad(|| model.forward(ids, mask));
     let d = max_diff_masked(&got, want, mask);
-    println!("SmolLM2 left-padded batch {lens:?}: max |Δlogit| = {d:.2e}");
-    assert!(d <= TOL, "SmolLM2: max |Δlogit| {d} > {TOL}");
+    let scale = (want.abs() * mask.to_kind(tch::Kind::Float).unsqueeze(-1)).max().double_value(&[]);
+    println!("SmolLM2 left-padded batch {lens:?}: max |Δlogit| = {d:.2e}, max |logit| = {scale:.2}");
+    assert!(scale > 5.0, "SmolLM2 logits of {scale} at most: not the reference of a trained model");
+    assert!(d <= REL_TOL * scale, "SmolLM2: max |Δlogit| {d} > {REL_TOL} × {scale}");
 }

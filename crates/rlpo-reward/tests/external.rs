@@ -1,9 +1,10 @@
 //! External plugins as real child processes (`python3 tests/plugins/*.py`, stdlib only): a good
 //! plugin, one that crashes mid-batch, one that hangs, one that prints invalid JSON, one that
 //! answers out of order. Each sample's reward is its own `metadata.k`, so a lost or swapped
-//! answer cannot go unnoticed. The hang tests use a 1 s timeout; the others a generous 10 s that
-//! only matters if something is wrong (it keeps a loaded CI machine from causing false timeouts),
-//! so nothing here can hang.
+//! answer cannot go unnoticed. In the hang tests only the hanging sample has a 1 s timeout
+//! (`timeout_of`); every other sample, there and in the other tests, has a generous 10 s that only
+//! matters if something is wrong (a loaded CI machine that is slow to start or restart Python then
+//! cannot time out an innocent sample), so nothing here can hang.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +22,10 @@ fn opts(name: &str, args: &[&str], concurrency: usize) -> ExternalOptions {
     let mut command = vec!["python3".to_owned(), script(name)];
     command.extend(args.iter().map(|a| a.to_string()));
     let mut o = ExternalOptions::new(name, command);
-    o.timeout = Duration::from_secs(if name == "hang" { 1 } else { 10 });
+    o.timeout = Duration::from_secs(10);
+    if name == "hang" {
+        o.timeout_of = Some(|s| (s.response == "hang").then_some(Duration::from_secs(1)));
+    }
     o.concurrency = concurrency;
     o.backoff = Duration::from_millis(10);
     o
@@ -65,6 +69,18 @@ fn error_text(o: &RewardOutput) -> &str {
     }
 }
 
+/// The log's lines once one satisfies `want`, waiting up to 10 s: the plugin's stderr is read by
+/// its own thread, so a line it wrote before its answers can reach the log after them.
+fn lines_until(log: &RewardLog, want: impl Fn(&str) -> bool) -> Vec<String> {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let mut lines = log.drain();
+    while !lines.iter().any(|l| want(l)) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+        lines.extend(log.drain());
+    }
+    lines
+}
+
 #[test]
 fn good_plugin_scores_every_sample_with_parts_and_stderr_in_the_log() {
     let (p, log, counters) = start(opts("good", &[], 8));
@@ -85,13 +101,7 @@ fn good_plugin_scores_every_sample_with_parts_and_stderr_in_the_log() {
     let out2 = p.score(&samples(5, &[]));
     assert!(out2.iter().all(RewardOutput::is_ok));
     assert_eq!(counters.snapshot().restarts, 0);
-    // stderr is read by its own thread: the line may land a moment after the answers.
-    let mut lines = log.drain();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !lines.iter().any(|l| l.starts_with("[good] ready pid=")) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        lines.extend(log.drain());
-    }
+    let lines = lines_until(&log, |l| l.starts_with("[good] ready pid="));
     let ready = lines.iter().find(|l| l.starts_with("[good] ready pid=")).expect("stderr captured with prefix");
     // Dropping the reward function ends the plugin process.
     let pid: u32 = ready.trim_start_matches("[good] ready pid=").parse().expect("pid");
@@ -115,7 +125,7 @@ fn crash_mid_batch_fails_only_the_sample_in_flight_and_restarts() {
     assert!(error_text(&out[4]).contains("exited"), "{:?}", out[4]);
     assert!(out.iter().enumerate().all(|(k, o)| k == 4 || o.is_ok()), "{out:?}");
     assert_eq!(counters.snapshot().restarts, 1);
-    let lines = log.drain();
+    let lines = lines_until(&log, |l| l == "[crash] crashing now");
     assert!(lines.iter().any(|l| l == "[crash] crashing now"), "{lines:?}");
 }
 

@@ -17,6 +17,18 @@ fn plugin(file: &str, args: &[&str]) -> (ExternalReward, RewardLog) {
     (ExternalReward::start(o, log.clone(), Arc::default()).expect("python3 starts"), log)
 }
 
+/// The log's lines once one satisfies `want`, waiting up to 10 s: the plugin's stderr is read by
+/// its own thread, so a line it wrote before its answers can reach the log after them.
+fn lines_until(log: &RewardLog, want: impl Fn(&str) -> bool) -> Vec<String> {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let mut lines = log.drain();
+    while !lines.iter().any(|l| want(l)) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+        lines.extend(log.drain());
+    }
+    lines
+}
+
 #[test]
 fn gsm8k_example_fallback() {
     let (p, log) = plugin("gsm8k_reward.py", &["--no-math-verify"]);
@@ -40,7 +52,9 @@ fn gsm8k_example_fallback() {
     assert_eq!(out[8].parts["has_answer"], 0.0);
     let out = p.score(&[RewardInput::new("4", None)]);
     assert!(matches!(&out[0].status, RewardStatus::Error(m) if m.contains("no ground_truth")), "{out:?}");
-    assert!(log.drain().iter().any(|l| l == "[gsm8k_reward] gsm8k_reward ready (fallback, 1 worker(s))"));
+    let ready = "[gsm8k_reward] gsm8k_reward ready (fallback, 1 worker(s))";
+    let lines = lines_until(&log, |l| l == ready);
+    assert!(lines.iter().any(|l| l == ready), "{lines:?}");
 }
 
 #[test]

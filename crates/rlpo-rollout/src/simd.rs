@@ -11,17 +11,28 @@
 //!   an `avx512f` function, so LLVM vectorises it with 512-bit registers.
 //!
 //! The kernels prefetch their weight stream ahead of use (`_mm_prefetch`, which cannot fault).
+//!
+//! `RLPO_PORTABLE_KERNELS=1` (read once, by [`portable_kernels_forced`]) makes every dispatch
+//! below take the portable kernel even on an AVX-512 CPU, so parity and greedy tests can run both
+//! paths on one machine (`RLPO_PORTABLE_KERNELS=1 cargo test --workspace`).
 
 use crate::gemm::{self, row_tiles, LANES};
 use crate::host_cache::KvElem;
 use std::ops::Range;
+
+/// Whether `RLPO_PORTABLE_KERNELS=1` forces the portable kernels (read once per process; any
+/// other value, or none, lets the CPU's features decide).
+pub fn portable_kernels_forced() -> bool {
+    static F: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *F.get_or_init(|| std::env::var("RLPO_PORTABLE_KERNELS").is_ok_and(|v| v.trim() == "1"))
+}
 
 /// Whether this CPU has AVX-512F (the f32 GEMM kernel's features), checked once.
 pub fn has_avx512f() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static F: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *F.get_or_init(|| is_x86_feature_detected!("avx512f"))
+        *F.get_or_init(|| !portable_kernels_forced() && is_x86_feature_detected!("avx512f"))
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
@@ -36,7 +47,8 @@ pub fn has_avx512_core() -> bool {
     {
         static F: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *F.get_or_init(|| {
-            is_x86_feature_detected!("avx512f")
+            !portable_kernels_forced()
+                && is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512bw")
                 && is_x86_feature_detected!("avx512vl")
                 && is_x86_feature_detected!("fma")
@@ -53,7 +65,8 @@ pub fn has_avx512_bf16() -> bool {
     {
         static F: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
         *F.get_or_init(|| {
-            is_x86_feature_detected!("avx512f")
+            !portable_kernels_forced()
+                && is_x86_feature_detected!("avx512f")
                 && is_x86_feature_detected!("avx512bf16")
                 && is_x86_feature_detected!("avx512bw")
                 && is_x86_feature_detected!("avx512vl")

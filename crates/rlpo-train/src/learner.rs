@@ -27,6 +27,7 @@ use crate::optim::{learning_rate, AdamW};
 use crate::packed_rows::{micro_batches, PackPlan};
 use crate::recipe::Recipe;
 use crate::rmt::NtpSeq;
+use crate::step_record::{MicroBatchRecord, OptimizerStepRecord};
 use rlpo_algo::logprob::{token_logprobs_with, LogProbOptions, TokenLogProbs};
 use rlpo_algo::{compose, StepPlan};
 use rlpo_model::CausalLm;
@@ -231,6 +232,9 @@ pub struct Learner {
     pub reference: Option<CausalLm>,
     /// Non-finite updates in a row.
     pub nonfinite_in_a_row: u32,
+    /// When set, [`Learner::update`] appends a record of every optimizer step (log-probs, π_old,
+    /// loss gradient per token; see [`crate::step_record`]). `None`: nothing is kept.
+    pub(crate) trace: Option<Vec<OptimizerStepRecord>>,
 }
 
 impl Learner {
@@ -239,7 +243,7 @@ impl Learner {
         model.set_activation_checkpointing(recipe.trainer.activation_checkpointing);
         // With `[model.lora]` the adapters alone (fp32); otherwise every trainable parameter.
         let opt = AdamW::new(model.trainable_variables(), recipe.optim.clone());
-        Learner { model, opt, reference, nonfinite_in_a_row: 0 }
+        Learner { model, opt, reference, nonfinite_in_a_row: 0, trace: None }
     }
 
     /// Log-probs (and optionally entropies) `[n, T_k]` of `targets` for rows `idx` of `batch`
@@ -336,11 +340,14 @@ impl Learner {
                 }
                 self.opt.zero_grad();
                 let mut sums = LossSums::default();
+                let mut micro_records = Vec::new();
                 for (u0, u_len) in local_micro_batches(recipe, ctx.batch, sh, (g0, g_len), (m0, m_len), &row_keep) {
                     let kept: Vec<i64> = (u0..u0 + u_len).filter(|&i| row_keep[i as usize]).collect();
                     if !kept.is_empty() {
                         let fp = (epoch == 0).then_some(&mut first);
-                        sums += self.micro_batch_backward(ctx, u0, u_len, &kept, &norm, fp)?;
+                        let (s, record) = self.micro_batch_backward(ctx, u0, u_len, &kept, &norm, fp)?;
+                        sums += s;
+                        micro_records.extend(record);
                     }
                 }
                 sums += self.ntp_backward(ctx, m0, m_len, step_ntp)?;
@@ -350,8 +357,20 @@ impl Learner {
                 if sh.dist.is_distributed() {
                     self.all_reduce(sh.dist, &mut sums)?;
                 }
-                if self.apply_optimizer_step(recipe, &sums, opt_step_total, &mut rep)? {
+                let applied_now = self.apply_optimizer_step(recipe, &sums, opt_step_total, &mut rep)?;
+                if applied_now {
                     applied += 1.0;
+                }
+                if let Some(trace) = self.trace.as_mut() {
+                    trace.push(OptimizerStepRecord {
+                        epoch,
+                        rows: m0..m0 + m_len,
+                        micro: micro_records,
+                        pg_loss: sums.pg,
+                        kl: sums.kl,
+                        clip_frac: sums.clip_frac,
+                        applied: applied_now,
+                    });
                 }
             }
         }
@@ -377,7 +396,8 @@ impl Learner {
 
     /// The trainable parameters, by name (the same order on every rank).
     fn trainable(&self) -> Vec<Tensor> {
-        let mut v: Vec<(String, Tensor)> = self.model.var_store().variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
+        // With `[model.lora]` the adapters (their own var store), otherwise the model's parameters.
+        let mut v: Vec<(String, Tensor)> = self.model.trainable_variables().into_iter().collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v.into_iter().map(|(_, t)| t).collect()
     }
@@ -402,7 +422,8 @@ impl Learner {
 
     /// Forward the `kept` rows of micro-batch `u0..u0+micro`, compute its loss with the optimizer
     /// step's normaliser and back-propagate it. Rows outside `kept` get the old log-prob (ratio 1)
-    /// and carry zero loss weight, so they are never run through the model.
+    /// and carry zero loss weight, so they are never run through the model. With a trace, also
+    /// returns the micro-batch's record.
     fn micro_batch_backward(
         &self,
         ctx: &UpdateInputs,
@@ -411,7 +432,7 @@ impl Learner {
         kept: &[i64],
         norm: &rlpo_algo::LossNormaliser,
         first_pass: Option<&mut FirstPass>,
-    ) -> Result<LossSums> {
+    ) -> Result<(LossSums, Option<MicroBatchRecord>)> {
         let (recipe, batch) = (ctx.recipe, ctx.batch);
         let need_entropy = matches!(&recipe.algorithm.hapo, Some(h) if h.stats_scope == rlpo_algo::config::HapoStatsScope::MicroBatch);
         // The current policy's entropy costs a second pass over V per position: only when HAPO
@@ -462,14 +483,21 @@ impl Learner {
         let rl = ctx.ref_logp.map(|r| r.narrow(0, u0, micro));
         let inputs = compose::PolicyInputs { logp: &logp, old_logp: &old, ref_logp: rl.as_ref(), entropy: entropy.as_ref() };
         let loss = compose::policy_loss(&recipe.algorithm, &recipe.loss, &mb, &inputs, norm)?;
+        // Traced: ∂loss/∂logp per token (autograd.grad keeps the graph and leaves the parameters'
+        // gradients alone, so the update is the same with and without the trace).
+        let record = self.trace.is_some().then(|| {
+            let grad = Tensor::run_backward(&[&loss.loss], &[&logp], true, false).remove(0);
+            MicroBatchRecord { rows: u0..u0 + micro, logp: logp.detach().copy(), old_logp: old.detach().copy(), grad }
+        });
         loss.loss.backward();
         self.model.backward_checkpointed(); // the layers' share when activations are recomputed
-        Ok(LossSums {
+        let sums = LossSums {
             pg: loss.pg_loss.double_value(&[]),
             kl: loss.kl.as_ref().map_or(0.0, |k| k.double_value(&[])),
             clip_frac: loss.clip_frac.double_value(&[]),
             ..Default::default()
-        })
+        };
+        Ok((sums, record))
     }
 
     /// RMT: add `λ·L_NTP` of the NTP sequences of the groups in (local) rows `m0..m0+m_len` to

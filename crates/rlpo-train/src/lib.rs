@@ -9,6 +9,8 @@
 //! - [`metrics`]: TensorBoard event files, JSONL, console progress;
 //! - [`checkpoint`], [`export`], [`inspect`]: atomic verified checkpoints and resume, HF export,
 //!   checkpoint reports; [`run_lock`]: one trainer per run directory;
+//! - [`step_record`]: the tensors of the last step, kept on request (`Trainer::record_steps`)
+//!   so tests can recompute what the step did;
 //! - [`dist`]: the seam every global reduction goes through (rank, world, sums, gathers,
 //!   broadcasts, gradient buckets; the identity for one process) and per-rank placement;
 //! - [`eval`]: pass@k / maj@k evaluation (`rlpo eval`, `[eval]` during training) and
@@ -37,6 +39,8 @@ pub mod rmt;
 pub mod rollout_backend;
 pub mod run_lock;
 pub mod step_metrics;
+pub mod step_record;
+mod test_pause;
 pub mod trainer;
 
 pub use error::{Result, TrainError};

@@ -292,15 +292,17 @@ mod tests {
 
     /// `steps` AdamW steps with clipping on fixed pseudo-random gradients; returns the optimizer.
     fn run(fused: bool, shapes: &[Vec<i64>], kind: Kind, steps: usize) -> (Vec<Tensor>, AdamW) {
-        tch::manual_seed(3);
-        let params: Vec<Tensor> = shapes.iter().map(|s| Tensor::randn(s.as_slice(), (Kind::Float, tch::Device::Cpu)).to_kind(kind).set_requires_grad(true)).collect();
+        // Inputs from the test's own seed: LibTorch's global generator is shared with the tests
+        // running beside this one, and the two runs compared here must see the same draws.
+        let mut rng = rlpo_algo::seeded::SplitMix(3);
+        let params: Vec<Tensor> = shapes.iter().map(|s| rng.randn(s.as_slice(), (Kind::Float, tch::Device::Cpu)).to_kind(kind).set_requires_grad(true)).collect();
         let cfg = OptimConfig { lr: 3e-3, weight_decay: 0.1, fused, ..OptimConfig::default() };
         let named = params.iter().enumerate().map(|(i, p)| (format!("p{i}"), p.shallow_clone()));
         let mut opt = AdamW::new(named, cfg.clone());
         for step in 0..steps {
             opt.zero_grad();
             for (i, p) in params.iter().enumerate() {
-                let w = Tensor::randn(p.size().as_slice(), (Kind::Float, tch::Device::Cpu)) * (1.0 + step as f64 + i as f64);
+                let w = rng.randn(p.size().as_slice(), (Kind::Float, tch::Device::Cpu)) * (1.0 + step as f64 + i as f64);
                 (p.to_kind(Kind::Float) * w).sum(Kind::Float).backward();
             }
             let n = opt.grad_norm();

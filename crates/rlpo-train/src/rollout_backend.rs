@@ -76,7 +76,7 @@ impl RolloutBackend {
             let m = CausalLm::load(&path, &opts).map_err(|e| rlpo_rollout::Error::Input(format!("loading the rollout model: {e}")))?;
             // Built on the worker thread, so the boxed model never crosses threads.
             let m: Box<dyn RolloutModel> = if host { Box::new(CpuDecoder::new(m)?) } else { Box::new(m) };
-            Ok((m, Engine::with_tokenizer(tok.clone())))
+            Ok((crate::test_pause::worker_model(m), Engine::with_tokenizer(tok.clone())))
         })?;
         Ok(RolloutBackend::Workers { pool, synced: None, done: HashMap::new(), in_flight: 0 })
     }
@@ -172,9 +172,9 @@ impl RolloutBackend {
                 if *v != req.policy_version {
                     return Err(TrainError::Aborted(format!("internal: host weights at version {v}, request for {}", req.policy_version)));
                 }
-                Ok(engine.generate(&h.bind(model), req)?)
+                Ok(crate::test_pause::generate(engine, &h.bind(model), req)?)
             }
-            RolloutBackend::Shared { host_decode: false, .. } => Ok(engine.generate(&BoundFastDecoder::new(model)?, req)?),
+            RolloutBackend::Shared { host_decode: false, .. } => Ok(crate::test_pause::generate(engine, &BoundFastDecoder::new(model)?, req)?),
             RolloutBackend::Shared { .. } => Err(TrainError::Aborted("internal: rollout before the weights were packed".into())),
             RolloutBackend::Workers { .. } => {
                 let id = self.submit(req.clone())?;

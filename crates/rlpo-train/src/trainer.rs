@@ -25,6 +25,7 @@ use crate::metrics::{ConsoleSink, JsonlSink, MetricSink, StepMetrics, TensorBoar
 use crate::prompts::{self, PromptBatch};
 use crate::recipe::{OldLogprobs, Recipe};
 use crate::step_metrics;
+use crate::step_record::{OldLogpSource, StepRecord};
 use rlpo_algo::{compose, AlgoState};
 use rlpo_data::Dataset;
 use rlpo_model::{parse_device, parse_dtype, CausalLm, LoadOptions, TextTokenizer};
@@ -127,6 +128,11 @@ pub struct Trainer {
     pub(crate) broken: Option<String>,
     /// The step of the checkpoint this trainer was resumed from.
     pub(crate) resumed_at: Option<(u64, PathBuf)>,
+    /// Keep the tensors of the last trained step in [`Trainer::last_step`] (tests and debugging;
+    /// off by default: it holds the step's rows, plan and per-optimizer-step log-probs).
+    pub record_steps: bool,
+    /// With `record_steps`: what the last step trained on (`None` after a skipped step).
+    pub last_step: Option<StepRecord>,
     /// This process's rank and communicator (the identity for a single process). Rank 0
     /// alone writes the run directory.
     pub dist: Dist,
@@ -250,6 +256,8 @@ impl Trainer {
             step_start: None,
             broken: None,
             resumed_at: None,
+            record_steps: false,
+            last_step: None,
             dist,
             reward_totals: None,
             restored_prefetch: None,
@@ -574,6 +582,7 @@ impl Trainer {
         let r = self.recipe.clone();
         let g = r.rollout.group_size as i64;
         let mut m = StepMetrics { step: self.state.step + 1, ..Default::default() };
+        self.last_step = None;
 
         let (rollouts, ledger) = self.collect(&mut m)?;
         // max_staleness >= 1: the next step's rollout runs while this one trains.
@@ -610,10 +619,12 @@ impl Trainer {
             OldLogprobs::Auto => on_policy && r.optimizer_steps_per_step() > 1 && !self.backend.uses_learner_kernels(),
         };
         let recomputed = if recompute { Some(Learner::score_rows(&self.learner.model, &batch, &r, &positions)?) } else { None };
-        let (old_logp, old_entropy) = match &recomputed {
-            Some((lp, ent)) => (OldLogp::Given(lp), ent.shallow_clone()),
-            None if on_policy && r.optimizer_steps_per_step() == 1 => (OldLogp::CurrentDetached, batch.rollout_entropy.shallow_clone()),
-            None => (OldLogp::Given(&batch.rollout_logp), batch.rollout_entropy.shallow_clone()),
+        let (old_logp, old_entropy, old_source) = match &recomputed {
+            Some((lp, ent)) => (OldLogp::Given(lp), ent.shallow_clone(), OldLogpSource::Recomputed),
+            None if on_policy && r.optimizer_steps_per_step() == 1 => {
+                (OldLogp::CurrentDetached, batch.rollout_entropy.shallow_clone(), OldLogpSource::LearnerFirstPass)
+            }
+            None => (OldLogp::Given(&batch.rollout_logp), batch.rollout_entropy.shallow_clone(), OldLogpSource::Rollout),
         };
         m.set("train/staleness", staleness as f64);
         let ref_logp = match &self.learner.reference {
@@ -666,7 +677,12 @@ impl Trainer {
             m.set("rmt/ntp_seqs", rollouts.prompts.ntp.iter().flatten().count() as f64);
             m.set("rmt/ntp_tokens", rollouts.prompts.ntp.iter().flatten().map(|q| q.tokens()).sum());
         }
-        let report = self.learner.update(&inputs, total_opt_steps)?;
+        if self.record_steps {
+            self.learner.trace = Some(Vec::new());
+        }
+        let report = self.learner.update(&inputs, total_opt_steps);
+        let updates = self.learner.trace.take();
+        let report = report?;
         run_loop::test_fault(self.state.step + 1, "update")?;
         m.set("timing/update_s", t0.elapsed().as_secs_f64());
         if self.rmt.is_some() {
@@ -679,6 +695,7 @@ impl Trainer {
             )));
         }
         // Stage 8: weight sync. Colocated: the rollout reads the learner's tensors, nothing to copy.
+        let version_before = self.version;
         self.version += report.applied as u64;
 
         step_metrics::fill(&mut m, &view.rows, &view.response_mask, &global_plan, &shaped, &view.entropy, &self.rewards.set().metrics());
@@ -693,7 +710,21 @@ impl Trainer {
             rows.truncate(self.show_samples);
             m.notes.push(crate::report::rollouts::render_rows(&rows, false));
         }
-        self.finish_step(&mut m, t_step, comm, Some((&report, global_plan.hapo_stats)))?;
+        let hapo_stats = global_plan.hapo_stats;
+        if let Some(updates) = updates {
+            let old_logp = match old_source {
+                OldLogpSource::Recomputed => recomputed.map(|(lp, _)| lp),
+                OldLogpSource::Rollout => Some(batch.rollout_logp.shallow_clone()),
+                OldLogpSource::LearnerFirstPass => None,
+            };
+            let step = self.state.step + 1;
+            // The plan of this rank's rows (the step's plan for one process).
+            let plan = local_plan.unwrap_or(global_plan);
+            let (groups, scores) = (rollouts.groups, rollouts.scores);
+            let record = StepRecord { step, version_before, groups, scores, shaped, batch, old_logp_source: old_source, old_logp, ref_logp, plan, updates };
+            self.last_step = Some(record);
+        }
+        self.finish_step(&mut m, t_step, comm, Some((&report, hapo_stats)))?;
         Ok(m)
     }
 

@@ -77,7 +77,6 @@ agg = \"token_mean\"
     );
     let (mut t, _dir) = trainer("grpo", &body);
     let ms = run_steps(&mut t, 3);
-    let mut signal = false;
     for m in &ms {
         assert_keeps_everything(m);
         let r = hist(m, "reward/values");
@@ -85,12 +84,16 @@ agg = \"token_mean\"
         assert!(r.iter().all(|&v| v == 1.0 || v == -1.0), "{r:?}");
         // The advantages are GRPO's on the logged rewards (unbiased std, eps 1e-6).
         assert_close(hist(m, "advantage/values"), &group_advantages(r, G, true, 1e-6), 1e-4, "grpo advantages");
-        signal |= hist(m, "advantage/values").iter().any(|a| a.abs() > 0.1);
+        // Every group whose rewards vary carries a learning signal (±1 rewards, G = 4: |A| ≥ 0.5/(1 + eps)).
+        for (grp, adv) in r.chunks(G).zip(hist(m, "advantage/values").chunks(G)) {
+            if grp.iter().any(|&v| v != grp[0]) {
+                assert!(adv.iter().all(|a| a.abs() >= 0.49), "step {}: rewards {grp:?}, advantages {adv:?}", m.step);
+            }
+        }
         // Colocated, on-policy: the learner reproduces the rollout's log-probs.
         let gap = scalar(m, "actor/rollout_logprob_gap");
         assert!(gap < 1e-3, "step {}: learner vs rollout logprob gap {gap}", m.step);
     }
-    assert!(signal, "the digit reward gave no group with variance in 3 steps");
 }
 
 #[test]
@@ -113,19 +116,15 @@ norm_len = 8
     }
 }
 
-/// DAPO: ±1 correctness (here "has a digit 0-2", about 24 % of random responses, so that a
-/// third of the groups are all-wrong and the filter has work), overlong shaping with
-/// `L_max = max_new_tokens = 8`, `L_cache = 4`, clip-higher 0.28, dynamic sampling.
-const DAPO: &str = r#"
-[reward]
-on_error = "abort"
-[[reward.fns]]
-kind = "format"
-name = "correct"
-pattern = '[0-2]'
-matched = 1.0
-unmatched = -1.0
+/// DAPO: ±1 correctness fixed by the test plugin (`every_other_flat`: in every generation batch
+/// of B = 2 groups the first is all-wrong and the second varies, so for every seed each step keeps
+/// one group per batch and refills once), overlong shaping with `L_max = max_new_tokens = 8`,
+/// `L_cache = 4`, clip-higher 0.28, dynamic sampling.
+fn dapo() -> String {
+    reward_fixed("every_other_flat") + DAPO
+}
 
+const DAPO: &str = r#"
 [algorithm]
 advantage = "grpo"
 [algorithm.dapo.overlong]
@@ -150,7 +149,7 @@ fn overlong_penalty(len: f64) -> f64 {
 
 #[test]
 fn dapo_three_steps_with_filter_and_refill() {
-    let body = format!("{ROLLOUT}{TRAINER}{DAPO}");
+    let body = format!("{ROLLOUT}{TRAINER}{}", dapo());
     let (mut t, _dir) = trainer("dapo", &body);
     assert_eq!(t.recipe.loss.clip_widths(), (0.2, 0.28));
     let ms = run_steps(&mut t, 3);
@@ -185,9 +184,8 @@ fn dapo_three_steps_with_filter_and_refill() {
         // No D³S: every valid token of the kept rows is in the loss.
         assert_eq!(scalar(m, "select/kept_tokens"), scalar(m, "select/valid_tokens"));
     }
-    // With this seed and reward the filter drops groups, so the refill path ran (a third of
-    // random groups are all-wrong; 3 steps without a single drop would be a 1-in-10 seed).
-    assert!(total_batches > 3.0, "no refill happened in 3 steps ({total_batches} generation batches)");
+    // The plugin's rewards make every step drop one group per batch: two batches per step.
+    assert_eq!(total_batches, 6.0, "one refill per step");
 }
 
 /// A reward that is -1 for everything: every group is constant and is filtered out (there is no
@@ -240,21 +238,26 @@ on_exhausted = \"train_available\"
 /// `prompts_per_step` groups (B·G rows are not all there).
 #[test]
 fn dapo_train_available_partial_batch() {
-    let body = format!("{ROLLOUT}{TRAINER}{DAPO}")
+    let body = format!("{ROLLOUT}{TRAINER}{}", dapo())
         .replace("max_num_gen_batches = 10", "max_num_gen_batches = 1")
         .replace("on_exhausted = \"error\"", "on_exhausted = \"train_available\"");
     let (mut t, _dir) = trainer("dapo_partial", &body);
-    let mut partial = false;
-    for _ in 0..6 {
+    // One generation batch keeps one of its two groups (the plugin's rewards): every step trains
+    // on G rows.
+    for _ in 0..3 {
         let m = t.step().unwrap_or_else(|e| panic!("step {} failed: {e}", t.state.step + 1));
-        let rows = m.get("select/rows").unwrap_or(0.0);
-        assert!(rows <= (B * G) as f64 && (rows as usize).is_multiple_of(G));
-        if rows > 0.0 && rows < (B * G) as f64 {
-            partial = true;
-            assert!(scalar(&m, "actor/pg_loss").is_finite());
-        }
+        assert_eq!(scalar(&m, "select/rows"), G as f64, "step {}", m.step);
+        assert_eq!((scalar(&m, "filter/gen_batches"), scalar(&m, "filter/dropped_groups")), (1.0, 1.0));
+        assert!(scalar(&m, "actor/pg_loss").is_finite());
+        // The kept group is one whose correctness varies, and its advantages order its rows by
+        // correctness whatever the lengths: the overlong penalty is in [−1, 0], so a correct
+        // row's shaped reward (≥ 0) beats a wrong one's (≤ −1) for every seed.
+        let (adv, r) = (hist(&m, "advantage/values"), hist(&m, "reward/values"));
+        assert!(r.iter().any(|&x| x > 0.0) && r.iter().any(|&x| x < 0.0), "the kept group varies: rewards {r:?}");
+        let worst_right = adv.iter().zip(r).filter(|(_, &x)| x > 0.0).map(|(a, _)| *a).fold(f64::INFINITY, f64::min);
+        let best_wrong = adv.iter().zip(r).filter(|(_, &x)| x < 0.0).map(|(a, _)| *a).fold(f64::NEG_INFINITY, f64::max);
+        assert!(worst_right > best_wrong, "step {}: advantages {adv:?} for rewards {r:?}", m.step);
     }
-    assert!(partial, "no partial batch in 6 steps: pick another seed");
 }
 
 #[test]

@@ -25,19 +25,19 @@ fn peft_parity(name: &str, targets: &[&str]) {
     let base = fixture(name);
     let mut model = CausalLm::load(&base, &LoadOptions { device: Device::Cpu, kind: Kind::Float }).unwrap();
     let cfg = LoraConfig { rank: 4, alpha: 12.0, target_modules: targets.iter().map(|s| s.to_string()).collect(), ..Default::default() };
-    tch::manual_seed(1);
+    let mut rng = rlpo_algo::seeded::SplitMix(1);
     model.enable_lora(&cfg, 1).unwrap();
     // B starts at zero (the adapter is a no-op): give it values so the check means something.
     tch::no_grad(|| {
         for (n, v) in model.lora().unwrap().vs.variables() {
             if n.contains("lora_B") {
-                v.shallow_clone().copy_(&(Tensor::randn(v.size(), (Kind::Float, Device::Cpu)) * 0.05));
+                v.shallow_clone().copy_(&(rng.randn(v.size(), (Kind::Float, Device::Cpu)) * 0.05));
             }
         }
     });
     model.merge_lora().unwrap();
     let vocab = model.config.vocab_size;
-    let ids = Tensor::randint(vocab, [2, 7], (Kind::Int64, Device::Cpu));
+    let ids = rng.randint_low(0, vocab, [2, 7], (Kind::Int64, Device::Cpu));
     let logits = tch::no_grad(|| model.forward(&ids, &ids.ones_like()));
     let tmp = tempfile::tempdir().unwrap();
     let adapter = tmp.path().join("adapter");

@@ -125,19 +125,19 @@ struct Batch {
 }
 
 fn random_batch(b: i64, g: i64, t: i64, seed: i64) -> Batch {
-    tch::manual_seed(seed);
+    let mut rng = crate::seeded::SplitMix(seed as u64);
     let opts = (Kind::Double, Device::Cpu);
     let n = b * g;
-    let rewards = Tensor::randint(2, [n], (Kind::Int64, Device::Cpu)).to_kind(Kind::Double);
-    let lens = Tensor::randint(t, [n, 1], (Kind::Int64, Device::Cpu)) + 1;
+    let rewards = rng.randint(2, [n], (Kind::Int64, Device::Cpu)).to_kind(Kind::Double);
+    let lens = rng.randint(t, [n, 1], (Kind::Int64, Device::Cpu)) + 1;
     let mask = Tensor::arange(t, (Kind::Int64, Device::Cpu))
         .unsqueeze(0)
         .lt_tensor(&lens)
         .to_kind(Kind::Double);
-    let entropy = Tensor::rand([n, t], opts) * 3.0;
-    let old = -(Tensor::rand([n, t], opts) * 3.0);
-    let logp = &old + Tensor::randn([n, t], opts) * 0.2;
-    let reference = &old + Tensor::randn([n, t], opts) * 0.1;
+    let entropy = rng.rand([n, t], opts) * 3.0;
+    let old = -(rng.rand([n, t], opts) * 3.0);
+    let logp = &old + rng.randn([n, t], opts) * 0.2;
+    let reference = &old + rng.randn([n, t], opts) * 0.1;
     Batch {
         rewards,
         mask,

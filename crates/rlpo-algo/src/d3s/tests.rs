@@ -1,7 +1,7 @@
 //! Unit tests of `d3s`: the spec's worked examples and property tests.
 use super::*;
 use crate::advantage::{group_advantages, GroupNormOptions};
-use crate::testutil::SplitMix;
+use crate::seeded::SplitMix;
 
 fn kept_values(values: &[f64], idx: &[usize]) -> Vec<f64> {
     let mut v: Vec<f64> = idx.iter().map(|&i| values[i]).collect();
@@ -120,15 +120,15 @@ fn spec_3_6_tokens() {
 /// every dropped valid score, also when many scores tie.
 #[test]
 fn token_selection_is_a_top_k() {
-    tch::manual_seed(1);
+    let mut tr = crate::seeded::SplitMix(1);
     let mut rng = SplitMix(3);
     for trial in 0..30 {
         let (n, t) = (6, 9);
         // Some zero advantages so that many scores tie at 0.
-        let adv = Tensor::randn([n], (Kind::Float, Device::Cpu))
-            * Tensor::randint(2, [n], (Kind::Int64, Device::Cpu));
-        let h = Tensor::rand([n, t], (Kind::Float, Device::Cpu));
-        let lens = Tensor::randint(t + 1, [n, 1], (Kind::Int64, Device::Cpu));
+        let adv = tr.randn([n], (Kind::Float, Device::Cpu))
+            * tr.randint(2, [n], (Kind::Int64, Device::Cpu));
+        let h = tr.rand([n, t], (Kind::Float, Device::Cpu));
+        let lens = tr.randint(t + 1, [n, 1], (Kind::Int64, Device::Cpu));
         let mask = Tensor::arange(t, (Kind::Int64, Device::Cpu))
             .unsqueeze(0)
             .lt_tensor(&lens)

@@ -1,7 +1,7 @@
 //! Unit tests of `hapo`: the spec's worked examples and property tests.
 use super::*;
 use crate::surrogate::clipped_surrogate;
-use crate::testutil::SplitMix;
+use crate::seeded::SplitMix;
 use tch::Device;
 
 fn vecf(t: &Tensor) -> Vec<f64> {

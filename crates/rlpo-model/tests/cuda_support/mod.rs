@@ -48,12 +48,12 @@ pub const CONFIGS: [(&str, &str); 3] = [
 pub fn random_model(json: &str, seed: i64) -> CausalLm {
     let cfg = ModelConfig::from_json_str(json, Path::new("<cuda test config>")).expect("test config parses");
     let m = CausalLm::new(cfg, Device::Cpu, Kind::Float);
-    tch::manual_seed(seed);
+    let mut rng = rlpo_algo::seeded::SplitMix(seed as u64);
     let mut vars: Vec<(String, Tensor)> = m.var_store().variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     tch::no_grad(|| {
         for (name, t) in vars.iter_mut() {
-            let r = Tensor::randn(t.size(), (Kind::Float, Device::Cpu));
+            let r = rng.randn(t.size(), (Kind::Float, Device::Cpu));
             let v = if name.ends_with("norm.weight") {
                 r * 0.1 + 1.0
             } else if name.contains("embed_tokens") {
@@ -81,10 +81,10 @@ pub fn copy_to(m: &CausalLm, device: Device, kind: Kind) -> CausalLm {
 
 /// Left-padded prompts of `lens` tokens (ids in 3..vocab) as `ids [B, W]`, `mask [B, W]` on CPU.
 pub fn left_padded(vocab: i64, lens: &[i64], seed: i64) -> (Tensor, Tensor) {
-    tch::manual_seed(seed);
+    let mut rng = rlpo_algo::seeded::SplitMix(seed as u64);
     let w = *lens.iter().max().expect("at least one prompt");
     let b = lens.len() as i64;
-    let ids = Tensor::randint_low(3, vocab, [b, w], (Kind::Int64, Device::Cpu));
+    let ids = rng.randint_low(3, vocab, [b, w], (Kind::Int64, Device::Cpu));
     let pos = Tensor::arange(w, (Kind::Int64, Device::Cpu)).view([1, w]);
     let start = Tensor::from_slice(&lens.iter().map(|l| w - l).collect::<Vec<_>>()).view([b, 1]);
     let mask = pos.ge_tensor(&start).to_kind(Kind::Int64);

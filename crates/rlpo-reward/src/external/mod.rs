@@ -58,6 +58,10 @@ pub struct ExternalOptions {
     /// Per-request time limit, counted from the moment the plugin can take the request (see
     /// the module docs).
     pub timeout: Duration,
+    /// A sample's own time limit where this returns one, `timeout` elsewhere (not a recipe key:
+    /// for callers that know a sample is slow, and for the hang tests, which give only the
+    /// hanging sample a short limit so that a loaded machine cannot time the others out).
+    pub timeout_of: Option<fn(&RewardInput) -> Option<Duration>>,
     /// Time a new instance has to answer the start-up handshake.
     pub startup_timeout: Duration,
     /// Maximum requests in flight at once (1..=[`MAX_CONCURRENCY`]). More than one lets a
@@ -80,6 +84,7 @@ impl ExternalOptions {
             name: name.into(),
             command,
             timeout: Duration::from_secs(30),
+            timeout_of: None,
             startup_timeout: Duration::from_secs(60),
             concurrency: 16,
             max_restarts: 3,

@@ -169,6 +169,11 @@ impl<'a> Session<'a> {
         true
     }
 
+    /// The time limit of sample `idx` (`timeout_of`, else `timeout`).
+    fn timeout(&self, idx: usize) -> Duration {
+        self.opts.timeout_of.and_then(|f| f(&self.batch[idx])).unwrap_or(self.opts.timeout)
+    }
+
     /// Starts the clock of each of the `workers` oldest unanswered requests that has none yet:
     /// the plugin is working on those (or free to), the others still wait behind them.
     fn start_clocks(&mut self) {
@@ -176,8 +181,10 @@ impl<'a> Session<'a> {
         ids.sort_unstable();
         let now = Instant::now();
         for id in ids.into_iter().take(self.st.workers) {
+            let Some(idx) = self.inflight.get(&id).map(|r| r.idx) else { continue };
+            let limit = self.timeout(idx);
             if let Some(r) = self.inflight.get_mut(&id) {
-                r.deadline.get_or_insert(now + self.opts.timeout);
+                r.deadline.get_or_insert(now + limit);
             }
         }
     }
@@ -320,7 +327,7 @@ impl<'a> Session<'a> {
         let samples: Vec<usize> = expired.iter().map(|&(_, i)| i).collect();
         self.say(format!(
             "samples {samples:?} timed out after {:?} (counted from when the plugin could take them); killing the plugin",
-            self.opts.timeout
+            self.timeout(samples[0])
         ));
         if self.st.dying.is_none() {
             self.begin_dying(DeathCause::Timeout);

@@ -145,3 +145,29 @@ pub fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
         assert!((a - b).abs() <= tol, "{what}[{i}]: {a} vs {b}\n got  {got:?}\n want {want:?}");
     }
 }
+
+pub mod oracle;
+
+/// A trainer for `body` on tiny-qwen2 in a fresh temp dir (returned so it outlives the trainer),
+/// keeping the tensors of every step (`record_steps`). `edit` may change the whole recipe text.
+pub fn recorded_trainer(name: &str, body: &str, edit: impl Fn(String) -> String) -> (Trainer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let text = edit(recipe_text(&fixture("tiny-qwen2"), dir.path(), name, body));
+    let mut t = Trainer::new(parse(&text)).unwrap_or_else(|e| panic!("{name}: Trainer::new failed: {e}"));
+    t.record_steps = true;
+    (t, dir)
+}
+
+/// One step; panics naming the step on failure.
+pub fn step(t: &mut Trainer) -> StepMetrics {
+    let n = t.state.step + 1;
+    t.step().unwrap_or_else(|e| panic!("{}: step {n} failed: {e}", t.recipe.run.name))
+}
+
+/// `[reward]` scoring with the test plugin `tests/plugins/fixed_rewards.py` (rewards fixed by
+/// the sample's request id, so the groups are the same for every seed): `"alternating"` (every
+/// group varies) or `"every_other_flat"` (every other group is constant).
+pub fn reward_fixed(mode: &str) -> String {
+    let plugin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/plugins/fixed_rewards.py");
+    format!("\n[reward]\non_error = \"abort\"\n[[reward.fns]]\nkind = \"external\"\nname = \"fixed\"\ncommand = [\"python3\", \"{}\", \"{mode}\"]\n", plugin.display())
+}
