@@ -19,7 +19,8 @@ fn run_resume_command(err: &str, dir: &Path) -> String {
     let cmd = err.lines().find_map(|l| l.strip_prefix("resume with: ")).unwrap_or_else(|| panic!("no resume hint:\n{err}"));
     let cmd = cmd.split(" (--resume").next().unwrap();
     let words: Vec<&str> = cmd.split_whitespace().collect();
-    assert_eq!(&words[..2], ["rlpo", "train"], "{cmd}");
+    // The hint names the binary as it was invoked (here by its absolute path).
+    assert_eq!(&words[..2], [env!("CARGO_BIN_EXE_rlpo"), "train"], "{cmd}");
     text(&run_ok(rlpo().args(&words[1..]).current_dir(dir)).stderr)
 }
 
