@@ -12,32 +12,6 @@
 mod common;
 use common::*;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
-
-/// The command after `resume with: ` in `err`, run from `dir` (must succeed); returns stderr.
-fn run_resume_command(err: &str, dir: &Path) -> String {
-    let cmd = err.lines().find_map(|l| l.strip_prefix("resume with: ")).unwrap_or_else(|| panic!("no resume hint:\n{err}"));
-    let cmd = cmd.split(" (--resume").next().unwrap();
-    let words: Vec<&str> = cmd.split_whitespace().collect();
-    // The hint names the binary as it was invoked (here by its absolute path).
-    assert_eq!(&words[..2], [env!("CARGO_BIN_EXE_rlpo"), "train"], "{cmd}");
-    text(&run_ok(rlpo().args(&words[1..]).current_dir(dir)).stderr)
-}
-
-/// Tensors of a safetensors file, sorted by name.
-fn tensors(path: &Path) -> Vec<(String, tch::Tensor)> {
-    let mut v = tch::Tensor::read_safetensors(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
-fn assert_same_tensors(a: &Path, b: &Path) {
-    let (ta, tb) = (tensors(a), tensors(b));
-    assert_eq!(ta.iter().map(|t| &t.0).collect::<Vec<_>>(), tb.iter().map(|t| &t.0).collect::<Vec<_>>());
-    for ((name, x), (_, y)) in ta.iter().zip(&tb) {
-        assert!(x.equal(y), "{name} differs between {} and {}", a.display(), b.display());
-    }
-}
 
 fn interrupt_in_rollout_then_resume(name: &str, sets: &[&str]) {
     let tmp = tempfile::tempdir().unwrap();
